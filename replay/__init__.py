@@ -1,0 +1,1 @@
+"""mmreplay replay: compile traces into op programs, run them natively, measure and report."""

@@ -1,0 +1,64 @@
+"""The ``mmreplay`` command line. Each command lives in ``replay/commands/<name>.py``.
+
+Heavy modules (numba, matplotlib) are imported inside commands so ``--help`` and ``info`` start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import click
+
+from traces import MmreplayError, __version__
+
+from . import commands
+
+EPILOG = """\b
+Typical journey:
+  mmreplay record -o bert.arrow -- python examples/hf_inference.py
+  mmreplay info bert.arrow
+  mmreplay replay bert.arrow --policy align-ge-pmd --json a.json
+  mmreplay compare bert.arrow --policies align-ge-pmd,align-pmd-multiple
+"""
+
+
+class MmreplayGroup(click.Group):
+    """Turns MmreplayError into one line on stderr and exit status 2 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MmreplayError as exc:
+            message = " ".join(str(exc).split("\n"))
+            click.echo(f"Error: {message}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=MmreplayGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mmreplay")
+def cli() -> None:
+    """Record, replay and synthesize mmap/munmap workloads to test Linux memory-management changes.
+
+    A trace is an Arrow IPC file with one row per mmap/munmap/mremap/madvise/mprotect/brk call.
+    """
+
+
+def _register_commands() -> None:
+    """Every module in replay/commands/ that defines ``command`` becomes a subcommand."""
+    for module_info in pkgutil.iter_modules(commands.__path__):
+        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
+        if isinstance(getattr(module, "command", None), click.Command):
+            cli.add_command(module.command)
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli(prog_name="mmreplay")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""mmreplay synth: synthetic workloads from distributions, fitted specs and presets."""

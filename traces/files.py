@@ -1,0 +1,65 @@
+"""Safe output files: every writer goes through a temporary file that is renamed into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import MmreplayError
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail early, before any work, when the output's folder does not exist or cannot take a file.
+
+    A real probe file is created and removed: permission bits lie to root, a read-only mount does not.
+    """
+    out = Path(path)
+    folder = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise MmreplayError(f"{out}: is a folder, expected a file name")
+    if not folder.is_dir():
+        raise MmreplayError(f"{out}: folder {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=folder)
+    except OSError as exc:
+        raise MmreplayError(f"{out}: cannot write in {folder}: {exc.strerror}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
+    """Yield a file object; on success it is flushed, synced and renamed to ``path``.
+
+    On any exception (full disk, RLIMIT_FSIZE, Ctrl-C) the temporary file is removed, so a file
+    under ``path`` is always either the old one or a complete new one.
+    """
+    out = check_writable(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise MmreplayError(f"{out}: cannot write: {exc.strerror or exc}") from None
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_output(path, "w") as handle:
+        handle.write(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_output(path, "wb") as handle:
+        handle.write(data)

@@ -1,0 +1,114 @@
+"""Describe the machine a trace or result comes from: kernel, CPU, page sizes and THP settings.
+
+Everything is read from /proc and /sys; a missing file becomes ``None`` rather than an error so
+that the description works in containers and on kernels built without THP.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from pathlib import Path
+
+THP_SYSFS = Path("/sys/kernel/mm/transparent_hugepage")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def selected(setting: str | None) -> str | None:
+    """'always [madvise] never' -> 'madvise'; plain values pass through."""
+    if setting is None:
+        return None
+    if "[" in setting and "]" in setting:
+        return setting[setting.index("[") + 1 : setting.index("]")]
+    return setting
+
+
+def _int_or_text(value: str | None):
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def thp_settings(root: Path = THP_SYSFS) -> dict:
+    """The THP knobs a linux-mm reader asks for first, with the selected value of each."""
+    settings: dict = {
+        "enabled": selected(_read(root / "enabled")),
+        "defrag": selected(_read(root / "defrag")),
+        "shmem_enabled": selected(_read(root / "shmem_enabled")),
+        "use_zero_page": _int_or_text(_read(root / "use_zero_page")),
+        "shrink_underused": _int_or_text(_read(root / "shrink_underused")),
+        "khugepaged": {},
+        "sizes": {},
+    }
+    khugepaged = root / "khugepaged"
+    if khugepaged.is_dir():
+        for item in sorted(khugepaged.iterdir()):
+            if item.is_file():
+                settings["khugepaged"][item.name] = _int_or_text(_read(item))
+    for size_dir in sorted(root.glob("hugepages-*kB")):
+        settings["sizes"][size_dir.name] = selected(_read(size_dir / "enabled"))
+    return settings
+
+
+def cpu_model() -> str | None:
+    text = _read(Path("/proc/cpuinfo")) or ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
+def meminfo_bytes(field: str) -> int | None:
+    """A /proc/meminfo field ('MemAvailable', 'MemTotal') in bytes."""
+    text = _read(Path("/proc/meminfo")) or ""
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def glibc_version() -> str | None:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION")
+    except (ValueError, OSError):
+        return None
+
+
+def host_metadata() -> dict:
+    """The host block stored in every trace and result."""
+    pmd = _read(THP_SYSFS / "hpage_pmd_size")
+    return {
+        "hostname": socket.gethostname(),
+        "kernel": platform.release(),
+        "kernel_version": platform.version(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpus": os.cpu_count(),
+        "mem_total_bytes": meminfo_bytes("MemTotal"),
+        "page_size": os.sysconf("SC_PAGE_SIZE"),
+        "hpage_pmd_size": int(pmd) if pmd and pmd.isdigit() else None,
+        "thp": thp_settings(),
+        "glibc": glibc_version(),
+    }
+
+
+def describe_thp(host: dict) -> str:
+    """One line: 'enabled=madvise defrag=madvise shmem=never max_ptes_none=511'."""
+    thp = (host or {}).get("thp") or {}
+    parts = [f"enabled={thp.get('enabled')}", f"defrag={thp.get('defrag')}"]
+    if thp.get("shmem_enabled") is not None:
+        parts.append(f"shmem={thp.get('shmem_enabled')}")
+    khp = thp.get("khugepaged") or {}
+    if "max_ptes_none" in khp:
+        parts.append(f"max_ptes_none={khp['max_ptes_none']}")
+    return " ".join(parts)

@@ -1,0 +1,91 @@
+"""Trace format v1: the Arrow schema, the syscall vocabulary and the Linux constants it uses.
+
+A trace is an Arrow IPC file (Feather V2) with one row per mm syscall in recorded order. This
+module is the single place that knows the column names, their types and the numbers behind the
+symbolic PROT_*/MAP_*/MREMAP_*/MADV_* names (x86-64 Linux values).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+METADATA_KEY = b"mmreplay"
+
+# Order fixes the dictionary codes written by mmreplay; readers map by name, not by code.
+OPS = ("mmap", "munmap", "mremap", "madvise", "mprotect", "brk")
+OP_CODE = {name: code for code, name in enumerate(OPS)}
+
+OP_TYPE = pa.dictionary(pa.int8(), pa.utf8())
+
+# (name, type, nullable). Non-nullable columns are required on every row.
+COLUMNS = (
+    ("ts_ns", pa.int64(), False),
+    ("tid", pa.int32(), False),
+    ("op", OP_TYPE, False),
+    ("addr", pa.uint64(), False),
+    ("length", pa.uint64(), False),
+    ("new_addr", pa.uint64(), True),
+    ("new_length", pa.uint64(), True),
+    ("hint", pa.uint64(), True),
+    ("prot", pa.int32(), True),
+    ("flags", pa.int32(), True),
+    ("fd", pa.int32(), True),
+    ("offset", pa.int64(), True),
+    ("advice", pa.int32(), True),
+    ("errno", pa.int32(), False),
+    ("duration_ns", pa.int64(), True),
+)
+COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
+SCHEMA = pa.schema([pa.field(name, typ, nullable=nullable) for name, typ, nullable in COLUMNS])
+
+PAGE_SIZE = 4096
+PMD_SIZE = 2 << 20
+
+# PROT_* (asm-generic/mman-common.h)
+PROT = {"PROT_NONE": 0x0, "PROT_READ": 0x1, "PROT_WRITE": 0x2, "PROT_EXEC": 0x4,
+        "PROT_SEM": 0x8, "PROT_GROWSDOWN": 0x01000000, "PROT_GROWSUP": 0x02000000}
+PROT_READ, PROT_WRITE = PROT["PROT_READ"], PROT["PROT_WRITE"]
+
+# MAP_* (x86-64: asm-generic/mman-common.h, mman.h)
+MAP = {
+    "MAP_SHARED": 0x01, "MAP_PRIVATE": 0x02, "MAP_SHARED_VALIDATE": 0x03, "MAP_FIXED": 0x10,
+    "MAP_ANONYMOUS": 0x20, "MAP_32BIT": 0x40, "MAP_GROWSDOWN": 0x0100, "MAP_DENYWRITE": 0x0800,
+    "MAP_EXECUTABLE": 0x1000, "MAP_LOCKED": 0x2000, "MAP_NORESERVE": 0x4000,
+    "MAP_POPULATE": 0x8000, "MAP_NONBLOCK": 0x10000, "MAP_STACK": 0x20000,
+    "MAP_HUGETLB": 0x40000, "MAP_SYNC": 0x80000, "MAP_FIXED_NOREPLACE": 0x100000,
+    "MAP_UNINITIALIZED": 0x4000000,
+}
+MAP["MAP_ANON"] = MAP["MAP_ANONYMOUS"]
+MAP["MAP_FILE"] = 0
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED = MAP["MAP_SHARED"], MAP["MAP_PRIVATE"], MAP["MAP_FIXED"]
+MAP_ANONYMOUS, MAP_FIXED_NOREPLACE = MAP["MAP_ANONYMOUS"], MAP["MAP_FIXED_NOREPLACE"]
+MAP_HUGE_SHIFT = 26  # MAP_HUGE_2MB etc. encode log2(size) in bits 26..31
+
+MREMAP = {"MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4}
+MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
+
+MADV = {
+    "MADV_NORMAL": 0, "MADV_RANDOM": 1, "MADV_SEQUENTIAL": 2, "MADV_WILLNEED": 3,
+    "MADV_DONTNEED": 4, "MADV_FREE": 8, "MADV_REMOVE": 9, "MADV_DONTFORK": 10,
+    "MADV_DOFORK": 11, "MADV_MERGEABLE": 12, "MADV_UNMERGEABLE": 13, "MADV_HUGEPAGE": 14,
+    "MADV_NOHUGEPAGE": 15, "MADV_DONTDUMP": 16, "MADV_DODUMP": 17, "MADV_WIPEONFORK": 18,
+    "MADV_KEEPONFORK": 19, "MADV_COLD": 20, "MADV_PAGEOUT": 21, "MADV_POPULATE_READ": 22,
+    "MADV_POPULATE_WRITE": 23, "MADV_DONTNEED_LOCKED": 24, "MADV_COLLAPSE": 25,
+    "MADV_GUARD_INSTALL": 102, "MADV_GUARD_REMOVE": 103,
+    "MADV_HWPOISON": 100, "MADV_SOFT_OFFLINE": 101,
+}
+MADV_NAME = {v: k for k, v in MADV.items()}
+MADV_HUGEPAGE, MADV_NOHUGEPAGE = MADV["MADV_HUGEPAGE"], MADV["MADV_NOHUGEPAGE"]
+
+
+def is_anonymous(flags: int | None, fd: int | None) -> bool:
+    """True for a mapping with no file behind it (MAP_ANONYMOUS, or fd -1 when flags are unknown)."""
+    if flags is not None:
+        return bool(flags & MAP_ANONYMOUS)
+    return fd is None or fd < 0
+
+
+def empty_table() -> pa.Table:
+    return SCHEMA.empty_table()

@@ -1,0 +1,162 @@
+"""What a trace contains: the figures ``mmreplay info`` prints (TraceSummary as a plain dict)."""
+
+from __future__ import annotations
+
+import shlex
+
+import numpy as np
+import pyarrow as pa
+
+from .format import column_np, op_names, trace_metadata
+from .host import describe_thp
+from .liveset import LiveSet
+from .schema import MAP_ANONYMOUS, MREMAP_DONTUNMAP, OP_CODE, OPS, PAGE_SIZE, PMD_SIZE
+from .units import fmt_bytes, fmt_duration_ns
+
+KIB, MIB = 1 << 10, 1 << 20
+# (label, lower bound inclusive) of the mmap length histogram; each bucket ends at the next bound.
+SIZE_BUCKETS = (("<128K", 0), ("128K-512K", 128 * KIB), ("512K-1.5M", 512 * KIB),
+                ("1.5M-2M", 1536 * KIB), ("2M-4M", 2 * MIB), ("4M-16M", 4 * MIB), (">=16M", 16 * MIB))
+
+
+def page_round(length: np.ndarray) -> np.ndarray:
+    """Lengths rounded up to whole pages, as the kernel does before placing a mapping."""
+    length = np.asarray(length, dtype=np.uint64)
+    rounded = (length + np.uint64(PAGE_SIZE - 1)) & ~np.uint64(PAGE_SIZE - 1)
+    # Lengths within a page of 2^64 wrap to 0 when rounded; the kernel rejects those, keep them huge.
+    return np.where(rounded < length, np.uint64(np.iinfo(np.uint64).max), rounded)
+
+
+def size_histogram(lengths: np.ndarray) -> dict:
+    bounds = np.array([lower for _, lower in SIZE_BUCKETS[1:]], dtype=np.uint64)
+    bucket = np.searchsorted(bounds, lengths, side="right")
+    histogram = {}
+    for index, (label, _) in enumerate(SIZE_BUCKETS):
+        chosen = lengths[bucket == index]
+        # Python ints: hostile traces carry lengths whose uint64 sum would wrap.
+        histogram[label] = {"count": int(len(chosen)), "bytes": sum(chosen.tolist())}
+    return histogram
+
+
+def walk_live_bytes(table: pa.Table) -> dict:
+    """Replay the trace's successful mmap/munmap/mremap calls through a ``LiveSet``.
+
+    Returns peak live anonymous bytes, the row where it is first reached and the count of
+    partial munmaps (munmaps that leave part of a mapping they touch alive).
+    """
+    codes = op_names(table)
+    ok = column_np(table, "errno") == 0
+    interesting = np.flatnonzero(ok & np.isin(codes, [OP_CODE["mmap"], OP_CODE["munmap"],
+                                                      OP_CODE["mremap"]]))
+    addr = column_np(table, "addr")[interesting].tolist()
+    length = page_round(column_np(table, "length")[interesting]).tolist()
+    new_addr = column_np(table, "new_addr")[interesting].tolist()
+    new_length = page_round(column_np(table, "new_length")[interesting]).tolist()
+    flags = column_np(table, "flags")[interesting].tolist()
+    fd = column_np(table, "fd", -1)[interesting].tolist()
+    prot = column_np(table, "prot")[interesting].tolist()
+    op = codes[interesting].tolist()
+
+    live = LiveSet()
+    peak, peak_row, partial = 0, None, 0
+    mmap_code, munmap_code = OP_CODE["mmap"], OP_CODE["munmap"]
+    for i, row in enumerate(interesting.tolist()):
+        start = addr[i]
+        if op[i] == mmap_code:
+            anon = bool(flags[i] & MAP_ANONYMOUS) or fd[i] < 0
+            live.map(start, start + length[i], row, prot[i], anon)
+        elif op[i] == munmap_code:
+            end = start + length[i]
+            touched = live.overlapping(start, end)
+            if any(p.start < start or p.end > end for p in touched):
+                partial += 1
+            live.unmap(start, end)
+        else:  # mremap
+            old = live.overlapping(start, start + length[i])
+            keep_prot = old[0].prot if old else 0
+            anon = old[0].anon if old else True
+            if not flags[i] & MREMAP_DONTUNMAP:
+                live.unmap(start, start + length[i])
+            live.map(new_addr[i], new_addr[i] + new_length[i], row, keep_prot, anon)
+        if live.live_anon_bytes > peak:
+            peak, peak_row = live.live_anon_bytes, row
+    return {"peak_live_bytes": peak, "peak_live_event": peak_row, "partial_munmaps": partial,
+            "end_live_bytes": live.live_anon_bytes}
+
+
+def summarize(table: pa.Table) -> dict:
+    """The ``mmreplay info --json`` document for a validated trace table."""
+    codes = op_names(table)
+    errno = column_np(table, "errno")
+    ts = column_np(table, "ts_ns")
+    is_mmap = (codes == OP_CODE["mmap"]) & (errno == 0)
+    anon = (column_np(table, "flags") & MAP_ANONYMOUS).astype(bool) | (column_np(table, "fd", -1) < 0)
+    anon_mmap_lengths = page_round(column_np(table, "length")[is_mmap & anon])
+    pmd = np.uint64(PMD_SIZE)
+    walk = walk_live_bytes(table)
+    return {
+        "events": int(table.num_rows),
+        "ops": {name: int((codes == code).sum()) for code, name in enumerate(OPS)},
+        "failed": int((errno != 0).sum()),
+        "failed_by_op": {name: int(((codes == code) & (errno != 0)).sum())
+                         for code, name in enumerate(OPS) if ((codes == code) & (errno != 0)).any()},
+        "threads": int(len(np.unique(column_np(table, "tid")))),
+        "duration_ns": int(ts.max() - ts.min()) if len(ts) else 0,
+        "peak_live_bytes": walk["peak_live_bytes"],
+        "peak_live_event": walk["peak_live_event"],
+        "end_live_bytes": walk["end_live_bytes"],
+        "anon_mmaps": int((is_mmap & anon).sum()),
+        "file_mmaps": int((is_mmap & ~anon).sum()),
+        "pmd_multiple_mmaps": int(((anon_mmap_lengths % pmd) == 0).sum()),
+        "pmd_unaligned_large_mmaps": int(((anon_mmap_lengths >= pmd)
+                                          & ((anon_mmap_lengths % pmd) != 0)).sum()),
+        "size_histogram": size_histogram(anon_mmap_lengths),
+        "partial_munmaps": walk["partial_munmaps"],
+        "metadata": trace_metadata(table),
+    }
+
+
+def format_summary(summary: dict, name: str = "") -> str:
+    """Plain text for ``mmreplay info`` (fits 80 columns)."""
+    meta = summary["metadata"]
+    host = meta.get("host") or {}
+    lines = [f"trace        {name}" if name else "trace",
+             f"source       {meta.get('source', 'unknown')}, created {meta.get('created', '?')}, "
+             f"format {meta.get('format_version', '?')}"]
+    if meta.get("command"):
+        lines.append(f"command      {_shell_join(meta['command'])}")
+    if meta.get("regenerate"):
+        lines.append(f"regenerate   {meta['regenerate']}")
+    if host:
+        lines.append(f"host         {host.get('hostname', '?')}, Linux {host.get('kernel', '?')}, "
+                     f"{host.get('machine', '?')}")
+        lines.append(f"cpu          {host.get('cpu_model') or '?'}")
+        lines.append(f"thp          {describe_thp(host)}")
+    lines.append("")
+    ops = ", ".join(f"{op} {count}" for op, count in summary["ops"].items() if count)
+    lines.append(f"events       {summary['events']} ({ops or 'none'})")
+    failed = ", ".join(f"{op} {n}" for op, n in summary.get("failed_by_op", {}).items())
+    lines.append(f"failed calls {summary['failed']}" + (f" ({failed})" if failed else ""))
+    lines.append(f"threads      {summary['threads']}")
+    lines.append(f"duration     {fmt_duration_ns(summary['duration_ns'])}")
+    lines.append(f"mmaps        {summary['anon_mmaps']} anonymous, {summary['file_mmaps']} "
+                 "file-backed (successful)")
+    event = summary["peak_live_event"]
+    lines.append(f"peak live    {fmt_bytes(summary['peak_live_bytes'])} anonymous"
+                 + (f", first at event {event}" if event is not None else ""))
+    lines.append(f"2 MiB        {summary['pmd_multiple_mmaps']} anonymous mmaps are exact multiples "
+                 "of 2 MiB")
+    lines.append(f"             {summary['pmd_unaligned_large_mmaps']} are >= 2 MiB but not a "
+                 "multiple (aligned by 6.7-6.11)")
+    lines.append(f"partial      {summary['partial_munmaps']} munmaps left part of a mapping alive")
+    lines.append("")
+    lines.append("anonymous mmap lengths     count          bytes")
+    for label, cell in summary["size_histogram"].items():
+        lines.append(f"  {label:<18} {cell['count']:>12} {fmt_bytes(cell['bytes']):>14}")
+    return "\n".join(lines) + "\n"
+
+
+def _shell_join(argv) -> str:
+    if isinstance(argv, str):
+        return argv
+    return " ".join(shlex.quote(str(a)) for a in argv)
