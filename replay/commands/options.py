@@ -1,0 +1,78 @@
+"""Click options shared by replay, compare and layout."""
+
+from __future__ import annotations
+
+import click
+
+from traces import MmreplayError
+from traces.units import parse_size
+
+
+class SizeType(click.ParamType):
+    name = "BYTES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except MmreplayError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeType()
+
+
+def replay_options(multi: bool = False):
+    """--policy/--thp/--touch/--access/--files; with ``multi`` each takes a comma list (compare)."""
+    from replay.config import FILE_MODES, THP_MODES, TOUCH_MODES
+    from replay.policy import POLICIES
+
+    def choice(values):
+        return str if multi else click.Choice(values)
+
+    plural = "Comma-separated list; " if multi else ""
+    options = [
+        click.option("--policy" + ("s" if multi else ""), "policy",
+                     default="kernel", show_default=True, type=choice(POLICIES),
+                     help=f"{plural}anonymous-mapping placement: " + ", ".join(POLICIES) + "."),
+        click.option("--thp", default="as-recorded", show_default=True, type=choice(THP_MODES),
+                     help=f"{plural}as-recorded (the trace's madvise calls), always "
+                          "(MADV_HUGEPAGE on every new anonymous mapping) or never."),
+        click.option("--touch", default="pages", show_default=True, type=choice(TOUCH_MODES),
+                     help=f"{plural}what to write after each mmap: none, first byte, one byte per "
+                          "page, or every byte."),
+        click.option("--access", default="none", show_default=True,
+                     help=f"{plural}reads: none, stream:N (N passes before unmap), random:K (K reads "
+                          "per MiB) or lockstep:N (sweeps over all live mappings per chunk)."),
+        click.option("--files", default="anon", show_default=True, type=choice(FILE_MODES),
+                     help=f"{plural}file-backed mmaps: replay as anonymous, or skip."),
+        click.option("--max-live", type=SIZE, default=None,
+                     help="Refuse traces keeping more than this mapped (default: half of "
+                          "MemAvailable). Accepts K/M/G suffixes."),
+    ]
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def progress_bar(enabled: bool | None, label: str):
+    """A click progress bar on stderr, or None. Default: only when stderr is a terminal."""
+    import sys
+
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    return click.progressbar(length=1, label=label, file=sys.stderr, show_pos=True)
+
+
+def check_output(path: str | None) -> None:
+    """Fail on an unwritable output before any work is done."""
+    if path and path != "-":
+        from traces.files import check_writable
+        check_writable(path)

@@ -1,0 +1,346 @@
+"""Compile a trace into an op program: resolve every call to (mapping id, offset, length) pieces.
+
+The trace's addresses are only names: the replay's mappings land wherever this kernel (or the
+emulated policy) puts them. The compiler walks the trace through a ``LiveSet`` of the traced
+process's address space and emits one engine op per piece, so that
+
+- a partial munmap, madvise or mprotect becomes ops on the pieces it covers;
+- a call on memory the trace never mapped (mapped before recording began, the brk heap) is
+  skipped and counted;
+- MAP_FIXED is only ever replayed inside a mapping the replay itself created; anywhere else it
+  becomes a normal mmap at a kernel-chosen address (counted), so a hostile trace cannot clobber
+  foreign memory;
+- whatever the trace leaves mapped is released by cleanup ops at the end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from traces import MmreplayError
+from traces.format import column_np, op_names
+from traces.liveset import LiveSet
+from traces.schema import (MADV, MAP, MAP_ANONYMOUS, MAP_FIXED, MREMAP_DONTUNMAP, MREMAP_FIXED,
+                           MREMAP_MAYMOVE, OP_CODE, PROT_READ, PROT_WRITE)
+from traces.summary import page_round
+
+from .config import ReplayConfig
+from .policy import placement
+from .program import (ACCESS_BEFORE, CLEANUP, LOCKSTEP, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN,
+                      OP_MPROTECT, OP_MREMAP, OP_MUNMAP, THP_ADVISE, TOUCH_READ, TOUCH_WRITE,
+                      OpProgram)
+
+# Largest single mapping the compiler accepts (x86-64 user space is 128 TiB).
+MAX_MAPPING_BYTES = 1 << 47
+USER_SPACE_END = 1 << 47
+# Advice that only changes how our own pages are handled; anything else (MADV_HWPOISON,
+# MADV_SOFT_OFFLINE, unknown numbers) is never issued.
+SAFE_ADVICE = frozenset(v for k, v in MADV.items() if k not in ("MADV_HWPOISON", "MADV_SOFT_OFFLINE"))
+THP_ADVICE = frozenset((MADV["MADV_HUGEPAGE"], MADV["MADV_NOHUGEPAGE"]))
+# MAP_* bits passed through to the replay's mmap; MAP_FIXED is handled by the compiler and file
+# mappings become anonymous. Unknown bits are dropped (and counted).
+KNOWN_MAP_BITS = 0
+for _name in ("MAP_SHARED", "MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_32BIT", "MAP_GROWSDOWN",
+              "MAP_LOCKED", "MAP_NORESERVE", "MAP_POPULATE", "MAP_NONBLOCK", "MAP_STACK",
+              "MAP_HUGETLB", "MAP_FIXED_NOREPLACE"):
+    KNOWN_MAP_BITS |= MAP[_name]
+HUGETLB_SIZE_BITS = 0x3F << 26
+PROT_BITS = 0x7
+SKIPPED_FILE = -2   # id of pieces whose file mmap was skipped (--files skip)
+
+
+class _Emitter:
+    """Collects ops as Python lists and tracks live replayed bytes for the budget and the peak."""
+
+    def __init__(self, config: ReplayConfig):
+        self.config = config
+        self.columns = {name: [] for name in ("code", "mode", "map_id", "ref_id", "offset",
+                                              "length", "arg", "prot", "flags", "trace_row")}
+        self.id_length: list[int] = []
+        self.id_anon: list[bool] = []
+        self.live_bytes = 0
+        self.peak_bytes = 0
+        self.peak_op = 0
+        self.access_on = config.access.kind in ("stream", "random")
+        self.touch_on = config.touch != "none"
+
+    def new_id(self, length: int, anon: bool) -> int:
+        self.id_length.append(length)
+        self.id_anon.append(anon)
+        return len(self.id_length) - 1
+
+    def emit(self, code, row, map_id=-1, ref_id=-1, offset=0, length=0, arg=0, prot=0, flags=0,
+             mode=0, live_delta=0):
+        c = self.columns
+        c["code"].append(code)
+        c["mode"].append(mode)
+        c["map_id"].append(map_id)
+        c["ref_id"].append(ref_id)
+        c["offset"].append(offset)
+        c["length"].append(length)
+        c["arg"].append(arg)
+        c["prot"].append(prot)
+        c["flags"].append(flags)
+        c["trace_row"].append(row)
+        self.live_bytes += live_delta
+        if self.live_bytes > self.peak_bytes:
+            self.peak_bytes = self.live_bytes
+            self.peak_op = len(c["code"])
+
+    def touch_mode(self, prot: int) -> int:
+        if not self.touch_on:
+            return 0
+        if prot & PROT_WRITE:
+            return TOUCH_WRITE
+        return TOUCH_READ if prot & PROT_READ else 0
+
+    def access_mode(self, prot: int) -> int:
+        return ACCESS_BEFORE if self.access_on and prot & PROT_READ else 0
+
+    def unmap_pieces(self, pieces, row) -> None:
+        for piece in pieces:
+            if piece.map_id >= 0:
+                self.emit(OP_MUNMAP, row, piece.map_id, offset=piece.map_offset,
+                          length=piece.length, mode=self.access_mode(piece.prot),
+                          live_delta=-piece.length)
+
+
+def _single_mapping_span(pieces, start: int, end: int):
+    """(map_id, offset) when [start, end) is exactly covered by one replayed mapping, else None."""
+    if not pieces or pieces[0].start > start or pieces[-1].end < end:
+        return None
+    first = pieces[0]
+    if first.map_id < 0:
+        return None
+    for before, after in zip(pieces, pieces[1:]):
+        if (after.map_id != first.map_id or after.start != before.end
+                or after.map_offset != before.map_offset + before.length):
+            return None
+    return first.map_id, first.map_offset + (start - first.start)
+
+
+def _count(bucket: dict, reason: str, n: int = 1) -> None:
+    bucket[reason] = bucket.get(reason, 0) + n
+
+
+def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | None = None,
+                  stop_event: int | None = None) -> OpProgram:
+    """Turn a validated trace table into an ``OpProgram`` for ``config``.
+
+    ``stop_event`` compiles only events [0, stop_event) (``layout --at``). Raises MmreplayError
+    when the replayed mappings would at some point exceed ``max_live_bytes``.
+    """
+    n_events = table.num_rows if stop_event is None else min(stop_event, table.num_rows)
+    table = table.slice(0, n_events)
+    codes = op_names(table).tolist()
+    errno = column_np(table, "errno").tolist()
+    addr = column_np(table, "addr").tolist()
+    length = page_round(column_np(table, "length")).tolist()
+    new_addr = column_np(table, "new_addr").tolist()
+    new_length = page_round(column_np(table, "new_length")).tolist()
+    hint = column_np(table, "hint").tolist()
+    prot = column_np(table, "prot").tolist()
+    flags = column_np(table, "flags").tolist()
+    fd = column_np(table, "fd", -1).tolist()
+    advice = column_np(table, "advice").tolist()
+
+    out = _Emitter(config)
+    live = LiveSet()
+    skipped: dict = {}
+    notes: dict = {}
+    mmap_c, munmap_c, mremap_c = OP_CODE["mmap"], OP_CODE["munmap"], OP_CODE["mremap"]
+    madvise_c, mprotect_c, brk_c = OP_CODE["madvise"], OP_CODE["mprotect"], OP_CODE["brk"]
+    thp_override = config.thp != "as-recorded"
+
+    for row in range(n_events):
+        op = codes[row]
+        if errno[row]:
+            _count(skipped, "failed_in_trace")
+            continue
+        if op == brk_c:
+            _count(skipped, "brk")  # the replay's own heap belongs to Python: never moved
+            continue
+        start, size = addr[row], length[row]
+        end = start + size
+
+        if op == mmap_c:
+            if size == 0 or size > MAX_MAPPING_BYTES or end > (1 << 64):
+                _count(skipped, "bad_length")
+                continue
+            anon = bool(flags[row] & MAP_ANONYMOUS) or fd[row] < 0
+            if not anon and config.files == "skip":
+                live.map(start, end, SKIPPED_FILE, prot[row], False)
+                _count(skipped, "file_mmap")
+                continue
+            if not anon:
+                _count(notes, "file_mmap_as_anon")
+            mmap_flags = (flags[row] | MAP_ANONYMOUS) & (KNOWN_MAP_BITS | HUGETLB_SIZE_BITS)
+            if flags[row] & ~(KNOWN_MAP_BITS | HUGETLB_SIZE_BITS | MAP_FIXED | 0x800 | 0x1000):
+                _count(notes, "unknown_map_flags_dropped")
+            map_prot = prot[row] & PROT_BITS
+            mode = out.touch_mode(map_prot) | (LOCKSTEP if map_prot & PROT_READ else 0)
+            if thp_override and not flags[row] & 0x01:
+                mode |= THP_ADVISE
+            overlapped = live.overlapping(start, end)
+            if flags[row] & MAP_FIXED:
+                span = _single_mapping_span(overlapped, start, end)
+                new = out.new_id(size, anon)
+                if span is not None:
+                    # Inside a mapping the replay made itself: MAP_FIXED there is safe.
+                    out.emit(OP_MMAP_FIXED_IN, row, new, ref_id=span[0], offset=span[1],
+                             length=size, prot=map_prot, flags=mmap_flags, mode=mode)
+                else:
+                    out.unmap_pieces(live.isolate(start, end), row)
+                    out.emit(OP_MMAP, row, new, length=size, prot=map_prot, flags=mmap_flags,
+                             mode=mode | placement(config.policy, size, mmap_flags, 0, anon),
+                             live_delta=size)
+                    _count(notes, "fixed_relocated")
+                live.map(start, end, new, map_prot, anon)
+                continue
+            if overlapped:
+                # The trace lost a munmap (or is hostile): the kernel never returns live memory.
+                out.unmap_pieces(live.isolate(start, end), row)
+                _count(notes, "overlap_implicit_unmap")
+            new = out.new_id(size, anon)
+            map_hint = hint[row]
+            if map_hint >= USER_SPACE_END:
+                map_hint = 0  # not a user-space address: the kernel would ignore it anyway
+                _count(notes, "hint_outside_user_space_dropped")
+            out.emit(OP_MMAP, row, new, length=size, arg=map_hint, prot=map_prot, flags=mmap_flags,
+                     mode=mode | placement(config.policy, size, mmap_flags, map_hint, anon),
+                     live_delta=size)
+            live.map(start, end, new, map_prot, anon)
+
+        elif op == munmap_c:
+            if size == 0 or end > (1 << 64):
+                _count(skipped, "bad_length")
+                continue
+            pieces = live.unmap(start, end)
+            if not pieces:
+                _count(skipped, "munmap_unknown_range")
+                continue
+            if any(p.map_id == SKIPPED_FILE for p in pieces):
+                _count(skipped, "file_munmap")
+            out.unmap_pieces(pieces, row)
+
+        elif op in (madvise_c, mprotect_c):
+            if size == 0 or end > (1 << 64):
+                _count(skipped, "bad_length")
+                continue
+            name = "madvise" if op == madvise_c else "mprotect"
+            if op == madvise_c:
+                if advice[row] not in SAFE_ADVICE:
+                    _count(skipped, "madvise_unsafe_advice")
+                    continue
+                if thp_override and advice[row] in THP_ADVICE:
+                    _count(skipped, "madvise_thp_overridden")
+                    continue
+                pieces = live.isolate(start, end)
+            else:
+                old = {p.start: p.prot for p in live.isolate(start, end)}
+                pieces = live.protect(start, end, prot[row] & PROT_BITS)
+            if not pieces:
+                _count(skipped, f"{name}_unknown_range")
+                continue
+            for piece in pieces:
+                if piece.map_id < 0:
+                    continue
+                if op == madvise_c:
+                    out.emit(OP_MADVISE, row, piece.map_id, offset=piece.map_offset,
+                             length=piece.length, arg=advice[row])
+                else:
+                    new_prot = prot[row] & PROT_BITS
+                    gains_write = new_prot & PROT_WRITE and not old[piece.start] & PROT_WRITE
+                    out.emit(OP_MPROTECT, row, piece.map_id, offset=piece.map_offset,
+                             length=piece.length, prot=new_prot,
+                             mode=out.touch_mode(new_prot) if gains_write else 0)
+
+        elif op == mremap_c:
+            grown = new_length[row]
+            target = new_addr[row]
+            if size == 0 or grown == 0 or grown > MAX_MAPPING_BYTES or target + grown > (1 << 64):
+                _count(skipped, "bad_length")
+                continue
+            pieces = live.isolate(start, end)
+            if not pieces:
+                _count(skipped, "mremap_unknown_range")
+                continue
+            if any(p.map_id == SKIPPED_FILE for p in pieces):
+                _count(skipped, "file_mremap")
+                continue
+            span = _single_mapping_span(pieces, start, end)
+            old_prot, anon = pieces[0].prot, pieces[0].anon
+            dont_unmap = bool(flags[row] & MREMAP_DONTUNMAP)
+            if flags[row] & MREMAP_FIXED:
+                _count(notes, "mremap_fixed_relocated")
+            # Whatever else the trace's target range held was unmapped by the kernel.
+            displaced = [p for p in live.isolate(target, target + grown)
+                         if p.end <= start or p.start >= end]
+            for piece in displaced:
+                live.unmap(piece.start, piece.end)
+            out.unmap_pieces(displaced, row)
+            new = out.new_id(grown, anon)
+            if span is None:
+                # Several replayed mappings (neighbours merged in the traced process): emulate.
+                if not dont_unmap:
+                    out.unmap_pieces(pieces, row)
+                out.emit(OP_MMAP, row, new, length=grown, prot=old_prot,
+                         flags=0x02 | MAP_ANONYMOUS, mode=out.touch_mode(old_prot),
+                         live_delta=grown)
+                _count(notes, "mremap_emulated_by_mmap")
+            else:
+                remap_flags = flags[row] & (MREMAP_MAYMOVE | MREMAP_DONTUNMAP)
+                if flags[row] & MREMAP_FIXED:
+                    remap_flags |= MREMAP_MAYMOVE
+                out.emit(OP_MREMAP, row, span[0], ref_id=new, offset=span[1], length=size,
+                         arg=grown, flags=remap_flags, prot=old_prot,
+                         mode=out.touch_mode(old_prot) if grown > size else 0,
+                         live_delta=grown - (0 if dont_unmap else size))
+            if not dont_unmap:
+                live.unmap(start, end)
+            live.map(target, target + grown, new, old_prot, anon)
+
+        if max_live_bytes is not None and out.live_bytes > max_live_bytes:
+            raise MmreplayError(
+                f"the trace keeps more than the memory budget mapped at event {row}: "
+                f"{out.live_bytes} bytes live > --max-live {max_live_bytes} bytes "
+                "(raise --max-live if this machine can take it)")
+
+    # Live pieces when results are sampled: at the (first) peak and at the end, before cleanup.
+    end_pieces = _pieces_array(live)
+    peak_pieces = _pieces_at(out, out.peak_op)
+    cleanup_start = len(out.columns["code"])
+    for piece in live.pieces():
+        if piece.map_id >= 0:
+            out.emit(OP_MUNMAP, CLEANUP, piece.map_id, offset=piece.map_offset,
+                     length=piece.length, mode=out.access_mode(piece.prot),
+                     live_delta=-piece.length)
+    c = out.columns
+    return OpProgram(
+        code=np.array(c["code"], np.int8), mode=np.array(c["mode"], np.int8),
+        map_id=np.array(c["map_id"], np.int32), ref_id=np.array(c["ref_id"], np.int32),
+        offset=np.array(c["offset"], np.int64), length=np.array(c["length"], np.int64),
+        arg=np.array(c["arg"], np.int64), prot=np.array(c["prot"], np.int32),
+        flags=np.array(c["flags"], np.int32), trace_row=np.array(c["trace_row"], np.int32),
+        id_length=np.array(out.id_length, np.int64), id_anon=np.array(out.id_anon, bool),
+        events=n_events, peak_live_bytes=out.peak_bytes, peak_op=out.peak_op,
+        cleanup_start=cleanup_start, peak_pieces=peak_pieces, end_pieces=end_pieces,
+        skipped=skipped, notes=notes)
+
+
+def _pieces_array(live: LiveSet) -> np.ndarray:
+    rows = [(p.map_id, p.map_offset, p.length) for p in live.pieces() if p.map_id >= 0]
+    return np.array(rows, np.int64).reshape(-1, 3)
+
+
+def _pieces_at(out: _Emitter, op_count: int) -> np.ndarray:
+    """Live (id, offset, length) pieces after the first ``op_count`` ops, by running the model."""
+    from .model import ProgramModel
+
+    model = ProgramModel(np.array(out.id_length, np.int64))
+    c = out.columns
+    for i in range(op_count):
+        model.apply(c["code"][i], c["map_id"][i], c["ref_id"][i], c["offset"][i], c["length"][i],
+                    c["arg"][i], c["flags"][i])
+    return model.pieces_array()

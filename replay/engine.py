@@ -1,0 +1,422 @@
+"""The native replay loop: numba nopython code calling libc directly, no Python per event.
+
+libc functions are declared as ``numba.types.ExternalFunction`` (resolved by symbol name), so the
+compiled code is cacheable across runs, unlike ctypes function pointers. Pointers are plain
+integers; ``_u8_ptr``/``_i64_ptr`` turn them into typed pointers for touching and reading memory.
+
+Safety rules the loop keeps (the compiler guarantees the rest):
+- MAP_FIXED is only used inside a mapping this replay created (OP_MMAP_FIXED_IN);
+- memory is only read or written right after a successful call that mapped it, or while the
+  mapping is known intact; any failed call on a mapping "taints" it and its memory is never
+  touched again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic
+
+from traces.schema import PMD_SIZE
+
+from .program import (ACCESS_BEFORE, ID_MAPPED, ID_TAINTED, LOCKSTEP, OP_MADVISE, OP_MMAP,
+                      OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP, PLACE_ALIGNED,
+                      PLACE_MASK, PLACE_PLAIN, THP_ADVISE, TOUCH_READ, TOUCH_WRITE)
+
+_intp, _uintp, _i32, _i64 = types.intp, types.uintp, types.int32, types.int64
+c_mmap = types.ExternalFunction("mmap", _intp(_intp, _uintp, _i32, _i32, _i32, _i64))
+c_munmap = types.ExternalFunction("munmap", _i32(_intp, _uintp))
+c_mremap = types.ExternalFunction("mremap", _intp(_intp, _uintp, _uintp, _i32, _intp))
+c_madvise = types.ExternalFunction("madvise", _i32(_intp, _uintp, _i32))
+c_mprotect = types.ExternalFunction("mprotect", _i32(_intp, _uintp, _i32))
+c_clock_gettime = types.ExternalFunction("clock_gettime", _i32(_i32, _intp))
+c_errno_location = types.ExternalFunction("__errno_location", types.CPointer(_i32)())
+
+CLOCK_MONOTONIC = 1
+PAGE = 4096
+PMD = PMD_SIZE
+MAP_FIXED = 0x10
+MADV_GUARD_INSTALL = 102
+
+# params[]
+P_TOUCH, P_ACCESS_KIND, P_ACCESS_AMOUNT, P_THP_ADVICE, P_PAD_PMD_MULTIPLES = 0, 1, 2, 3, 4
+N_PARAMS = 5
+TOUCH_NONE, TOUCH_FIRST, TOUCH_PAGES, TOUCH_FULL = 0, 1, 2, 3
+ACCESS_NONE, ACCESS_STREAM, ACCESS_RANDOM, ACCESS_LOCKSTEP = 0, 1, 2, 3
+
+# counters[]
+(C_TOUCH_BYTES, C_TOUCH_NS, C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_CHECKSUM,
+ C_POLICY_CALLS, C_POLICY_FAILED, C_LIVE_BYTES, C_RNG, C_RUNTIME_SKIPPED, C_N_LOCKSTEP,
+ C_THP_ADVICE_FAILED, C_ENGINE_NS) = range(14)
+N_COUNTERS = 14
+
+
+@intrinsic
+def _u8_ptr(typingctx, address):
+    sig = types.CPointer(types.uint8)(types.intp)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@intrinsic
+def _i64_ptr(typingctx, address):
+    sig = types.CPointer(types.int64)(types.intp)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def now_ns(clock):
+    c_clock_gettime(CLOCK_MONOTONIC, clock.ctypes.data)
+    return clock[0] * 1000000000 + clock[1]
+
+
+@njit(cache=True, nogil=True)
+def _errno():
+    return c_errno_location()[0]
+
+
+@njit(cache=True, nogil=True)
+def _touch(address, length, write, touch, counters, clock):
+    """Fault in new memory: first byte, one byte per page, or every byte."""
+    if touch == TOUCH_NONE or length == 0:
+        return
+    t0 = now_ns(clock)
+    p = _u8_ptr(address)
+    touched = 0
+    if touch == TOUCH_FIRST:
+        if write:
+            p[0] = 1
+        else:
+            counters[C_CHECKSUM] += p[0]
+        touched = PAGE
+    elif touch == TOUCH_PAGES:
+        s = 0
+        for i in range(0, length, PAGE):
+            if write:
+                p[i] = 1
+            else:
+                s += p[i]
+        counters[C_CHECKSUM] += s
+        touched = (length + PAGE - 1) // PAGE * PAGE
+    else:
+        if write:
+            for i in range(length):
+                p[i] = 1
+        else:
+            q = _i64_ptr(address)
+            s = 0
+            for i in range(length // 8):
+                s += q[i]
+            counters[C_CHECKSUM] += s
+        touched = length
+    counters[C_TOUCH_BYTES] += touched
+    counters[C_TOUCH_NS] += now_ns(clock) - t0
+
+
+@njit(cache=True, nogil=True)
+def _xorshift(counters):
+    x = counters[C_RNG]
+    x ^= (x << 13) & 0x7FFFFFFFFFFFFFFF
+    x ^= x >> 7
+    x ^= (x << 17) & 0x7FFFFFFFFFFFFFFF
+    x &= 0x7FFFFFFFFFFFFFFF
+    if x == 0:
+        x = 88172645463325252
+    counters[C_RNG] = x
+    return x
+
+
+@njit(cache=True, nogil=True)
+def _access(address, length, kind, amount, counters, clock):
+    """Read a mapping before it goes: sequential passes or random 8-byte reads."""
+    if length < 8:
+        return
+    q = _i64_ptr(address)
+    words = length // 8
+    s = 0
+    reads = 0
+    t0 = now_ns(clock)
+    if kind == ACCESS_STREAM:
+        for _ in range(amount):
+            for i in range(words):
+                s += q[i]
+        reads = words * amount
+    elif kind == ACCESS_RANDOM:
+        reads = max(1, (length * amount) >> 20)
+        for _ in range(reads):
+            s += q[_xorshift(counters) % words]
+    counters[C_ACCESS_NS] += now_ns(clock) - t0
+    counters[C_ACCESS_READS] += reads
+    counters[C_ACCESS_BYTES] += reads * 8
+    counters[C_CHECKSUM] += s
+
+
+@njit(cache=True, nogil=True)
+def lockstep_sweep(base, id_length, live_ids, counters, passes, clock):
+    """Offset-major sweeps over all intact live mappings, one cache line each per offset.
+
+    Many arrays read at the same offsets, as a stencil code does: when their starts share 2 MiB
+    alignment, the lines land in the same cache sets and the same TLB sets.
+    """
+    n = counters[C_N_LOCKSTEP]
+    if n == 0:
+        return
+    longest = 0
+    for j in range(n):
+        longest = max(longest, id_length[live_ids[j]])
+    s = 0
+    lines = 0
+    t0 = now_ns(clock)
+    for _ in range(passes):
+        for off in range(0, longest - 63, 64):
+            for j in range(n):
+                m = live_ids[j]
+                if off + 64 <= id_length[m]:
+                    q = _i64_ptr(base[m] + off)
+                    s += q[0] + q[1] + q[2] + q[3] + q[4] + q[5] + q[6] + q[7]
+                    lines += 1
+    elapsed = now_ns(clock) - t0
+    counters[C_ACCESS_NS] += elapsed
+    counters[C_ENGINE_NS] += elapsed
+    counters[C_ACCESS_READS] += lines * 8
+    counters[C_ACCESS_BYTES] += lines * 64
+    counters[C_CHECKSUM] += s
+
+
+@njit(cache=True, nogil=True)
+def _lockstep_add(m, live_ids, live_pos, counters):
+    n = counters[C_N_LOCKSTEP]
+    live_ids[n] = m
+    live_pos[m] = n
+    counters[C_N_LOCKSTEP] = n + 1
+
+
+@njit(cache=True, nogil=True)
+def _lockstep_remove(m, live_ids, live_pos, counters):
+    at = live_pos[m]
+    if at < 0:
+        return
+    last = counters[C_N_LOCKSTEP] - 1
+    moved = live_ids[last]
+    live_ids[at] = moved
+    live_pos[moved] = at
+    live_pos[m] = -1
+    counters[C_N_LOCKSTEP] = last
+
+
+@njit(cache=True, nogil=True)
+def _map_plain(length, prot, flags, pad_pmd_multiples, counters):
+    """mmap(NULL) where the plain top-down search puts it, even on kernels that align 2 MiB
+    multiples: map one extra page and unmap it, so the kernel sees a non-multiple length."""
+    if pad_pmd_multiples and length % PMD == 0:
+        p = c_mmap(0, length + PAGE, prot, flags, -1, 0)
+        if p == -1:
+            return -1
+        c_munmap(p, PAGE)
+        counters[C_POLICY_CALLS] += 1
+        return p + PAGE
+    return c_mmap(0, length, prot, flags, -1, 0)
+
+
+@njit(cache=True, nogil=True)
+def _map_aligned(length, prot, flags, pad_pmd_multiples, counters):
+    """The 6.7+ THP rule: search length + 2 MiB, start at the next 2 MiB boundary, or 2 MiB up
+    when the window is already aligned (top-down preference), and leave the rest unmapped."""
+    total = length + PMD
+    r = _map_plain(total, prot, flags, pad_pmd_multiples, counters)
+    if r == -1:
+        return -1
+    below = (PMD - r % PMD) % PMD
+    if below == 0:
+        below = PMD
+    start = r + below
+    c_munmap(r, below)
+    counters[C_POLICY_CALLS] += 1
+    tail = total - below - length
+    if tail > 0:
+        c_munmap(start + length, tail)
+        counters[C_POLICY_CALLS] += 1
+    return start
+
+
+@njit(cache=True, nogil=True)
+def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
+            id_length, base, id_state, latency, err, counters, live_ids, live_pos, params,
+            start, stop):
+    """Run ops [start, stop); returns the index reached (== stop)."""
+    clock = np.zeros(2, np.int64)
+    touch = params[P_TOUCH]
+    access_kind = params[P_ACCESS_KIND]
+    access_amount = params[P_ACCESS_AMOUNT]
+    thp_advice = params[P_THP_ADVICE]
+    pad = params[P_PAD_PMD_MULTIPLES] != 0
+    engine_t0 = now_ns(clock)
+    for i in range(start, stop):
+        c = code[i]
+        m = map_id[i]
+        md = mode[i]
+        if c == OP_MMAP or c == OP_MMAP_FIXED_IN:
+            size = length[i]
+            if c == OP_MMAP_FIXED_IN:
+                parent = ref_id[i]
+                if (id_state[parent] & (ID_MAPPED | ID_TAINTED)) != ID_MAPPED:
+                    err[i] = -1
+                    counters[C_RUNTIME_SKIPPED] += 1
+                    continue
+                _lockstep_remove(parent, live_ids, live_pos, counters)
+                t0 = now_ns(clock)
+                p = c_mmap(base[parent] + offset[i], size, prot[i], flags[i] | MAP_FIXED, -1, 0)
+                latency[i] = now_ns(clock) - t0
+                if p == -1:
+                    # A failed MAP_FIXED may already have unmapped the old range.
+                    id_state[parent] |= ID_TAINTED
+            else:
+                place = md & PLACE_MASK
+                t0 = now_ns(clock)
+                if place == PLACE_PLAIN:
+                    p = _map_plain(size, prot[i], flags[i], pad, counters)
+                elif place == PLACE_ALIGNED:
+                    p = _map_aligned(size, prot[i], flags[i], pad, counters)
+                else:
+                    p = c_mmap(arg[i], size, prot[i], flags[i], -1, 0)
+                latency[i] = now_ns(clock) - t0
+            if p == -1:
+                err[i] = _errno()
+                base[m] = 0
+                continue
+            base[m] = p
+            id_state[m] = ID_MAPPED
+            counters[C_LIVE_BYTES] += size if c == OP_MMAP else 0
+            if (md & THP_ADVISE) != 0 and thp_advice >= 0:
+                if c_madvise(p, size, thp_advice) != 0:
+                    counters[C_THP_ADVICE_FAILED] += 1
+            if (md & (TOUCH_WRITE | TOUCH_READ)) != 0:
+                _touch(p, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
+            if (md & LOCKSTEP) != 0 and access_kind == ACCESS_LOCKSTEP:
+                _lockstep_add(m, live_ids, live_pos, counters)
+            continue
+
+        # Every other op works on a piece of mapping m, which must exist in this replay.
+        if (id_state[m] & ID_MAPPED) == 0:
+            err[i] = -1
+            counters[C_RUNTIME_SKIPPED] += 1
+            continue
+        address = base[m] + offset[i]
+        size = length[i]
+        intact = (id_state[m] & ID_TAINTED) == 0
+        if c == OP_MUNMAP:
+            if (md & ACCESS_BEFORE) != 0 and intact and access_kind != ACCESS_NONE \
+                    and access_kind != ACCESS_LOCKSTEP:
+                _access(address, size, access_kind, access_amount, counters, clock)
+            _lockstep_remove(m, live_ids, live_pos, counters)
+            t0 = now_ns(clock)
+            r = c_munmap(address, size)
+            latency[i] = now_ns(clock) - t0
+            if r != 0:
+                err[i] = _errno()
+                id_state[m] |= ID_TAINTED
+            else:
+                counters[C_LIVE_BYTES] -= size
+        elif c == OP_MREMAP:
+            new_size = arg[i]
+            new = ref_id[i]
+            _lockstep_remove(m, live_ids, live_pos, counters)
+            t0 = now_ns(clock)
+            p = c_mremap(address, size, new_size, flags[i], 0)
+            latency[i] = now_ns(clock) - t0
+            dont_unmap = (flags[i] & 4) != 0
+            if p == -1:
+                err[i] = _errno()
+                base[new] = 0
+                # Keep the replay's live set equal to the trace's: the old piece is gone there.
+                if not dont_unmap:
+                    c_munmap(address, size)
+                    counters[C_LIVE_BYTES] -= size
+                continue
+            base[new] = p
+            id_state[new] = ID_MAPPED | (id_state[m] & ID_TAINTED)
+            counters[C_LIVE_BYTES] += new_size - (0 if dont_unmap else size)
+            if new_size > size and (md & (TOUCH_WRITE | TOUCH_READ)) != 0 and intact:
+                _touch(p + size, new_size - size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
+        elif c == OP_MADVISE:
+            t0 = now_ns(clock)
+            r = c_madvise(address, size, np.int32(arg[i]))
+            latency[i] = now_ns(clock) - t0
+            if r != 0:
+                err[i] = _errno()
+            elif arg[i] == MADV_GUARD_INSTALL:
+                id_state[m] |= ID_TAINTED  # guard pages fault on access
+                _lockstep_remove(m, live_ids, live_pos, counters)
+        elif c == OP_MPROTECT:
+            _lockstep_remove(m, live_ids, live_pos, counters)
+            t0 = now_ns(clock)
+            r = c_mprotect(address, size, prot[i])
+            latency[i] = now_ns(clock) - t0
+            if r != 0:
+                err[i] = _errno()
+                id_state[m] |= ID_TAINTED
+            elif (md & (TOUCH_WRITE | TOUCH_READ)) != 0 and intact:
+                _touch(address, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
+    counters[C_ENGINE_NS] += now_ns(clock) - engine_t0
+    return stop
+
+
+@njit(cache=True, nogil=True)
+def release_pieces(pieces, base, id_state):
+    """munmap exactly the given (id, offset, length) pieces of this replay; returns failures."""
+    failed = 0
+    for k in range(pieces.shape[0]):
+        m = pieces[k, 0]
+        if (id_state[m] & ID_MAPPED) == 0 or base[m] == 0:
+            continue
+        if c_munmap(base[m] + pieces[k, 1], pieces[k, 2]) != 0:
+            failed += 1
+    return failed
+
+
+class EngineState:
+    """The arrays one run of a program mutates."""
+
+    def __init__(self, program, params: np.ndarray, seed: int = 0x9E3779B97F4A7C15 & 0x7FFFFFFFFFFFFFFF):
+        n_ops, n_ids = program.ops, program.ids
+        self.base = np.zeros(n_ids, np.int64)
+        self.id_state = np.zeros(n_ids, np.int8)
+        self.latency = np.zeros(n_ops, np.int64)
+        self.err = np.zeros(n_ops, np.int32)
+        self.counters = np.zeros(N_COUNTERS, np.int64)
+        self.counters[C_RNG] = seed
+        self.live_ids = np.zeros(max(n_ids, 1), np.int64)
+        self.live_pos = np.full(max(n_ids, 1), -1, np.int64)
+        self.params = params
+        self.program = program
+        self.clock = np.zeros(2, np.int64)
+
+    def run(self, start: int, stop: int) -> int:
+        p = self.program
+        return run_ops(p.code, p.mode, p.map_id, p.ref_id, p.offset, p.length, p.arg, p.prot,
+                       p.flags, p.id_length, self.base, self.id_state, self.latency, self.err,
+                       self.counters, self.live_ids, self.live_pos, self.params, start, stop)
+
+    def lockstep(self, passes: int) -> None:
+        lockstep_sweep(self.base, self.program.id_length, self.live_ids, self.counters, passes,
+                       self.clock)
+
+    def release(self, pieces: np.ndarray) -> int:
+        return int(release_pieces(pieces.astype(np.int64), self.base, self.id_state))
+
+    def ranges(self, pieces: np.ndarray) -> np.ndarray:
+        """Replay address ranges (start, end) of live pieces whose mapping exists, sorted."""
+        if len(pieces) == 0:
+            return np.zeros((0, 2), np.int64)
+        ids = pieces[:, 0].astype(np.int64)
+        ok = (self.id_state[ids] & ID_MAPPED) != 0
+        starts = self.base[ids[ok]] + pieces[ok, 1]
+        ranges = np.stack([starts, starts + pieces[ok, 2]], axis=1)
+        return ranges[np.argsort(ranges[:, 0], kind="stable")]

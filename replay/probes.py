@@ -1,0 +1,201 @@
+"""What the kernel did: /proc/self/smaps and maps, /proc/vmstat, getrusage and perf counters.
+
+Reading the kernel (this module) is kept apart from computing on what was read
+(``layout_metrics``), so the arithmetic is testable on any arrays.
+Metric names follow the kernel's own: AnonHugePages, Rss, thp_fault_alloc, ...
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import resource
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from traces.schema import PMD_SIZE
+
+
+@dataclass
+class Vmas:
+    """VMAs of this process from /proc/self/smaps, sorted by start (bytes)."""
+    start: np.ndarray
+    end: np.ndarray
+    rss: np.ndarray
+    anon_huge: np.ndarray
+    thp_eligible: np.ndarray  # the THPeligible field (0/1)
+
+
+def read_smaps(path: str = "/proc/self/smaps") -> Vmas:
+    starts, ends, rss, huge, eligible = [], [], [], [], []
+    skip = True
+    with open(path, "rb") as handle:
+        for line in handle:
+            first = line[:1]
+            if first in b"0123456789abcdef" and b"-" in line.split(b" ", 1)[0]:
+                lo, hi = line.split(b" ", 1)[0].split(b"-")
+                if len(lo) > 15:  # [vsyscall] in the kernel half: never ours, beyond int64
+                    skip = True
+                    continue
+                skip = False
+                starts.append(int(lo, 16))
+                ends.append(int(hi, 16))
+                rss.append(0)
+                huge.append(0)
+                eligible.append(0)
+            elif skip:
+                continue
+            elif line.startswith(b"Rss:"):
+                rss[-1] = int(line.split()[1]) * 1024
+            elif line.startswith(b"AnonHugePages:"):
+                huge[-1] = int(line.split()[1]) * 1024
+            elif line.startswith(b"THPeligible:"):
+                eligible[-1] = int(line.split()[1])
+    return Vmas(np.array(starts, np.int64), np.array(ends, np.int64), np.array(rss, np.int64),
+                np.array(huge, np.int64), np.array(eligible, np.int8))
+
+
+def read_maps(path: str = "/proc/self/maps") -> np.ndarray:
+    """(n, 2) int64 VMA ranges from /proc/self/maps (cheaper than smaps)."""
+    rows = []
+    with open(path, "rb") as handle:
+        for line in handle:
+            lo, hi = line.split(b" ", 1)[0].split(b"-")
+            if len(lo) <= 15:  # skip [vsyscall] in the kernel half
+                rows.append((int(lo, 16), int(hi, 16)))
+    return np.array(rows, np.int64).reshape(-1, 2)
+
+
+def maps_snapshot() -> list[str]:
+    """Address ranges with permissions and names, to check that foreign mappings are untouched."""
+    with open("/proc/self/maps") as handle:
+        return [line.rstrip("\n") for line in handle]
+
+
+def owned_mask(vma_start: np.ndarray, vma_end: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """Which VMAs intersect any of the sorted, non-overlapping replay ``ranges`` (n, 2)."""
+    if len(ranges) == 0 or len(vma_start) == 0:
+        return np.zeros(len(vma_start), bool)
+    # The last range starting before each VMA's end is the only candidate that can intersect it
+    # (ranges do not overlap, and they are sorted by start).
+    idx = np.searchsorted(ranges[:, 0], vma_end, side="left") - 1
+    valid = idx >= 0
+    candidate_end = np.where(valid, ranges[np.maximum(idx, 0), 1], 0)
+    return valid & (candidate_end > vma_start)
+
+
+def layout_metrics(vmas: Vmas, ranges: np.ndarray) -> dict:
+    """Layout of the replay's own mappings: VMAs, THP coverage, holes, alignment."""
+    owned = owned_mask(vmas.start, vmas.end, ranges)
+    start, end = vmas.start[owned], vmas.end[owned]
+    pmd = PMD_SIZE
+    whole_blocks = np.maximum(end // pmd - (start + pmd - 1) // pmd, 0)
+    # A hole: free address space between two of our VMAs with nothing in between.
+    order = np.argsort(vmas.start)
+    owned_sorted = owned[order]
+    gap = vmas.start[order][1:] - vmas.end[order][:-1]
+    hole = owned_sorted[1:] & owned_sorted[:-1] & (gap > 0)
+    return {
+        "vmas": int(owned.sum()),
+        "rss_bytes": int(vmas.rss[owned].sum()),
+        "anon_huge_bytes": int(vmas.anon_huge[owned].sum()),
+        "thp_eligible_bytes": int(whole_blocks.sum() * pmd),
+        "holes": int(hole.sum()),
+        "hole_bytes": int(gap[hole].sum()),
+        "mapped_bytes": int((end - start).sum()),
+    }
+
+
+def read_vmstat() -> dict:
+    counters = {}
+    with open("/proc/vmstat") as handle:
+        for line in handle:
+            name, value = line.split()
+            if name.startswith(("thp_", "pgfault", "pgmajfault", "compact_")) or name in (
+                    "nr_anon_transparent_hugepages",):
+                counters[name] = int(value)
+    return counters
+
+
+def vmstat_delta(before: dict, after: dict) -> dict:
+    """Deltas of event counters; nr_* gauges are reported as their value after."""
+    out = {}
+    for name, value in after.items():
+        out[name] = value if name.startswith("nr_") else value - before.get(name, 0)
+    return out
+
+
+def rusage_faults() -> tuple[int, int]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt, usage.ru_majflt
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# perf_event_open: software counters always, hardware ones where the machine exposes them.
+PERF_TYPE_HARDWARE, PERF_TYPE_SOFTWARE, PERF_TYPE_HW_CACHE = 0, 1, 3
+PERF_COUNTERS = {
+    "page_faults": (PERF_TYPE_SOFTWARE, 2),
+    "minor_faults": (PERF_TYPE_SOFTWARE, 5),
+    "major_faults": (PERF_TYPE_SOFTWARE, 6),
+    "cycles": (PERF_TYPE_HARDWARE, 0),
+    "instructions": (PERF_TYPE_HARDWARE, 1),
+    # dTLB (3) | read (0 << 8) | miss (1 << 16)
+    "dtlb_load_misses": (PERF_TYPE_HW_CACHE, 3 | (0 << 8) | (1 << 16)),
+}
+SYS_perf_event_open = 298  # x86-64
+PERF_ATTR_SIZE = 128
+PERF_EVENT_IOC_ENABLE, PERF_EVENT_IOC_DISABLE = 0x2400, 0x2401
+
+
+class PerfCounters:
+    """Counts events of this process (all threads it creates later included) between start/stop."""
+
+    def __init__(self, names=tuple(PERF_COUNTERS)):
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._libc.syscall.restype = ctypes.c_long
+        self.fds: dict[str, int] = {}
+        self.unavailable: dict[str, str] = {}
+        for name in names:
+            kind, config = PERF_COUNTERS[name]
+            fd = self._open(kind, config)
+            if fd < 0:
+                self.unavailable[name] = os.strerror(ctypes.get_errno())
+            else:
+                self.fds[name] = fd
+
+    def _open(self, kind: int, config: int) -> int:
+        # struct perf_event_attr: type u32, size u32, config u64, sample_period u64,
+        # sample_type u64, read_format u64, flags u64 (disabled=1, inherit=2, exclude_hv=64) ...
+        flags = 1 | 2 | 64
+        attr = struct.pack("IIQQQQQ", kind, PERF_ATTR_SIZE, config, 0, 0, 0, flags)
+        buffer = ctypes.create_string_buffer(attr.ljust(PERF_ATTR_SIZE, b"\0"))
+        return self._libc.syscall(SYS_perf_event_open, buffer, 0, -1, -1, 0)
+
+    def _ioctl_all(self, request: int) -> None:
+        import fcntl
+        for fd in self.fds.values():
+            fcntl.ioctl(fd, request, 0)
+
+    def start(self) -> None:
+        self._ioctl_all(PERF_EVENT_IOC_ENABLE)
+
+    def stop(self) -> dict:
+        self._ioctl_all(PERF_EVENT_IOC_DISABLE)
+        values: dict = {}
+        for name, fd in self.fds.items():
+            values[name] = struct.unpack("Q", os.read(fd, 8))[0]
+        for name, why in self.unavailable.items():
+            values[name] = None
+        return values
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}

@@ -1,0 +1,109 @@
+"""The result document (JSON): the runs of one configuration plus everything needed to compare it
+with a result from another machine later (host, kernel, THP settings, trace hash, command)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+from traces import MmreplayError, __version__, trace_metadata
+from traces.files import write_text
+from traces.host import host_metadata
+
+RESULT_VERSION = 1
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def trace_identity(path: str | Path, table) -> dict:
+    meta = trace_metadata(table)
+    return {"path": str(path), "name": Path(path).name, "sha256": file_sha256(path),
+            "events": table.num_rows, "source": meta.get("source", "unknown"),
+            "recorded_on": (meta.get("host") or {}).get("kernel")}
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    argv = list(sys.argv if argv is None else argv)
+    if argv:
+        argv[0] = Path(argv[0]).name
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def flatten_numbers(run: dict, prefix: str = "") -> dict:
+    """{'ops.mmap.p50_ns': 812, 'minflt': 1234, ...}: every number of a run, by dotted path."""
+    out = {}
+    for key, value in run.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, bool) or key in ("samples",):
+            continue
+        if isinstance(value, dict):
+            out.update(flatten_numbers(value, path + "."))
+        elif isinstance(value, (int, float)) and value is not None and math.isfinite(value):
+            out[path] = value
+    return out
+
+
+def summarize_runs(runs: list[dict]) -> dict:
+    """median, min, max, stdev of every number over the runs."""
+    values: dict[str, list] = {}
+    for run in runs:
+        for path, value in flatten_numbers(run).items():
+            values.setdefault(path, []).append(value)
+    return {path: {"median": statistics.median(v), "min": min(v), "max": max(v),
+                   "stdev": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+            for path, v in values.items()}
+
+
+def build_result(trace: dict, config: dict, runs: list[dict], program: dict, extra: dict,
+                 argv: list[str] | None = None) -> dict:
+    return {
+        "mmreplay_result": RESULT_VERSION,
+        "tool_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "trace": trace,
+        "host": host_metadata(),
+        "command": command_line(argv),
+        "config": config,
+        "program": program,
+        **extra,
+        "runs": runs,
+        "summary": summarize_runs(runs),
+    }
+
+
+def write_result(result: dict, path: str | Path) -> None:
+    write_text(path, json.dumps(result, indent=1, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def read_result(path: str | Path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise MmreplayError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        result = json.loads(text)
+    except ValueError as exc:
+        raise MmreplayError(f"{path}: not a JSON result file ({exc})") from None
+    if not isinstance(result, dict) or result.get("mmreplay_result") != RESULT_VERSION:
+        raise MmreplayError(f"{path}: not an mmreplay result (no mmreplay_result: {RESULT_VERSION})")
+    if not isinstance(result.get("runs"), list) or not result["runs"]:
+        raise MmreplayError(f"{path}: result has no runs")
+    return result

@@ -1,0 +1,84 @@
+"""Replay a trace under one configuration, N times, and build its result document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from traces import MmreplayError, read_trace
+from traces.bundled import default_trace
+from traces.host import meminfo_bytes
+
+from .compile import compile_trace
+from .config import ReplayConfig
+from .policy import probe_kernel_alignment
+from .result import build_result, trace_identity
+from .session import Interrupt, catch_signals, run_program
+
+
+def default_budget_bytes() -> int:
+    """Half of MemAvailable: the most live memory a replay may keep mapped by default."""
+    available = meminfo_bytes("MemAvailable")
+    return (available or 1 << 30) // 2
+
+
+def resolve_trace(path: str | None) -> Path:
+    return Path(path) if path else default_trace()
+
+
+class Prepared:
+    """A trace read, checked against the budget and compiled for one configuration."""
+
+    def __init__(self, trace_path, config: ReplayConfig, max_live_bytes: int | None = None,
+                 table=None, stop_event: int | None = None):
+        self.path = resolve_trace(trace_path)
+        self.table = table if table is not None else read_trace(self.path)
+        self.config = config
+        self.max_live_bytes = max_live_bytes if max_live_bytes is not None else default_budget_bytes()
+        self.alignment = probe_kernel_alignment()
+        self.program = compile_trace(self.table, config, self.max_live_bytes, stop_event)
+        self.identity = trace_identity(self.path, self.table)
+
+    def program_info(self) -> dict:
+        p = self.program
+        return {"ops": p.ops, "mappings": p.ids, "events": p.events,
+                "program_bytes": p.nbytes(),
+                "bytes_per_event": p.nbytes() / p.events if p.events else None,
+                "peak_live_bytes": p.peak_live_bytes, "skipped": p.skipped,
+                "replayed_differently": p.notes}
+
+    def config_info(self, repeat: int) -> dict:
+        info = self.config.as_dict()
+        info.update(repeat=repeat, max_live_bytes=self.max_live_bytes)
+        return info
+
+    def extra_info(self) -> dict:
+        return {"kernel_alignment": self.alignment.as_dict(),
+                "policy_emulation": self.alignment.emulation(self.config.policy)}
+
+
+def replay_trace(trace_path: str | None, config: ReplayConfig, repeat: int = 1,
+                 max_live_bytes: int | None = None,
+                 progress: Callable[[int, int, int], None] | None = None,
+                 argv: list[str] | None = None) -> dict:
+    """Replay a trace ``repeat`` times; returns the result document (partial if interrupted).
+
+    ``progress(run_index, events_done, events_total)`` is called between chunks.
+    """
+    if repeat < 1:
+        raise MmreplayError("--repeat must be at least 1")
+    prepared = Prepared(trace_path, config, max_live_bytes)
+    runs = []
+    interrupt = Interrupt()
+    with catch_signals(interrupt):
+        for index in range(repeat):
+            report = None
+            if progress is not None:
+                def report(done, index=index):
+                    progress(index, done, prepared.program.events)
+            runs.append(run_program(prepared.program, config, prepared.alignment, interrupt,
+                                    prepared.max_live_bytes, report))
+            if interrupt:
+                break
+    return build_result(prepared.identity, prepared.config_info(repeat), runs,
+                        prepared.program_info(), prepared.extra_info(), argv)

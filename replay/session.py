@@ -1,0 +1,223 @@
+"""Run an op program: chunks of native execution, with /proc sampled, progress and Ctrl-C between.
+
+One call of ``run_program`` is one run; it returns the run's measurements as a plain dict (the
+``runs[]`` entries of the result JSON). Whatever happens (Ctrl-C, SIGTERM, the memory budget), the
+replay's own mappings are released before it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from typing import Callable
+
+import numpy as np
+
+from traces.schema import OPS, PMD_SIZE
+
+from .config import ACCESS_CODE, TOUCH_CODE, ReplayConfig
+from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C_LIVE_BYTES,
+                     C_POLICY_CALLS, C_RUNTIME_SKIPPED, C_THP_ADVICE_FAILED, C_TOUCH_BYTES,
+                     C_TOUCH_NS, N_PARAMS, P_ACCESS_AMOUNT, P_ACCESS_KIND, P_PAD_PMD_MULTIPLES,
+                     P_THP_ADVICE, P_TOUCH, EngineState)
+from .model import live_pieces
+from .policy import KernelAlignment
+from .probes import (PerfCounters, layout_metrics, read_smaps, read_vmstat, rss_bytes,
+                     rusage_faults, vmstat_delta)
+from .program import CLEANUP, ID_MAPPED, OP_MMAP, OP_MMAP_FIXED_IN, OpProgram, ENGINE_OP_NAMES
+
+MAX_CHUNK_OPS = 4096
+TARGET_CHUNKS = 100
+BUDGET_SLACK_BYTES = 64 << 20
+THP_ADVICE = {"as-recorded": -1, "always": 14, "never": 15}  # MADV_HUGEPAGE / MADV_NOHUGEPAGE
+
+
+class Interrupt:
+    """Set by SIGINT/SIGTERM (or the budget check); the run stops at the next chunk boundary."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.reason is not None
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+
+@contextlib.contextmanager
+def catch_signals(interrupt: Interrupt):
+    """Turn SIGINT/SIGTERM into ``interrupt`` for the duration (main thread only)."""
+    previous = {}
+
+    def handler(signum, _frame):
+        interrupt.request(signal.Signals(signum).name)
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield interrupt
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def engine_params(config: ReplayConfig, alignment: KernelAlignment) -> np.ndarray:
+    params = np.zeros(N_PARAMS, np.int64)
+    params[P_TOUCH] = TOUCH_CODE[config.touch]
+    params[P_ACCESS_KIND] = ACCESS_CODE[config.access.kind]
+    params[P_ACCESS_AMOUNT] = config.access.amount
+    params[P_THP_ADVICE] = THP_ADVICE[config.thp]
+    params[P_PAD_PMD_MULTIPLES] = int(alignment.aligns_pmd_multiples)
+    return params
+
+
+def chunk_bounds(program: OpProgram, stop_op: int | None = None) -> list[int]:
+    """Chunk boundaries: a fixed count per trace (so lockstep sweeps are deterministic), plus the
+    peak and the end of the trace, where /proc is sampled."""
+    trace_ops = program.cleanup_start if stop_op is None else stop_op
+    size = min(MAX_CHUNK_OPS, max(1, math.ceil(trace_ops / TARGET_CHUNKS)))
+    bounds = set(range(0, trace_ops, size)) | {program.peak_op if program.peak_op <= trace_ops
+                                               else 0, trace_ops}
+    if stop_op is None:
+        bounds.add(program.ops)
+    return sorted(bounds)
+
+
+def percentile_ns(values: np.ndarray, q: float) -> int | None:
+    return int(np.percentile(values, q)) if len(values) else None
+
+
+def op_stats(program: OpProgram, state: EngineState, ran: int) -> dict:
+    """count, failed, p50_ns, p99_ns per trace op name over the trace's ops (no cleanup)."""
+    code = program.code[:ran]
+    from_trace = program.trace_row[:ran] != CLEANUP
+    err = state.err[:ran]
+    stats = {}
+    for name in OPS:
+        if name == "brk":
+            continue
+        codes = [c for c, n in enumerate(ENGINE_OP_NAMES) if n == name]
+        chosen = np.isin(code, codes) & from_trace & (err >= 0)
+        latencies = state.latency[:ran][chosen & (err == 0)]
+        stats[name] = {"count": int(chosen.sum()), "failed": int((chosen & (err > 0)).sum()),
+                       "p50_ns": percentile_ns(latencies, 50), "p99_ns": percentile_ns(latencies, 99)}
+    return stats
+
+
+def large_mapping_alignment(program: OpProgram, state: EngineState, ran: int) -> tuple[int, int]:
+    """(mappings >= 2 MiB the replay created with mmap, how many start 2 MiB-aligned)."""
+    created = program.map_id[:ran][program.code[:ran] == OP_MMAP]
+    created = created[(state.id_state[created] & ID_MAPPED) != 0]
+    large = created[program.id_length[created] >= PMD_SIZE]
+    return int(len(large)), int((state.base[large] % PMD_SIZE == 0).sum())
+
+
+def sample_layout(state: EngineState, pieces: np.ndarray) -> dict:
+    return layout_metrics(read_smaps(), state.ranges(pieces))
+
+
+def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlignment,
+                interrupt: Interrupt | None = None, budget_bytes: int | None = None,
+                on_progress: Callable[[int], None] | None = None,
+                stop_op: int | None = None, on_stop: Callable | None = None) -> dict:
+    """Run ``program`` once and measure it.
+
+    ``stop_op`` runs only ops [0, stop_op) and calls ``on_stop(state, pieces)`` there, before
+    everything is released (``layout --at``).
+    """
+    interrupt = interrupt or Interrupt()
+    state = EngineState(program, engine_params(config, alignment))
+    bounds = chunk_bounds(program, stop_op)
+    trace_end = program.cleanup_start if stop_op is None else stop_op
+    samples: dict = {}
+    perf = PerfCounters()
+    rss_before = rss_bytes()
+    vmstat_before = read_vmstat()
+    minflt_before, majflt_before = rusage_faults()
+    wall_start = time.perf_counter()
+    perf.start()
+    ran = 0
+    try:
+        for start, stop in zip(bounds, bounds[1:]):
+            ran = state.run(start, stop)
+            if config.access.kind == "lockstep" and stop <= trace_end:
+                state.lockstep(config.access.amount)
+            if stop == program.peak_op and stop_op is None and stop > 0:
+                samples["peak"] = sample_layout(state, program.peak_pieces)
+            if stop == trace_end:
+                pieces = program.end_pieces if stop_op is None else live_pieces(program, stop)
+                samples["end"] = sample_layout(state, pieces)
+                if on_stop is not None:
+                    on_stop(state, pieces)
+                if stop_op is not None:
+                    break
+            if on_progress is not None and stop <= trace_end:
+                on_progress(int(program.trace_row[stop - 1]) + 1 if stop else 0)
+            if budget_bytes is not None and rss_bytes() - rss_before > budget_bytes + BUDGET_SLACK_BYTES:
+                interrupt.request("memory budget")
+            if interrupt:
+                break
+    finally:
+        perf_values = perf.stop()
+        perf.close()
+        finished = ran == program.ops
+        release_failures = 0
+        if not finished:
+            # Stopped early: release exactly what the replay still has mapped.
+            release_failures = state.release(live_pieces(program, ran))
+    wall_s = time.perf_counter() - wall_start
+    minflt_after, majflt_after = rusage_faults()
+    counters = state.counters
+    engine_s = counters[C_ENGINE_NS] / 1e9
+    events_done = program.events if finished else (int(program.trace_row[ran - 1]) + 1 if ran else 0)
+    large, aligned = large_mapping_alignment(program, state, ran)
+    peak = samples.get("peak") or samples.get("end") or {}
+    end = samples.get("end") or {}
+    skipped = dict(program.skipped)
+    if counters[C_RUNTIME_SKIPPED]:
+        skipped["target_mapping_failed_earlier"] = int(counters[C_RUNTIME_SKIPPED])
+    access_ns = counters[C_ACCESS_NS]
+    return {
+        "wall_s": wall_s,
+        "engine_s": engine_s,
+        "events": events_done,
+        "events_per_s": events_done / engine_s if engine_s > 0 else None,
+        "ops": op_stats(program, state, ran),
+        "minflt": minflt_after - minflt_before,
+        "majflt": majflt_after - majflt_before,
+        "vmstat": vmstat_delta(vmstat_before, read_vmstat()),
+        "perf": perf_values,
+        "perf_unavailable": perf.unavailable,
+        "peak_vmas": max(peak.get("vmas", 0), end.get("vmas", 0)),
+        "peak_live_bytes": program.peak_live_bytes,
+        "peak_rss_bytes": peak.get("rss_bytes"),
+        "peak_anon_huge_bytes": peak.get("anon_huge_bytes"),
+        "end_anon_huge_bytes": end.get("anon_huge_bytes"),
+        "large_mappings": large,
+        "pmd_aligned_large_mappings": aligned,
+        "holes": peak.get("holes"),
+        "hole_bytes": peak.get("hole_bytes"),
+        "thp_eligible_bytes": peak.get("thp_eligible_bytes"),
+        "touch_gbps": counters[C_TOUCH_BYTES] / counters[C_TOUCH_NS] if counters[C_TOUCH_NS] else None,
+        "touch_bytes": int(counters[C_TOUCH_BYTES]),
+        "access": {"pattern": str(config.access),
+                   "gbps": counters[C_ACCESS_BYTES] / access_ns if access_ns else None,
+                   "ns_per_read": access_ns / counters[C_ACCESS_READS] if counters[C_ACCESS_READS] else None,
+                   "bytes": int(counters[C_ACCESS_BYTES]), "reads": int(counters[C_ACCESS_READS])},
+        "samples": samples,
+        "policy_extra_calls": int(counters[C_POLICY_CALLS]),
+        "thp_advice_failed": int(counters[C_THP_ADVICE_FAILED]),
+        "release_failures": release_failures,
+        "live_bytes_at_stop": int(counters[C_LIVE_BYTES]),
+        "skipped": skipped,
+        "replayed_differently": dict(program.notes),
+        "interrupted": interrupt.reason is not None,
+        "interrupt_reason": interrupt.reason,
+    }
