@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from traces.schema import PMD_SIZE
@@ -31,6 +32,7 @@ c_madvise = types.ExternalFunction("madvise", _i32(_intp, _uintp, _i32))
 c_mprotect = types.ExternalFunction("mprotect", _i32(_intp, _uintp, _i32))
 c_clock_gettime = types.ExternalFunction("clock_gettime", _i32(_i32, _intp))
 c_errno_location = types.ExternalFunction("__errno_location", types.CPointer(_i32)())
+c_sched_yield = types.ExternalFunction("sched_yield", _i32())
 
 CLOCK_MONOTONIC = 1
 PAGE = 4096
@@ -47,8 +49,10 @@ ACCESS_NONE, ACCESS_STREAM, ACCESS_RANDOM, ACCESS_LOCKSTEP = 0, 1, 2, 3
 # counters[]
 (C_TOUCH_BYTES, C_TOUCH_NS, C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_CHECKSUM,
  C_POLICY_CALLS, C_POLICY_FAILED, C_LIVE_BYTES, C_RNG, C_RUNTIME_SKIPPED, C_N_LOCKSTEP,
- C_THP_ADVICE_FAILED, C_ENGINE_NS) = range(14)
-N_COUNTERS = 14
+ C_THP_ADVICE_FAILED, C_ENGINE_NS, C_WAIT_NS) = range(15)
+N_COUNTERS = 15
+# Counters that are not sums when threads' counters are merged.
+NOT_ADDITIVE = (C_RNG, C_N_LOCKSTEP)
 
 
 @intrinsic
@@ -67,6 +71,36 @@ def _i64_ptr(typingctx, address):
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_load(typingctx, array, index):
+    """array[index] with acquire ordering: sees what the publishing thread wrote before it."""
+    sig = array.dtype(array, index)
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]])
+        return builder.load_atomic(pointer, ordering="acquire", align=8)
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_store(typingctx, array, index, value):
+    """array[index] = value with release ordering (publishes every earlier write)."""
+    sig = types.void(array, index, value)
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]])
+        stored = context.cast(builder, args[2], signature.args[2], array_type.dtype)
+        builder.store_atomic(stored, pointer, ordering="release", align=8)
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -247,125 +281,164 @@ def _map_aligned(length, prot, flags, pad_pmd_multiples, counters):
 
 
 @njit(cache=True, nogil=True)
-def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
-            id_length, base, id_state, latency, err, counters, live_ids, live_pos, params,
-            start, stop):
-    """Run ops [start, stop); returns the index reached (== stop)."""
-    clock = np.zeros(2, np.int64)
+def _do_op(i, code, mode, map_id, ref_id, offset, length, arg, prot, flags, id_length, base,
+           id_state, latency, err, counters, live_ids, live_pos, params, clock):
+    """Execute op i of the program (one syscall, plus the touches and reads around it)."""
     touch = params[P_TOUCH]
     access_kind = params[P_ACCESS_KIND]
     access_amount = params[P_ACCESS_AMOUNT]
     thp_advice = params[P_THP_ADVICE]
     pad = params[P_PAD_PMD_MULTIPLES] != 0
-    engine_t0 = now_ns(clock)
-    for i in range(start, stop):
-        c = code[i]
-        m = map_id[i]
-        md = mode[i]
-        if c == OP_MMAP or c == OP_MMAP_FIXED_IN:
-            size = length[i]
-            if c == OP_MMAP_FIXED_IN:
-                parent = ref_id[i]
-                if (id_state[parent] & (ID_MAPPED | ID_TAINTED)) != ID_MAPPED:
-                    err[i] = -1
-                    counters[C_RUNTIME_SKIPPED] += 1
-                    continue
-                _lockstep_remove(parent, live_ids, live_pos, counters)
-                t0 = now_ns(clock)
-                p = c_mmap(base[parent] + offset[i], size, prot[i], flags[i] | MAP_FIXED, -1, 0)
-                latency[i] = now_ns(clock) - t0
-                if p == -1:
-                    # A failed MAP_FIXED may already have unmapped the old range.
-                    id_state[parent] |= ID_TAINTED
-            else:
-                place = md & PLACE_MASK
-                t0 = now_ns(clock)
-                if place == PLACE_PLAIN:
-                    p = _map_plain(size, prot[i], flags[i], pad, counters)
-                elif place == PLACE_ALIGNED:
-                    p = _map_aligned(size, prot[i], flags[i], pad, counters)
-                else:
-                    p = c_mmap(arg[i], size, prot[i], flags[i], -1, 0)
-                latency[i] = now_ns(clock) - t0
-            if p == -1:
-                err[i] = _errno()
-                base[m] = 0
-                continue
-            base[m] = p
-            id_state[m] = ID_MAPPED
-            counters[C_LIVE_BYTES] += size if c == OP_MMAP else 0
-            if (md & THP_ADVISE) != 0 and thp_advice >= 0:
-                if c_madvise(p, size, thp_advice) != 0:
-                    counters[C_THP_ADVICE_FAILED] += 1
-            if (md & (TOUCH_WRITE | TOUCH_READ)) != 0:
-                _touch(p, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
-            if (md & LOCKSTEP) != 0 and access_kind == ACCESS_LOCKSTEP:
-                _lockstep_add(m, live_ids, live_pos, counters)
-            continue
-
-        # Every other op works on a piece of mapping m, which must exist in this replay.
-        if (id_state[m] & ID_MAPPED) == 0:
-            err[i] = -1
-            counters[C_RUNTIME_SKIPPED] += 1
-            continue
-        address = base[m] + offset[i]
+    c = code[i]
+    m = map_id[i]
+    md = mode[i]
+    if c == OP_MMAP or c == OP_MMAP_FIXED_IN:
         size = length[i]
-        intact = (id_state[m] & ID_TAINTED) == 0
-        if c == OP_MUNMAP:
-            if (md & ACCESS_BEFORE) != 0 and intact and access_kind != ACCESS_NONE \
-                    and access_kind != ACCESS_LOCKSTEP:
-                _access(address, size, access_kind, access_amount, counters, clock)
-            _lockstep_remove(m, live_ids, live_pos, counters)
+        if c == OP_MMAP_FIXED_IN:
+            parent = ref_id[i]
+            if (id_state[parent] & (ID_MAPPED | ID_TAINTED)) != ID_MAPPED:
+                err[i] = -1
+                counters[C_RUNTIME_SKIPPED] += 1
+                return
+            _lockstep_remove(parent, live_ids, live_pos, counters)
             t0 = now_ns(clock)
-            r = c_munmap(address, size)
+            p = c_mmap(base[parent] + offset[i], size, prot[i], flags[i] | MAP_FIXED, -1, 0)
             latency[i] = now_ns(clock) - t0
-            if r != 0:
-                err[i] = _errno()
-                id_state[m] |= ID_TAINTED
-            else:
-                counters[C_LIVE_BYTES] -= size
-        elif c == OP_MREMAP:
-            new_size = arg[i]
-            new = ref_id[i]
-            _lockstep_remove(m, live_ids, live_pos, counters)
-            t0 = now_ns(clock)
-            p = c_mremap(address, size, new_size, flags[i], 0)
-            latency[i] = now_ns(clock) - t0
-            dont_unmap = (flags[i] & 4) != 0
             if p == -1:
-                err[i] = _errno()
-                base[new] = 0
-                # Keep the replay's live set equal to the trace's: the old piece is gone there.
-                if not dont_unmap:
-                    c_munmap(address, size)
-                    counters[C_LIVE_BYTES] -= size
-                continue
-            base[new] = p
-            id_state[new] = ID_MAPPED | (id_state[m] & ID_TAINTED)
-            counters[C_LIVE_BYTES] += new_size - (0 if dont_unmap else size)
-            if new_size > size and (md & (TOUCH_WRITE | TOUCH_READ)) != 0 and intact:
-                _touch(p + size, new_size - size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
-        elif c == OP_MADVISE:
+                # A failed MAP_FIXED may already have unmapped the old range.
+                id_state[parent] |= ID_TAINTED
+        else:
+            place = md & PLACE_MASK
             t0 = now_ns(clock)
-            r = c_madvise(address, size, np.int32(arg[i]))
+            if place == PLACE_PLAIN:
+                p = _map_plain(size, prot[i], flags[i], pad, counters)
+            elif place == PLACE_ALIGNED:
+                p = _map_aligned(size, prot[i], flags[i], pad, counters)
+            else:
+                p = c_mmap(arg[i], size, prot[i], flags[i], -1, 0)
             latency[i] = now_ns(clock) - t0
-            if r != 0:
-                err[i] = _errno()
-            elif arg[i] == MADV_GUARD_INSTALL:
-                id_state[m] |= ID_TAINTED  # guard pages fault on access
-                _lockstep_remove(m, live_ids, live_pos, counters)
-        elif c == OP_MPROTECT:
+        if p == -1:
+            err[i] = _errno()
+            base[m] = 0
+            return
+        base[m] = p
+        id_state[m] = ID_MAPPED
+        counters[C_LIVE_BYTES] += size if c == OP_MMAP else 0
+        if (md & THP_ADVISE) != 0 and thp_advice >= 0:
+            if c_madvise(p, size, thp_advice) != 0:
+                counters[C_THP_ADVICE_FAILED] += 1
+        if (md & (TOUCH_WRITE | TOUCH_READ)) != 0:
+            _touch(p, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
+        if (md & LOCKSTEP) != 0 and access_kind == ACCESS_LOCKSTEP:
+            _lockstep_add(m, live_ids, live_pos, counters)
+        return
+
+    # Every other op works on a piece of mapping m, which must exist in this replay.
+    if (id_state[m] & ID_MAPPED) == 0:
+        err[i] = -1
+        counters[C_RUNTIME_SKIPPED] += 1
+        return
+    address = base[m] + offset[i]
+    size = length[i]
+    intact = (id_state[m] & ID_TAINTED) == 0
+    if c == OP_MUNMAP:
+        if (md & ACCESS_BEFORE) != 0 and intact and access_kind != ACCESS_NONE \
+                and access_kind != ACCESS_LOCKSTEP:
+            _access(address, size, access_kind, access_amount, counters, clock)
+        _lockstep_remove(m, live_ids, live_pos, counters)
+        t0 = now_ns(clock)
+        r = c_munmap(address, size)
+        latency[i] = now_ns(clock) - t0
+        if r != 0:
+            err[i] = _errno()
+            id_state[m] |= ID_TAINTED
+        else:
+            counters[C_LIVE_BYTES] -= size
+    elif c == OP_MREMAP:
+        new_size = arg[i]
+        new = ref_id[i]
+        _lockstep_remove(m, live_ids, live_pos, counters)
+        t0 = now_ns(clock)
+        p = c_mremap(address, size, new_size, flags[i], 0)
+        latency[i] = now_ns(clock) - t0
+        dont_unmap = (flags[i] & 4) != 0
+        if p == -1:
+            err[i] = _errno()
+            base[new] = 0
+            # Keep the replay's live set equal to the trace's: the old piece is gone there.
+            if not dont_unmap:
+                c_munmap(address, size)
+                counters[C_LIVE_BYTES] -= size
+            return
+        base[new] = p
+        id_state[new] = ID_MAPPED | (id_state[m] & ID_TAINTED)
+        counters[C_LIVE_BYTES] += new_size - (0 if dont_unmap else size)
+        if new_size > size and (md & (TOUCH_WRITE | TOUCH_READ)) != 0 and intact:
+            _touch(p + size, new_size - size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
+    elif c == OP_MADVISE:
+        t0 = now_ns(clock)
+        r = c_madvise(address, size, np.int32(arg[i]))
+        latency[i] = now_ns(clock) - t0
+        if r != 0:
+            err[i] = _errno()
+        elif arg[i] == MADV_GUARD_INSTALL:
+            id_state[m] |= ID_TAINTED  # guard pages fault on access
             _lockstep_remove(m, live_ids, live_pos, counters)
-            t0 = now_ns(clock)
-            r = c_mprotect(address, size, prot[i])
-            latency[i] = now_ns(clock) - t0
-            if r != 0:
-                err[i] = _errno()
-                id_state[m] |= ID_TAINTED
-            elif (md & (TOUCH_WRITE | TOUCH_READ)) != 0 and intact:
-                _touch(address, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
+    elif c == OP_MPROTECT:
+        _lockstep_remove(m, live_ids, live_pos, counters)
+        t0 = now_ns(clock)
+        r = c_mprotect(address, size, prot[i])
+        latency[i] = now_ns(clock) - t0
+        if r != 0:
+            err[i] = _errno()
+            id_state[m] |= ID_TAINTED
+        elif (md & (TOUCH_WRITE | TOUCH_READ)) != 0 and intact:
+            _touch(address, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
+
+
+@njit(cache=True, nogil=True)
+def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
+            id_length, base, id_state, latency, err, counters, live_ids, live_pos, params,
+            order, kstart, kstop, dep_thread, dep_pos, progress, thread_index, stop_flag):
+    """Run the ops order[kstart:kstop] (ops kstart..kstop-1 when ``order`` is empty).
+
+    With dependencies (``dep_thread`` not empty), op i first waits until thread dep_thread[i]
+    has completed dep_pos[i] + 1 of its ops, and this thread publishes its own progress after
+    each op; waiting spins briefly, then yields the CPU. Returns the position reached (== kstop
+    unless ``stop_flag[0]`` was raised).
+    """
+    clock = np.zeros(2, np.int64)
+    identity = len(order) == 0
+    has_deps = len(dep_thread) > 0
+    engine_t0 = now_ns(clock)
+    k = kstart
+    while k < kstop:
+        i = k if identity else order[k]
+        if has_deps:
+            if atomic_load(stop_flag, 0) != 0:
+                break
+            waited_for = dep_thread[i]
+            if waited_for >= 0:
+                need = dep_pos[i] + 1
+                if atomic_load(progress, waited_for) < need:
+                    w0 = now_ns(clock)
+                    spins = 0
+                    while atomic_load(progress, waited_for) < need:
+                        spins += 1
+                        if spins > 100:
+                            c_sched_yield()
+                        if atomic_load(stop_flag, 0) != 0:
+                            break
+                    counters[C_WAIT_NS] += now_ns(clock) - w0
+                    if atomic_load(progress, waited_for) < need:
+                        break
+        _do_op(i, code, mode, map_id, ref_id, offset, length, arg, prot, flags, id_length, base,
+               id_state, latency, err, counters, live_ids, live_pos, params, clock)
+        k += 1
+        if has_deps:
+            atomic_store(progress, thread_index, k)
     counters[C_ENGINE_NS] += now_ns(clock) - engine_t0
-    return stop
+    return k
 
 
 @njit(cache=True, nogil=True)
@@ -379,6 +452,10 @@ def release_pieces(pieces, base, id_state):
         if c_munmap(base[m] + pieces[k, 1], pieces[k, 2]) != 0:
             failed += 1
     return failed
+
+
+_NONE = np.zeros(0, np.int64)
+_NONE32 = np.zeros(0, np.int32)
 
 
 class EngineState:
@@ -399,10 +476,21 @@ class EngineState:
         self.clock = np.zeros(2, np.int64)
 
     def run(self, start: int, stop: int) -> int:
+        """Run ops [start, stop) serially on this thread."""
         p = self.program
         return run_ops(p.code, p.mode, p.map_id, p.ref_id, p.offset, p.length, p.arg, p.prot,
                        p.flags, p.id_length, self.base, self.id_state, self.latency, self.err,
-                       self.counters, self.live_ids, self.live_pos, self.params, start, stop)
+                       self.counters, self.live_ids, self.live_pos, self.params, _NONE, start,
+                       stop, _NONE32, _NONE32, _NONE, 0, _NONE)
+
+    def run_thread(self, counters, order, kstart, kstop, deps, progress, thread_index,
+                   stop_flag) -> int:
+        """Run order[kstart:kstop] on the calling OS thread (GIL released), honouring deps."""
+        p = self.program
+        return run_ops(p.code, p.mode, p.map_id, p.ref_id, p.offset, p.length, p.arg, p.prot,
+                       p.flags, p.id_length, self.base, self.id_state, self.latency, self.err,
+                       counters, self.live_ids, self.live_pos, self.params, order, kstart, kstop,
+                       deps.dep_thread, deps.dep_pos, progress, thread_index, stop_flag)
 
     def lockstep(self, passes: int) -> None:
         lockstep_sweep(self.base, self.program.id_length, self.live_ids, self.counters, passes,

@@ -41,9 +41,11 @@ class ProgramModel:
                 self.live.unmap(self._key(map_id, offset), self._key(map_id, offset + length))
             self.live.map(self._key(ref_id, 0), self._key(ref_id, arg), ref_id, 0, True)
 
-    def run(self, program, stop: int) -> "ProgramModel":
+    def run(self, program, stop: int, executed: np.ndarray | None = None) -> "ProgramModel":
+        """Apply ops [0, stop), or, with ``executed``, the ops it marks (in program order)."""
         p = program
-        for i in range(stop):
+        indices = range(stop) if executed is None else np.flatnonzero(executed).tolist()
+        for i in indices:
             self.apply(p.code[i], p.map_id[i], p.ref_id[i], p.offset[i], p.length[i], p.arg[i],
                        p.flags[i])
         return self
@@ -59,6 +61,8 @@ class ProgramModel:
         return np.array(rows, np.int64).reshape(-1, 3)
 
 
-def live_pieces(program, stop: int) -> np.ndarray:
-    """Pieces live after ops [0, stop) of ``program`` (assuming every call succeeded)."""
-    return ProgramModel(program.id_length).run(program, stop).pieces_array()
+def live_pieces(program, stop: int, executed: np.ndarray | None = None) -> np.ndarray:
+    """Pieces live after ops [0, stop) of ``program`` (or after the ``executed`` ones), assuming
+    every call succeeded. Each mapping's calls keep their order in any executed subset, so the
+    program order gives the right live set even when threads ran them."""
+    return ProgramModel(program.id_length).run(program, stop, executed).pieces_array()

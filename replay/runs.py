@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import pyarrow.compute as pc
+
 from traces import MmreplayError, read_trace
 from traces.bundled import default_trace
 from traces.host import meminfo_bytes
@@ -14,6 +16,14 @@ from .config import ReplayConfig
 from .policy import probe_kernel_alignment
 from .result import build_result, trace_identity
 from .session import Interrupt, catch_signals, run_program
+
+
+def pc_max(column) -> int:
+    return int(pc.max(column).as_py())
+
+
+def pc_min(column) -> int:
+    return int(pc.min(column).as_py())
 
 
 def default_budget_bytes() -> int:
@@ -38,6 +48,15 @@ class Prepared:
         self.alignment = probe_kernel_alignment()
         self.program = compile_trace(self.table, config, self.max_live_bytes, stop_event)
         self.identity = trace_identity(self.path, self.table)
+        self.plan = None
+        if config.threads != "1":
+            if config.access.kind == "lockstep":
+                raise MmreplayError("--access lockstep sweeps all live mappings between chunks and "
+                                    "needs --threads 1")
+            from .threads import plan_threads
+            self.plan = plan_threads(self.program, self.table, config.threads, config.order)
+        ts = self.table.column("ts_ns")
+        self.recorded_duration_ns = (pc_max(ts) - pc_min(ts)) if self.table.num_rows else 0
 
     def program_info(self) -> dict:
         p = self.program
@@ -50,6 +69,8 @@ class Prepared:
     def config_info(self, repeat: int) -> dict:
         info = self.config.as_dict()
         info.update(repeat=repeat, max_live_bytes=self.max_live_bytes)
+        if self.plan is not None:
+            info["os_threads"] = self.plan.threads
         return info
 
     def extra_info(self) -> dict:
@@ -77,7 +98,8 @@ def replay_trace(trace_path: str | None, config: ReplayConfig, repeat: int = 1,
                 def report(done, index=index):
                     progress(index, done, prepared.program.events)
             runs.append(run_program(prepared.program, config, prepared.alignment, interrupt,
-                                    prepared.max_live_bytes, report))
+                                    prepared.max_live_bytes, report, plan=prepared.plan,
+                                    recorded_duration_ns=prepared.recorded_duration_ns))
             if interrupt:
                 break
     return build_result(prepared.identity, prepared.config_info(repeat), runs,

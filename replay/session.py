@@ -20,7 +20,7 @@ from traces.schema import OPS, PMD_SIZE
 from .config import ACCESS_CODE, TOUCH_CODE, ReplayConfig
 from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C_LIVE_BYTES,
                      C_POLICY_CALLS, C_RUNTIME_SKIPPED, C_THP_ADVICE_FAILED, C_TOUCH_BYTES,
-                     C_TOUCH_NS, N_PARAMS, P_ACCESS_AMOUNT, P_ACCESS_KIND, P_PAD_PMD_MULTIPLES,
+                     C_TOUCH_NS, C_WAIT_NS, N_PARAMS, P_ACCESS_AMOUNT, P_ACCESS_KIND, P_PAD_PMD_MULTIPLES,
                      P_THP_ADVICE, P_TOUCH, EngineState)
 from .model import live_pieces
 from .policy import KernelAlignment
@@ -30,6 +30,7 @@ from .program import CLEANUP, ID_MAPPED, OP_MMAP, OP_MMAP_FIXED_IN, OpProgram, E
 
 MAX_CHUNK_OPS = 4096
 TARGET_CHUNKS = 100
+THREADED_CHUNKS = 10  # threads meet at every chunk boundary: few, so they mostly run freely
 BUDGET_SLACK_BYTES = 64 << 20
 THP_ADVICE = {"as-recorded": -1, "always": 14, "never": 15}  # MADV_HUGEPAGE / MADV_NOHUGEPAGE
 
@@ -78,11 +79,14 @@ def engine_params(config: ReplayConfig, alignment: KernelAlignment) -> np.ndarra
     return params
 
 
-def chunk_bounds(program: OpProgram, stop_op: int | None = None) -> list[int]:
+def chunk_bounds(program: OpProgram, stop_op: int | None = None,
+                 chunks: int = TARGET_CHUNKS, max_ops: int | None = MAX_CHUNK_OPS) -> list[int]:
     """Chunk boundaries: a fixed count per trace (so lockstep sweeps are deterministic), plus the
     peak and the end of the trace, where /proc is sampled."""
     trace_ops = program.cleanup_start if stop_op is None else stop_op
-    size = min(MAX_CHUNK_OPS, max(1, math.ceil(trace_ops / TARGET_CHUNKS)))
+    size = max(1, math.ceil(trace_ops / chunks))
+    if max_ops:
+        size = min(size, max_ops)
     bounds = set(range(0, trace_ops, size)) | {program.peak_op if program.peak_op <= trace_ops
                                                else 0, trace_ops}
     if stop_op is None:
@@ -94,26 +98,27 @@ def percentile_ns(values: np.ndarray, q: float) -> int | None:
     return int(np.percentile(values, q)) if len(values) else None
 
 
-def op_stats(program: OpProgram, state: EngineState, ran: int) -> dict:
-    """count, failed, p50_ns, p99_ns per trace op name over the trace's ops (no cleanup)."""
-    code = program.code[:ran]
-    from_trace = program.trace_row[:ran] != CLEANUP
-    err = state.err[:ran]
+def op_stats(program: OpProgram, state: EngineState, ran: np.ndarray) -> dict:
+    """count, failed, p50_ns, p99_ns per trace op name over the trace's ops that ran (no cleanup).
+
+    ``ran`` marks the ops that were executed."""
+    from_trace = (program.trace_row != CLEANUP) & ran
+    err = state.err
     stats = {}
     for name in OPS:
         if name == "brk":
             continue
         codes = [c for c, n in enumerate(ENGINE_OP_NAMES) if n == name]
-        chosen = np.isin(code, codes) & from_trace & (err >= 0)
-        latencies = state.latency[:ran][chosen & (err == 0)]
+        chosen = np.isin(program.code, codes) & from_trace & (err >= 0)
+        latencies = state.latency[chosen & (err == 0)]
         stats[name] = {"count": int(chosen.sum()), "failed": int((chosen & (err > 0)).sum()),
                        "p50_ns": percentile_ns(latencies, 50), "p99_ns": percentile_ns(latencies, 99)}
     return stats
 
 
-def large_mapping_alignment(program: OpProgram, state: EngineState, ran: int) -> tuple[int, int]:
+def large_mapping_alignment(program: OpProgram, state: EngineState, ran: np.ndarray) -> tuple[int, int]:
     """(mappings >= 2 MiB the replay created with mmap, how many start 2 MiB-aligned)."""
-    created = program.map_id[:ran][program.code[:ran] == OP_MMAP]
+    created = program.map_id[ran & (program.code == OP_MMAP)]
     created = created[(state.id_state[created] & ID_MAPPED) != 0]
     large = created[program.id_length[created] >= PMD_SIZE]
     return int(len(large)), int((state.base[large] % PMD_SIZE == 0).sum())
@@ -126,32 +131,53 @@ def sample_layout(state: EngineState, pieces: np.ndarray) -> dict:
 def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlignment,
                 interrupt: Interrupt | None = None, budget_bytes: int | None = None,
                 on_progress: Callable[[int], None] | None = None,
-                stop_op: int | None = None, on_stop: Callable | None = None) -> dict:
+                stop_op: int | None = None, on_stop: Callable | None = None,
+                plan=None, recorded_duration_ns: int | None = None) -> dict:
     """Run ``program`` once and measure it.
 
-    ``stop_op`` runs only ops [0, stop_op) and calls ``on_stop(state, pieces)`` there, before
-    everything is released (``layout --at``).
+    ``plan`` (a ``threads.ThreadPlan``) spreads the trace's ops over OS threads; without it the
+    replay is serial. ``stop_op`` runs only ops [0, stop_op) and calls ``on_stop(state, pieces)``
+    there, before everything is released (``layout --at``).
     """
+    from . import threads as mt
+
     interrupt = interrupt or Interrupt()
     state = EngineState(program, engine_params(config, alignment))
-    bounds = chunk_bounds(program, stop_op)
+    threaded = plan is not None and plan.threads > 0 and program.cleanup_start > 0
+    bounds = (chunk_bounds(program, stop_op, THREADED_CHUNKS, None) if threaded
+              else chunk_bounds(program, stop_op))
     trace_end = program.cleanup_start if stop_op is None else stop_op
+    if threaded:
+        progress = np.zeros(plan.threads, np.int64)
+        stop_flag = np.zeros(1, np.int64)
+        thread_counters = mt.new_thread_counters(plan, state.counters)
     samples: dict = {}
     perf = PerfCounters()
     rss_before = rss_bytes()
     vmstat_before = read_vmstat()
     minflt_before, majflt_before = rusage_faults()
     wall_start = time.perf_counter()
+    trace_wall_s = None
     perf.start()
-    ran = 0
+    ran = 0  # global ops [0, ran) are done (serial and at chunk boundaries)
+    stopped_inside_chunk = False
     try:
         for start, stop in zip(bounds, bounds[1:]):
-            ran = state.run(start, stop)
+            if threaded and stop <= program.cleanup_start:
+                reached = mt.run_threaded(state, plan, start, stop, stop_flag, thread_counters,
+                                          progress, interrupt)
+                if any(r < int(np.searchsorted(o, stop)) for r, o in zip(reached, plan.orders)):
+                    stopped_inside_chunk = True
+                    break
+                ran = stop
+            else:
+                ran = state.run(start, stop)
             if config.access.kind == "lockstep" and stop <= trace_end:
                 state.lockstep(config.access.amount)
             if stop == program.peak_op and stop_op is None and stop > 0:
                 samples["peak"] = sample_layout(state, program.peak_pieces)
             if stop == trace_end:
+                trace_wall_s = time.perf_counter() - wall_start
                 pieces = program.end_pieces if stop_op is None else live_pieces(program, stop)
                 samples["end"] = sample_layout(state, pieces)
                 if on_stop is not None:
@@ -167,29 +193,41 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
     finally:
         perf_values = perf.stop()
         perf.close()
-        finished = ran == program.ops
+        if stopped_inside_chunk:
+            executed = mt.executed_mask(plan, progress, program)
+        else:
+            executed = np.zeros(program.ops, bool)
+            executed[:ran] = True
+        finished = bool(executed.all())
         release_failures = 0
         if not finished:
             # Stopped early: release exactly what the replay still has mapped.
-            release_failures = state.release(live_pieces(program, ran))
+            release_failures = state.release(live_pieces(program, ran, executed))
     wall_s = time.perf_counter() - wall_start
     minflt_after, majflt_after = rusage_faults()
     counters = state.counters
+    wait_by_thread = None
+    if threaded:
+        wait_by_thread = [int(c[C_WAIT_NS]) for c in thread_counters]
+        counters = mt.merged_counters(counters, thread_counters)
     engine_s = counters[C_ENGINE_NS] / 1e9
-    events_done = program.events if finished else (int(program.trace_row[ran - 1]) + 1 if ran else 0)
-    large, aligned = large_mapping_alignment(program, state, ran)
+    trace_executed = executed[: program.cleanup_start]
+    events_done = program.events if finished else (
+        int(program.trace_row[: program.cleanup_start][trace_executed].max()) + 1
+        if trace_executed.any() else 0)
+    large, aligned = large_mapping_alignment(program, state, executed)
     peak = samples.get("peak") or samples.get("end") or {}
     end = samples.get("end") or {}
     skipped = dict(program.skipped)
     if counters[C_RUNTIME_SKIPPED]:
         skipped["target_mapping_failed_earlier"] = int(counters[C_RUNTIME_SKIPPED])
     access_ns = counters[C_ACCESS_NS]
-    return {
+    run = {
         "wall_s": wall_s,
         "engine_s": engine_s,
         "events": events_done,
         "events_per_s": events_done / engine_s if engine_s > 0 else None,
-        "ops": op_stats(program, state, ran),
+        "ops": op_stats(program, state, executed),
         "minflt": minflt_after - minflt_before,
         "majflt": majflt_after - majflt_before,
         "vmstat": vmstat_delta(vmstat_before, read_vmstat()),
@@ -221,3 +259,12 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
         "interrupted": interrupt.reason is not None,
         "interrupt_reason": interrupt.reason,
     }
+    if trace_wall_s and recorded_duration_ns:
+        run["trace_wall_s"] = trace_wall_s
+        run["speed_vs_recorded"] = recorded_duration_ns / 1e9 / trace_wall_s
+    if threaded:
+        run["threads"] = mt.thread_stats(program, state, plan, executed, wait_by_thread)
+        run["os_threads"] = plan.threads
+        run["cross_thread_dependencies"] = plan.dependencies
+        run["wait_s"] = sum(wait_by_thread) / 1e9
+    return run
