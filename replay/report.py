@@ -7,30 +7,32 @@ from traces.units import fmt_bytes
 
 MIB = 1 << 20
 
-# (dotted path in a run, label with unit, scale divisor, decimals). Order = order printed.
+# (dotted path in a run, label with unit (<= 25 chars: the compare table is 72 columns),
+#  scale divisor, decimals). Order = order printed.
 METRICS = (
-    ("events_per_s", "replay speed (events/s)", 1, 0),
+    ("events_per_s", "events/s", 1, 0),
     ("engine_s", "engine time (s)", 1, 4),
-    ("touch_gbps", "touch speed (GB/s)", 1, 2),
-    ("access.gbps", "access speed (GB/s)", 1, 2),
-    ("access.ns_per_read", "access time (ns/read)", 1, 2),
+    ("touch_gbps", "touch GB/s", 1, 2),
+    ("access.gbps", "access GB/s", 1, 2),
+    ("access.ns_per_read", "access ns/read", 1, 2),
     ("minflt", "minor faults", 1, 0),
     ("vmstat.thp_fault_alloc", "thp_fault_alloc", 1, 0),
     ("vmstat.thp_fault_fallback", "thp_fault_fallback", 1, 0),
     ("vmstat.thp_collapse_alloc", "thp_collapse_alloc", 1, 0),
     ("peak_vmas", "peak VMAs", 1, 0),
-    ("peak_anon_huge_bytes", "peak AnonHugePages (MiB)", MIB, 1),
-    ("end_anon_huge_bytes", "end AnonHugePages (MiB)", MIB, 1),
-    ("peak_rss_bytes", "peak Rss of replay (MiB)", MIB, 1),
-    ("thp_eligible_bytes", "THP-eligible 2M blocks (MiB)", MIB, 1),
+    ("peak_anon_huge_bytes", "peak AnonHugePages MiB", MIB, 1),
+    ("end_anon_huge_bytes", "end AnonHugePages MiB", MIB, 1),
+    ("peak_rss_bytes", "peak Rss MiB", MIB, 1),
+    ("thp_eligible_bytes", "THP-eligible MiB", MIB, 1),
     ("large_mappings", "mappings >= 2 MiB", 1, 0),
     ("pmd_aligned_large_mappings", "  of them 2 MiB-aligned", 1, 0),
-    ("holes", "holes between mappings", 1, 0),
-    ("hole_bytes", "hole bytes (MiB)", MIB, 1),
-    ("ops.mmap.p50_ns", "mmap p50 (ns)", 1, 0),
-    ("ops.mmap.p99_ns", "mmap p99 (ns)", 1, 0),
-    ("ops.munmap.p50_ns", "munmap p50 (ns)", 1, 0),
-    ("ops.munmap.p99_ns", "munmap p99 (ns)", 1, 0),
+    ("holes", "holes", 1, 0),
+    ("hole_bytes", "hole MiB", MIB, 1),
+    ("ops.mmap.p50_ns", "mmap p50 ns", 1, 0),
+    ("ops.mmap.p99_ns", "mmap p99 ns", 1, 0),
+    ("ops.munmap.p50_ns", "munmap p50 ns", 1, 0),
+    ("ops.munmap.p99_ns", "munmap p99 ns", 1, 0),
+    ("wait_s", "thread wait (s)", 1, 4),
 )
 
 
@@ -99,3 +101,244 @@ def format_replay(result: dict) -> str:
     if any(run["interrupted"] for run in runs):
         lines.append(f"INTERRUPTED ({runs[-1]['interrupt_reason']}): partial figures")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# A/B tables in the kernel test robot's format: base +- %stddev   %change   new +- %stddev  metric
+
+TEXT_WIDTH = 72
+# Two-sided 95% Student t quantiles by degrees of freedom (above 30: the normal 1.96).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+       9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
+       17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}
+SIGNIFICANCE_RULE = ("* = significant: the 95% confidence intervals of the two means "
+                     "(Student t, n runs each) do not overlap; n=1 is never marked.")
+
+
+def t95(df: int) -> float:
+    if df <= 0:
+        return float("inf")
+    for bound in sorted(T95):
+        if df <= bound:
+            return T95[bound]
+    return 1.96
+
+
+class Cell:
+    """One metric of one configuration over its runs."""
+
+    def __init__(self, values: list):
+        import statistics
+
+        self.values = values
+        self.n = len(values)
+        self.mean = statistics.fmean(values) if values else None
+        self.stdev = statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def interval(self) -> tuple[float, float] | None:
+        if self.n < 2:
+            return None
+        half = t95(self.n - 1) * self.stdev / self.n ** 0.5
+        return self.mean - half, self.mean + half
+
+    def spread_pct(self) -> float | None:
+        if not self.stdev or not self.mean:
+            return None
+        return abs(self.stdev / self.mean * 100)
+
+
+def significant(base: Cell, new: Cell) -> bool:
+    a, b = base.interval(), new.interval()
+    if a is None or b is None:
+        return False
+    return a[1] < b[0] or b[1] < a[0]
+
+
+def percent_change(base: Cell, new: Cell) -> str:
+    if base.mean is None or new.mean is None:
+        return "n/a"
+    if base.mean == 0:
+        return "0.0%" if new.mean == 0 else "+inf%"
+    return f"{(new.mean - base.mean) / abs(base.mean) * 100:+.1f}%"
+
+
+def metric_cells(result: dict) -> dict:
+    from .result import flatten_numbers
+
+    values: dict = {}
+    for run in result["runs"]:
+        for path, value in flatten_numbers(run).items():
+            values.setdefault(path, []).append(value)
+    return {path: Cell(v) for path, v in values.items()}
+
+
+def _value(cell: Cell | None, scale: float, decimals: int, width: int) -> str:
+    if cell is None or cell.mean is None:
+        return "n/a"
+    text = fmt_number(cell.mean, scale, decimals)
+    if len(text) > width:
+        text = f"{cell.mean / scale:.3g}"
+    return text
+
+
+def _spread(cell: Cell | None) -> str:
+    pct = cell.spread_pct() if cell is not None else None
+    # Counts that do not vary print without a spread.
+    return f" +-{min(pct, 99):2.0f}%" if pct is not None else " " * 6
+
+
+def wrap_ascii(prefix: str, text: str, width: int = TEXT_WIDTH) -> list[str]:
+    """Wrap ``text`` after ``prefix`` to ``width`` columns, continuation lines indented."""
+    import textwrap
+
+    text = text.encode("ascii", "replace").decode()
+    lines = textwrap.wrap(text, width=width - len(prefix), break_long_words=True,
+                          break_on_hyphens=False) or [""]
+    return [prefix + lines[0]] + [" " * len(prefix) + line for line in lines[1:]]
+
+
+def repro_header(results: list[dict], labels: list[str], commands: list[str], title: str) -> list[str]:
+    """The block a mail reply starts with: kernel(s), THP, CPU, trace, exact commands."""
+    lines = wrap_ascii("", title)
+    kernels = []
+    for label, result in zip(labels, results):
+        host = result.get("host") or {}
+        kernels.append((host.get("kernel", "?"), host.get("hostname", "?"), describe_thp(host),
+                        host.get("cpu_model") or "?"))
+    unique = sorted(set(kernels))
+    if len(unique) == 1:
+        kernel, hostname, thp, cpu = unique[0]
+        lines += wrap_ascii("kernel:  ", f"Linux {kernel} (host {hostname})")
+        lines += wrap_ascii("thp:     ", thp)
+        lines += wrap_ascii("cpu:     ", cpu)
+    else:
+        for label, (kernel, hostname, thp, cpu) in zip(labels, kernels):
+            lines += wrap_ascii(f"[{label}] ", f"Linux {kernel} on {hostname}; {thp}; {cpu}")
+    traces = []
+    for result in results:
+        trace = result["trace"]
+        key = (trace["name"], trace["sha256"], trace["events"], trace["source"])
+        if key not in traces:
+            traces.append(key)
+    for name, sha, events, source in traces:
+        lines += wrap_ascii("trace:   ", f"{name}, {events} events, source {source}")
+        lines += wrap_ascii("sha256: ", sha)
+    runs = {len(r["runs"]) for r in results}
+    lines += wrap_ascii("runs:    ", f"{'/'.join(str(n) for n in sorted(runs))} per column"
+                        + (", interleaved" if any(r.get("interleaved") for r in results) else ""))
+    for command in commands:
+        lines += wrap_ascii("command: ", command)
+    return lines
+
+
+def _table_block(base: dict, new: dict, base_label: str, new_label: str) -> list[str]:
+    backslash = "\\"
+    lines = [f"{base_label[:16]:>16} {new_label[:27]:>27}",
+             "-" * 16 + " " + "-" * 27,
+             f"{'%stddev':>16} {'%change':>10} {'%stddev':>16}",
+             f"{backslash:>14}   {'|':>8} {backslash:>15}"]
+    for path, label, scale, decimals in METRICS:
+        a, b = base.get(path), new.get(path)
+        if a is None and b is None:
+            continue
+        mark = "*" if a is not None and b is not None and significant(a, b) else " "
+        change = percent_change(a, b) if a is not None and b is not None else "n/a"
+        line = (f"{_value(a, scale, decimals, 10):>10}{_spread(a)} {change:>9}{mark}"
+                f" {_value(b, scale, decimals, 10):>10}{_spread(b)}  {label}")
+        lines.append(line.rstrip())
+    return lines
+
+
+def comparison_table(results: list[dict], labels: list[str], fmt: str = "text",
+                     commands: list[str] | None = None, title: str = "mmreplay comparison",
+                     notes: list[str] | None = None) -> str:
+    """The A/B table: the first result is the base, every other one is compared with it."""
+    cells = [metric_cells(r) for r in results]
+    commands = commands if commands is not None else [r.get("command", "") for r in results]
+    commands = list(dict.fromkeys(commands))
+    notes = notes or []
+    if fmt == "markdown":
+        return _markdown(results, labels, cells, commands, title, notes)
+    lines = repro_header(results, labels, commands, title)
+    for note in notes:
+        lines += wrap_ascii("", note)
+    for index in range(1, len(results)):
+        lines.append("")
+        lines += _table_block(cells[0], cells[index], labels[0], labels[index])
+    lines.append("")
+    lines += wrap_ascii("", SIGNIFICANCE_RULE)
+    lines += wrap_ascii("", "Values are means over runs; +-N% is the standard deviation as a "
+                            "percentage of the mean (blank when every run gave the same value).")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(results, labels, cells, commands, title, notes) -> str:
+    lines = [f"### {title}", ""]
+    lines += ["```"] + repro_header(results, labels, commands, title)[1:] + ["```", ""]
+    lines += [f"> {note}" for note in notes]
+    head = "| metric | " + " | ".join(labels) + " |"
+    lines += [head, "|---|" + "---:|" * len(labels)]
+    for path, label, scale, decimals in METRICS:
+        row = [label.strip()]
+        if all(c.get(path) is None for c in cells):
+            continue
+        for index, c in enumerate(cells):
+            cell = c.get(path)
+            text = _value(cell, scale, decimals, 14) + _spread(cell).replace("+-", "±")
+            if index and cell is not None and cells[0].get(path) is not None:
+                base = cells[0][path]
+                text += f" ({percent_change(base, cell)}{'*' if significant(base, cell) else ''})"
+            row.append(text.strip())
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", SIGNIFICANCE_RULE]
+    return "\n".join(lines) + "\n"
+
+
+def expand_results(documents: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """(source, result) pairs; a compare document contributes each of its results."""
+    out = []
+    for source, document in documents:
+        if "mmreplay_compare" in document:
+            for index, result in enumerate(document.get("results") or []):
+                out.append((f"{source}[{index}]", result))
+        else:
+            out.append((source, document))
+    return out
+
+
+def config_differences(results: list[dict]) -> dict:
+    """{config field: [value per result]} for the fields that are not the same everywhere."""
+    keys = ("policy", "thp", "touch", "access", "files", "threads", "order")
+    differing = {}
+    for key in keys:
+        values = [str((r.get("config") or {}).get(key)) for r in results]
+        if len(set(values)) > 1:
+            differing[key] = values
+    return differing
+
+
+def report_labels_and_notes(sources: list[str], results: list[dict]) -> tuple[list[str], list[str]]:
+    """Column labels that say what differs, and the warnings a reader must see."""
+    notes = []
+    shas = [r["trace"]["sha256"] for r in results]
+    if len(set(shas)) > 1:
+        notes.append("WARNING: the results come from different traces: "
+                     + ", ".join(f"{s} {sha[:12]}" for s, sha in zip(sources, shas)))
+    differing = config_differences(results)
+    kernels = [f"{(r.get('host') or {}).get('kernel', '?')}@{(r.get('host') or {}).get('hostname', '?')}"
+               for r in results]
+    if differing:
+        notes.append("WARNING: the configs differ: " + "; ".join(
+            f"{key} {' vs '.join(values)}" for key, values in differing.items()))
+    if differing and len(set(kernels)) > 1:
+        notes.append("WARNING: both the config and the host/kernel differ, so the table cannot "
+                     "tell which one caused a change")
+    if differing:
+        labels = [" ".join(values[i] for values in differing.values()) for i in range(len(results))]
+    elif len(set(kernels)) > 1:
+        labels = [(r.get("host") or {}).get("kernel", "?") for r in results]
+    else:
+        labels = [s.rsplit("/", 1)[-1] for s in sources]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label}#{i}" for i, label in enumerate(labels)]
+    return labels, notes

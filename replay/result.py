@@ -93,17 +93,40 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def read_result(path: str | Path) -> dict:
+def read_result_document(path: str | Path) -> dict:
+    """A result or a compare document (``replay --json`` / ``compare --json``), checked."""
     try:
         text = Path(path).read_text()
-    except OSError as exc:
-        raise MmreplayError(f"{path}: cannot read: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MmreplayError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        result = json.loads(text)
+        document = json.loads(text)
     except ValueError as exc:
         raise MmreplayError(f"{path}: not a JSON result file ({exc})") from None
+    if isinstance(document, dict) and "mmreplay_compare" in document:
+        results = document.get("results")
+        if not isinstance(results, list) or not results:
+            raise MmreplayError(f"{path}: compare document without results")
+        for index, result in enumerate(results):
+            _check_result(result, f"{path}[{index}]")
+        return document
+    _check_result(document, str(path))
+    return document
+
+
+def _check_result(result, where: str) -> None:
     if not isinstance(result, dict) or result.get("mmreplay_result") != RESULT_VERSION:
-        raise MmreplayError(f"{path}: not an mmreplay result (no mmreplay_result: {RESULT_VERSION})")
-    if not isinstance(result.get("runs"), list) or not result["runs"]:
-        raise MmreplayError(f"{path}: result has no runs")
-    return result
+        raise MmreplayError(f"{where}: not an mmreplay result (no mmreplay_result: {RESULT_VERSION})")
+    for key in ("trace", "config", "runs"):
+        if key not in result:
+            raise MmreplayError(f"{where}: result has no {key!r}")
+    if not isinstance(result["runs"], list) or not result["runs"]:
+        raise MmreplayError(f"{where}: result has no runs")
+
+
+def read_result(path: str | Path) -> dict:
+    document = read_result_document(path)
+    if "mmreplay_compare" in document:
+        raise MmreplayError(f"{path}: a compare document, not a single result")
+    return document
+

@@ -60,17 +60,6 @@ def replay_options(multi: bool = False):
     return decorate
 
 
-def progress_bar(enabled: bool | None, label: str):
-    """A click progress bar on stderr, or None. Default: only when stderr is a terminal."""
-    import sys
-
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    return click.progressbar(length=1, label=label, file=sys.stderr, show_pos=True)
-
-
 def check_output(path: str | None) -> None:
     """Fail on an unwritable output before any work is done."""
     if path and path != "-":

@@ -1,0 +1,50 @@
+"""mmreplay report: the A/B table from saved results (e.g. one per kernel)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
+              show_default=True, help="text is plain ASCII <= 72 columns, ready for a mail reply.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here "
+              "instead of stdout.")
+def command(results, fmt, output):
+    """Build the comparison table from RESULT.json files (`replay --json` or `compare --json`).
+
+    The first result is the base. It warns when the results come from different traces or
+    different configurations, and each column names its host and kernel.
+
+    \b
+    Examples:
+      mmreplay report unpatched.json patched.json
+      mmreplay report a.json b.json --format markdown -o table.md
+    """
+    from replay.report import comparison_table, expand_results, report_labels_and_notes
+    from replay.result import read_result_document
+    from traces import MmreplayError
+    from traces.files import check_writable, write_text
+
+    if output:
+        check_writable(output)
+    pairs = expand_results([(path, read_result_document(path)) for path in results])
+    if len(pairs) < 2:
+        raise MmreplayError("report needs at least two results to compare (a compare --json "
+                            "file holds several)")
+    sources = [source for source, _ in pairs]
+    documents = [document for _, document in pairs]
+    labels, notes = report_labels_and_notes(sources, documents)
+    if fmt == "json":
+        text = json.dumps({"labels": labels, "notes": notes, "results": documents}, indent=1,
+                          default=str) + "\n"
+    else:
+        commands = list(dict.fromkeys(d.get("command", "") for d in documents))
+        text = comparison_table(documents, labels, fmt, commands, "mmreplay report", notes)
+    if output:
+        write_text(output, text)
+    else:
+        click.echo(text, nl=False)
