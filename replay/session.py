@@ -132,16 +132,18 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
                 interrupt: Interrupt | None = None, budget_bytes: int | None = None,
                 on_progress: Callable[[int], None] | None = None,
                 stop_op: int | None = None, on_stop: Callable | None = None,
-                plan=None, recorded_duration_ns: int | None = None) -> dict:
+                plan=None, recorded_duration_ns: int | None = None,
+                on_released: Callable | None = None) -> dict:
     """Run ``program`` once and measure it.
 
     ``plan`` (a ``threads.ThreadPlan``) spreads the trace's ops over OS threads; without it the
     replay is serial. ``stop_op`` runs only ops [0, stop_op) and calls ``on_stop(state, pieces)``
-    there, before everything is released (``layout --at``).
+    there, before everything is released (``layout --at``). ``on_released(state)`` is called
+    once the replay's memory has been given back.
     """
     from . import threads as mt
 
-    interrupt = interrupt or Interrupt()
+    interrupt = Interrupt() if interrupt is None else interrupt
     state = EngineState(program, engine_params(config, alignment))
     threaded = plan is not None and plan.threads > 0 and program.cleanup_start > 0
     bounds = (chunk_bounds(program, stop_op, THREADED_CHUNKS, None) if threaded
@@ -203,6 +205,8 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
         if not finished:
             # Stopped early: release exactly what the replay still has mapped.
             release_failures = state.release(live_pieces(program, ran, executed))
+        if on_released is not None:
+            on_released(state)
     wall_s = time.perf_counter() - wall_start
     minflt_after, majflt_after = rusage_faults()
     counters = state.counters
