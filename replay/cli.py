@@ -24,8 +24,17 @@ Typical journey:
 """
 
 
+# The arguments of the running command, as given (results record the exact command).
+invoked_args: list[str] | None = None
+
+
 class MmreplayGroup(click.Group):
     """Turns MmreplayError into one line on stderr and exit status 2 (no traceback)."""
+
+    def main(self, args=None, *rest, **kwargs):
+        global invoked_args
+        invoked_args = list(sys.argv[1:] if args is None else args)
+        return super().main(args, *rest, **kwargs)
 
     def invoke(self, ctx: click.Context):
         try:

@@ -35,10 +35,15 @@ def trace_identity(path: str | Path, table) -> dict:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    argv = list(sys.argv if argv is None else argv)
+    """The exact mmreplay command being run, shell-quoted: 'mmreplay replay t.arrow ...'."""
+    if argv is None:
+        from replay import cli
+
+        argv = ["mmreplay", *cli.invoked_args] if cli.invoked_args is not None else list(sys.argv)
+    argv = list(argv)
     if argv:
         argv[0] = Path(argv[0]).name
-    return " ".join(shlex.quote(a) for a in argv)
+    return " ".join(shlex.quote(str(a)) for a in argv)
 
 
 def flatten_numbers(run: dict, prefix: str = "") -> dict:

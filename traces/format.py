@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from . import __version__
 from .errors import TraceError
 from .files import atomic_output
+from .ipc_guard import check_ipc_sizes
 from .schema import (COLUMNS, FORMAT_MAJOR, FORMAT_MINOR, METADATA_KEY, OP_TYPE, OPS, SCHEMA)
 
 MAX_METADATA_BYTES = 1 << 20
@@ -76,12 +77,16 @@ def _canonical_op_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
 def validate(table: pa.Table) -> pa.Table:
     """Check a table against format v1; return it with the op column in canonical form.
 
-    Raises ``TraceError`` naming the first offending row and column.
+    Raises ``TraceError`` naming the first offending row (whatever kind of problem it has) and
+    its column.
     """
     names = table.schema.names
     missing = [name for name in SCHEMA.names if name not in names]
     if missing:
         raise TraceError(f"not an mmreplay trace: missing column(s) {', '.join(missing)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise TraceError(f"column {repeated[0]} appears {names.count(repeated[0])} times")
     for name, typ, _ in COLUMNS:
         actual = table.schema.field(name).type
         if name == "op":
@@ -90,31 +95,35 @@ def validate(table: pa.Table) -> pa.Table:
                 raise TraceError(f"column op: type {actual}, expected {typ}")
         elif actual != typ:
             raise TraceError(f"column {name}: type {actual}, expected {typ}")
+
+    # (column, mask of offending rows, problem or row -> problem); on a tie the earlier entry wins.
+    checks: list = []
+    raw_op = table.column("op").combine_chunks()
+    if isinstance(raw_op, pa.DictionaryArray):
+        raw_op = raw_op.dictionary_decode()  # a null may hide in the dictionary itself
+    raw_op = raw_op.cast(pa.utf8())
     for name, _, nullable in COLUMNS:
-        if not nullable and table.column(name).null_count:
-            row = _first(pc.is_null(table.column(name)).to_numpy(zero_copy_only=False))
-            raise _fail(row, name, "missing value in a required column")
+        column = raw_op if name == "op" else table.column(name)
+        if not nullable and column.null_count:
+            checks.append((name, _mask(pc.is_null(column)), "missing value in a required column"))
 
     op_column = table.column("op")
     if op_column.type != OP_TYPE or len(op_column.chunks) > 1 or _dictionary_differs(op_column):
-        op_column = _canonical_op_column(op_column)
         # An unknown name must be reported as it was written, so look it up before re-encoding.
-        raw = table.column("op").combine_chunks()
-        if isinstance(raw, pa.DictionaryArray):
-            raw = raw.dictionary_decode()
-        unknown = pc.invert(pc.is_in(raw.cast(pa.utf8()), value_set=pa.array(OPS)))
-        row = _first(unknown.to_numpy(zero_copy_only=False))
-        if row is not None:
-            raise _fail(row, "op", f"unknown op {raw[row].as_py()!r} (expected one of {', '.join(OPS)})")
-        table = table.set_column(names.index("op"), pa.field("op", OP_TYPE, nullable=False), op_column)
+        unknown = pc.invert(pc.is_in(raw_op, value_set=pa.array(OPS)))
+        checks.append(("op", _mask(unknown) & ~_mask(pc.is_null(raw_op)), lambda row: (
+            f"unknown op {raw_op[row].as_py()!r} (expected one of {', '.join(OPS)})")))
+        table = table.set_column(names.index("op"), pa.field("op", OP_TYPE, nullable=False),
+                                 _canonical_op_column(op_column))
     codes = op_names(table)
 
     ts = column_np(table, "ts_ns")
-    checks = [
+    tid = column_np(table, "tid")
+    errno = column_np(table, "errno")
+    checks += [
         ("ts_ns", ts < 0, "negative timestamp"),
-        ("tid", column_np(table, "tid") < 0, "negative thread id"),
-        ("errno", (column_np(table, "errno") < 0) | (column_np(table, "errno") > 4095),
-         "errno outside 0..4095"),
+        ("tid", tid < 0, "negative thread id"),
+        ("errno", (errno < 0) | (errno > 4095), "errno outside 0..4095"),
         ("fd", column_np(table, "fd", 0) < -1, "fd below -1"),
         ("duration_ns", column_np(table, "duration_ns", 0) < 0, "negative duration"),
         ("prot", column_np(table, "prot", 0) < 0, "negative prot bits"),
@@ -124,36 +133,39 @@ def validate(table: pa.Table) -> pa.Table:
     for op, fields in REQUIRED_BY_OP.items():
         is_op = codes == OPS.index(op)
         for field in fields:
-            nulls = pc.is_null(table.column(field)).to_numpy(zero_copy_only=False)
-            checks.append((field, is_op & nulls, f"{op} row without {field}"))
+            checks.append((field, is_op & _mask(pc.is_null(table.column(field))),
+                           f"{op} row without {field}"))
+    checks.append(("ts_ns", _backwards_timestamps(tid, ts),
+                   lambda row: f"timestamp goes backwards for tid {tid[row]}"))
+
     bad_row, bad_column, bad_problem = None, "", ""
     for column, mask, problem in checks:
         row = _first(mask)
         if row is not None and (bad_row is None or row < bad_row):
             bad_row, bad_column, bad_problem = row, column, problem
     if bad_row is not None:
-        raise _fail(bad_row, bad_column, bad_problem)
-
-    row = _first_backwards_timestamp(column_np(table, "tid"), ts)
-    if row is not None:
-        raise _fail(row, "ts_ns", f"timestamp goes backwards for tid {table.column('tid')[row].as_py()}")
+        raise _fail(bad_row, bad_column, bad_problem(bad_row) if callable(bad_problem) else bad_problem)
     return table
+
+
+def _mask(values) -> np.ndarray:
+    """A boolean Arrow array or chunked array as a numpy bool array (nulls count as False)."""
+    return pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(bool)
 
 
 def _dictionary_differs(column: pa.ChunkedArray) -> bool:
     return any(chunk.dictionary.to_pylist() != list(OPS) for chunk in column.chunks)
 
 
-def _first_backwards_timestamp(tid: np.ndarray, ts: np.ndarray) -> int | None:
-    """First row whose timestamp is below the previous row of the same thread."""
+def _backwards_timestamps(tid: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Rows whose timestamp is below the previous row of the same thread."""
+    backwards = np.zeros(len(ts), dtype=bool)
     if len(ts) < 2:
-        return None
+        return backwards
     order = np.lexsort((np.arange(len(tid)), tid))  # by tid, then by row
     same_thread = tid[order][1:] == tid[order][:-1]
-    backwards = same_thread & (ts[order][1:] < ts[order][:-1])
-    if not backwards.any():
-        return None
-    return int(order[1:][backwards].min())
+    backwards[order[1:][same_thread & (ts[order][1:] < ts[order][:-1])]] = True
+    return backwards
 
 
 def trace_metadata(table: pa.Table) -> dict:
@@ -210,10 +222,14 @@ def read_trace(path: str | os.PathLike) -> pa.Table:
     path = Path(path)
     _check_magic(path)
     try:
-        source = pa.memory_map(str(path), "r")
-        table = pa.ipc.open_file(source).read_all()
+        data = pa.memory_map(str(path), "r").read_buffer()
+        # Claimed row counts and inflated sizes are checked before Arrow allocates anything.
+        check_ipc_sizes(data)
+        table = pa.ipc.open_file(data).read_all()
         # Full validation before anything looks at values: offsets, dictionary indices, lengths.
         table.validate(full=True)
+    except TraceError as exc:
+        raise TraceError(f"{path}: {exc}") from None
     except (pa.ArrowException, OSError, ValueError, MemoryError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TraceError(f"{path}: damaged or truncated Arrow file ({detail[:200]})") from None

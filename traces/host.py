@@ -104,11 +104,13 @@ def host_metadata() -> dict:
 
 def describe_thp(host: dict) -> str:
     """One line: 'enabled=madvise defrag=madvise shmem=never max_ptes_none=511'."""
-    thp = (host or {}).get("thp") or {}
+    # A trace's host block comes from its sender: tolerate any JSON shape.
+    thp = host.get("thp") if isinstance(host, dict) else None
+    thp = thp if isinstance(thp, dict) else {}
     parts = [f"enabled={thp.get('enabled')}", f"defrag={thp.get('defrag')}"]
     if thp.get("shmem_enabled") is not None:
         parts.append(f"shmem={thp.get('shmem_enabled')}")
-    khp = thp.get("khugepaged") or {}
+    khp = thp.get("khugepaged") if isinstance(thp.get("khugepaged"), dict) else {}
     if "max_ptes_none" in khp:
         parts.append(f"max_ptes_none={khp['max_ptes_none']}")
     return " ".join(parts)

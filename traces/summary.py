@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import textwrap
 
 import numpy as np
 import pyarrow as pa
@@ -38,11 +39,13 @@ def size_histogram(lengths: np.ndarray) -> dict:
     return histogram
 
 
-def walk_live_bytes(table: pa.Table) -> dict:
+def walk_live_bytes(table: pa.Table, series: list | None = None) -> dict:
     """Replay the trace's successful mmap/munmap/mremap calls through a ``LiveSet``.
 
     Returns peak live anonymous bytes, the row where it is first reached and the count of
-    partial munmaps (munmaps that leave part of a mapping they touch alive).
+    partial munmaps: munmaps after which some mapping they removed bytes from (one mmap or mremap
+    call's result) still has bytes alive elsewhere. With ``series``, (row, live anonymous bytes)
+    is appended to it after each of those calls.
     """
     codes = op_names(table)
     ok = column_np(table, "errno") == 0
@@ -58,28 +61,42 @@ def walk_live_bytes(table: pa.Table) -> dict:
     op = codes[interesting].tolist()
 
     live = LiveSet()
+    live_by_mapping: dict[int, int] = {}  # row that created a mapping -> its bytes still alive
+
+    def forget(pieces) -> set:
+        for piece in pieces:
+            live_by_mapping[piece.map_id] -= piece.length
+            if not live_by_mapping[piece.map_id]:
+                del live_by_mapping[piece.map_id]
+        return {piece.map_id for piece in pieces}
+
+    def add(start: int, end: int, row: int, piece_prot: int, anon: bool) -> None:
+        forget(live.map(start, end, row, piece_prot, anon))
+        if end > start:
+            live_by_mapping[row] = end - start
+
     peak, peak_row, partial = 0, None, 0
     mmap_code, munmap_code = OP_CODE["mmap"], OP_CODE["munmap"]
     for i, row in enumerate(interesting.tolist()):
         start = addr[i]
         if op[i] == mmap_code:
             anon = bool(flags[i] & MAP_ANONYMOUS) or fd[i] < 0
-            live.map(start, start + length[i], row, prot[i], anon)
+            add(start, start + length[i], row, prot[i], anon)
         elif op[i] == munmap_code:
-            end = start + length[i]
-            touched = live.overlapping(start, end)
-            if any(p.start < start or p.end > end for p in touched):
+            touched = forget(live.unmap(start, start + length[i]))
+            if any(mapping in live_by_mapping for mapping in touched):
                 partial += 1
-            live.unmap(start, end)
         else:  # mremap
             old = live.overlapping(start, start + length[i])
             keep_prot = old[0].prot if old else 0
             anon = old[0].anon if old else True
             if not flags[i] & MREMAP_DONTUNMAP:
-                live.unmap(start, start + length[i])
-            live.map(new_addr[i], new_addr[i] + new_length[i], row, keep_prot, anon)
+                forget(live.unmap(start, start + length[i]))
+            add(new_addr[i], new_addr[i] + new_length[i], row, keep_prot, anon)
         if live.live_anon_bytes > peak:
             peak, peak_row = live.live_anon_bytes, row
+        if series is not None:  # live bytes over time, for plots
+            series.append((row, live.live_anon_bytes))
     return {"peak_live_bytes": peak, "peak_live_event": peak_row, "partial_munmaps": partial,
             "end_live_bytes": live.live_anon_bytes}
 
@@ -107,7 +124,7 @@ def summarize(table: pa.Table) -> dict:
         "end_live_bytes": walk["end_live_bytes"],
         "anon_mmaps": int((is_mmap & anon).sum()),
         "file_mmaps": int((is_mmap & ~anon).sum()),
-        "pmd_multiple_mmaps": int(((anon_mmap_lengths % pmd) == 0).sum()),
+        "pmd_multiple_mmaps": int(((anon_mmap_lengths > 0) & ((anon_mmap_lengths % pmd) == 0)).sum()),
         "pmd_unaligned_large_mmaps": int(((anon_mmap_lengths >= pmd)
                                           & ((anon_mmap_lengths % pmd) != 0)).sum()),
         "size_histogram": size_histogram(anon_mmap_lengths),
@@ -116,39 +133,54 @@ def summarize(table: pa.Table) -> dict:
     }
 
 
+WIDTH = 80
+LABEL_WIDTH = 13
+
+
+def _printable(value) -> str:
+    """Metadata comes from strangers: no control characters (newlines, terminal escapes)."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))
+
+
+def _field(label: str, value) -> list[str]:
+    """``label value`` wrapped to 80 columns, continuation lines indented under the value."""
+    return textwrap.wrap(_printable(value), WIDTH, initial_indent=f"{label:<{LABEL_WIDTH}}",
+                         subsequent_indent=" " * LABEL_WIDTH, break_on_hyphens=False) or [label]
+
+
 def format_summary(summary: dict, name: str = "") -> str:
     """Plain text for ``mmreplay info`` (fits 80 columns)."""
     meta = summary["metadata"]
-    host = meta.get("host") or {}
-    lines = [f"trace        {name}" if name else "trace",
-             f"source       {meta.get('source', 'unknown')}, created {meta.get('created', '?')}, "
-             f"format {meta.get('format_version', '?')}"]
+    host = meta.get("host") if isinstance(meta.get("host"), dict) else {}
+    lines = _field("trace", name)
+    lines += _field("source", f"{meta.get('source', 'unknown')}, created {meta.get('created', '?')}, "
+                              f"format {meta.get('format_version', '?')}")
     if meta.get("command"):
-        lines.append(f"command      {_shell_join(meta['command'])}")
+        lines += _field("command", _shell_join(meta["command"]))
     if meta.get("regenerate"):
-        lines.append(f"regenerate   {meta['regenerate']}")
+        lines += _field("regenerate", meta["regenerate"])
     if host:
-        lines.append(f"host         {host.get('hostname', '?')}, Linux {host.get('kernel', '?')}, "
-                     f"{host.get('machine', '?')}")
-        lines.append(f"cpu          {host.get('cpu_model') or '?'}")
-        lines.append(f"thp          {describe_thp(host)}")
+        lines += _field("host", f"{host.get('hostname', '?')}, Linux {host.get('kernel', '?')}, "
+                                f"{host.get('machine', '?')}")
+        lines += _field("cpu", host.get("cpu_model") or "?")
+        lines += _field("thp", describe_thp(host))
     lines.append("")
     ops = ", ".join(f"{op} {count}" for op, count in summary["ops"].items() if count)
-    lines.append(f"events       {summary['events']} ({ops or 'none'})")
+    lines += _field("events", f"{summary['events']} ({ops or 'none'})")
     failed = ", ".join(f"{op} {n}" for op, n in summary.get("failed_by_op", {}).items())
-    lines.append(f"failed calls {summary['failed']}" + (f" ({failed})" if failed else ""))
-    lines.append(f"threads      {summary['threads']}")
-    lines.append(f"duration     {fmt_duration_ns(summary['duration_ns'])}")
-    lines.append(f"mmaps        {summary['anon_mmaps']} anonymous, {summary['file_mmaps']} "
-                 "file-backed (successful)")
+    lines += _field("failed calls", f"{summary['failed']}" + (f" ({failed})" if failed else ""))
+    lines += _field("threads", summary["threads"])
+    lines += _field("duration", fmt_duration_ns(summary["duration_ns"]))
+    lines += _field("mmaps", f"{summary['anon_mmaps']} anonymous, {summary['file_mmaps']} "
+                             "file-backed (successful)")
     event = summary["peak_live_event"]
-    lines.append(f"peak live    {fmt_bytes(summary['peak_live_bytes'])} anonymous"
-                 + (f", first at event {event}" if event is not None else ""))
-    lines.append(f"2 MiB        {summary['pmd_multiple_mmaps']} anonymous mmaps are exact multiples "
-                 "of 2 MiB")
-    lines.append(f"             {summary['pmd_unaligned_large_mmaps']} are >= 2 MiB but not a "
-                 "multiple (aligned by 6.7-6.11)")
-    lines.append(f"partial      {summary['partial_munmaps']} munmaps left part of a mapping alive")
+    lines += _field("peak live", f"{fmt_bytes(summary['peak_live_bytes'])} anonymous"
+                    + (f", first at event {event}" if event is not None else ""))
+    lines += _field("2 MiB", f"{summary['pmd_multiple_mmaps']} anonymous mmaps are exact multiples "
+                             "of 2 MiB")
+    lines += _field("", f"{summary['pmd_unaligned_large_mmaps']} are >= 2 MiB but not a multiple "
+                        "(aligned by 6.7-6.11)")
+    lines += _field("partial", f"{summary['partial_munmaps']} munmaps left part of a mapping alive")
     lines.append("")
     lines.append("anonymous mmap lengths     count          bytes")
     for label, cell in summary["size_histogram"].items():
@@ -157,6 +189,6 @@ def format_summary(summary: dict, name: str = "") -> str:
 
 
 def _shell_join(argv) -> str:
-    if isinstance(argv, str):
-        return argv
-    return " ".join(shlex.quote(str(a)) for a in argv)
+    if isinstance(argv, list):
+        return " ".join(shlex.quote(str(a)) for a in argv)
+    return str(argv)

@@ -1,0 +1,217 @@
+"""write_trace/read_trace: lossless round trips, a plain-Arrow file, atomic replacement."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.feather as feather
+import pytest
+from hypothesis import given, settings
+
+from strategies import mmap, munmap, table_from_rows, trace_metadata_dicts, valid_tables
+from traces import MmreplayError, TraceError, new_metadata, read_trace, trace_metadata, write_trace
+from traces.format import METADATA_KEY, with_metadata
+from traces.schema import FORMAT_MAJOR, OP_TYPE, SCHEMA
+
+ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def assert_same_trace(read: pa.Table, original: pa.Table) -> None:
+    """Same rows, same values, same extra columns (format columns first, in schema order)."""
+    extra = [name for name in original.schema.names if name not in SCHEMA.names]
+    assert read.schema.names == SCHEMA.names + extra
+    for field in SCHEMA:
+        assert read.schema.field(field.name).type == field.type
+    assert read.column("op").type == OP_TYPE
+    for name in extra:
+        assert read.schema.field(name).type == original.schema.field(name).type
+    for name in read.schema.names:
+        assert read.column(name).to_pylist() == original.column(name).to_pylist(), name
+
+
+@settings(max_examples=60)
+@given(valid_tables(), trace_metadata_dicts())
+def test_any_valid_table_round_trips_with_its_metadata(table, metadata):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.arrow"
+        write_trace(table, path, metadata)
+        read = read_trace(path)
+        assert sorted(os.listdir(folder)) == ["t.arrow"]
+    assert_same_trace(read, table)
+    assert trace_metadata(read) == json.loads(json.dumps(metadata))
+
+
+@settings(max_examples=30)
+@given(valid_tables())
+def test_without_metadata_argument_the_tables_own_metadata_is_kept(table):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.arrow"
+        write_trace(table, path)
+        read = read_trace(path)
+    assert trace_metadata(read) == trace_metadata(table)
+    assert_same_trace(read, table)
+
+
+@settings(max_examples=30)
+@given(valid_tables())
+def test_files_from_other_arrow_writers_are_read(table):
+    """A plain pyarrow IPC file (any op encoding, several batches, no compression) is a trace."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "foreign.arrow"
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            for batch in table.to_batches(max_chunksize=7):
+                writer.write_batch(batch)
+        read = read_trace(path)
+    for name in table.schema.names:
+        assert read.column(name).to_pylist() == table.column(name).to_pylist()
+    assert read.column("op").type == OP_TYPE
+
+
+def test_a_table_without_metadata_gets_the_standard_block(tmp_path):
+    table = table_from_rows([mmap(0x10000, 4096)]).replace_schema_metadata(None)
+    write_trace(table, tmp_path / "t.arrow")
+    meta = trace_metadata(read_trace(tmp_path / "t.arrow"))
+    assert meta["format_version"] == FORMAT_MAJOR and meta["source"] == "unknown"
+    assert {"format_minor", "created", "tool_version"} <= set(meta)
+
+
+def test_a_trace_without_mmreplay_metadata_is_still_a_trace(tmp_path):
+    table = table_from_rows([mmap(0x10000, 4096), munmap(0x10000, 4096)]).replace_schema_metadata(None)
+    feather.write_feather(table, tmp_path / "bare.arrow")
+    read = read_trace(tmp_path / "bare.arrow")
+    assert trace_metadata(read) == {} and read.num_rows == 2
+
+
+def test_newer_minor_version_and_extra_columns_are_accepted(tmp_path):
+    table = table_from_rows([mmap(0x10000, 4096)])
+    table = table.append_column("page_faults", pa.array([3], pa.int64()))
+    meta = new_metadata("test")
+    meta.update(format_minor=99, a_field_from_the_future={"x": [1, 2]})
+    write_trace(table, tmp_path / "t.arrow", meta)
+    read = read_trace(tmp_path / "t.arrow")
+    assert read.column("page_faults").to_pylist() == [3]
+    assert trace_metadata(read)["a_field_from_the_future"] == {"x": [1, 2]}
+
+
+@pytest.mark.parametrize("version", [2, "2.0", 0, "1x", None])
+def test_unknown_major_version_is_refused(tmp_path, version):
+    table = table_from_rows([mmap(0x10000, 4096)])
+    feather.write_feather(with_metadata(table, {**new_metadata("test"), "format_version": version}),
+                          tmp_path / "future.arrow")
+    with pytest.raises(TraceError) as caught:
+        read_trace(tmp_path / "future.arrow")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'future.arrow'}: ")
+    assert "format_version" in message or "format version" in message
+
+
+def test_metadata_that_is_not_a_json_object_is_refused(tmp_path):
+    table = table_from_rows([mmap(0x10000, 4096)])
+    for raw, problem in [(b"{not json", "not valid JSON"), (b"[1, 2]", "not a JSON object"),
+                         (b"\xff\xfe", "not valid JSON")]:
+        feather.write_feather(table.replace_schema_metadata({METADATA_KEY: raw}), tmp_path / "m.arrow")
+        with pytest.raises(TraceError, match=problem):
+            read_trace(tmp_path / "m.arrow")
+
+
+def test_written_file_is_zstd_compressed_arrow_ipc(tmp_path):
+    rows = [mmap(0x7f0000000000 + i * (1 << 21), 1 << 21) for i in range(2000)]
+    write_trace(table_from_rows(rows), tmp_path / "t.arrow")
+    data = (tmp_path / "t.arrow").read_bytes()
+    assert data[:6] == b"ARROW1" and data[-6:] == b"ARROW1"
+    assert ZSTD_FRAME_MAGIC in data
+    assert len(data) < 2000 * 8  # 15 columns x 2000 rows compress to well under a byte per cell
+
+
+def test_plain_pyarrow_shows_the_v1_columns(tmp_path):
+    """Acceptance: any Arrow reader opens a trace; no mmreplay import involved."""
+    rows = [mmap(0x10000, 4096), munmap(0x10000, 4096)]
+    path = tmp_path / "T.arrow"
+    write_trace(table_from_rows(rows), path)
+    script = textwrap.dedent(f"""
+        import sys
+        import pyarrow.feather as f
+        print(f.read_table({str(path)!r}).schema)
+        print("mmreplay imported:", any(m in sys.modules for m in ("traces", "synth", "replay")))
+    """)
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
+                         cwd=tmp_path, check=True).stdout
+    assert "mmreplay imported: False" in out
+    lines = [line.strip() for line in out.splitlines()]
+    for field in SCHEMA:
+        if field.name == "op":
+            expected = "op: dictionary<values=string, indices=int8, ordered=0> not null"
+        else:
+            expected = f"{field.name}: {field.type}" + ("" if field.nullable else " not null")
+        assert expected in lines, expected
+    assert any(line.startswith("mmreplay: '{") for line in lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic replacement: a failed write leaves the old file as it was and no temporary file behind.
+
+def _old_trace(folder: Path) -> tuple[Path, bytes]:
+    path = folder / "trace.arrow"
+    write_trace(table_from_rows([mmap(0x10000, 4096), munmap(0x10000, 4096)]), path)
+    return path, path.read_bytes()
+
+
+def test_an_invalid_table_does_not_touch_the_old_file(tmp_path):
+    path, before = _old_trace(tmp_path)
+    bad = table_from_rows([mmap(0x10000, 4096, ts_ns=10), munmap(0x10000, 4096, ts_ns=5)])
+    with pytest.raises(TraceError, match="backwards"):
+        write_trace(bad, path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["trace.arrow"]
+
+
+def test_a_write_cut_short_by_the_file_size_limit_keeps_the_old_file(tmp_path):
+    """RLIMIT_FSIZE in a child process: the kernel refuses the write half-way (EFBIG)."""
+    path, before = _old_trace(tmp_path)
+    limit_bytes = 64 * 1024
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        import numpy as np
+        from traces import build_table, write_trace, MmreplayError
+        n = 200_000
+        values = np.random.default_rng(1).integers(0, 2**63, n, dtype=np.uint64)
+        table = build_table({{"ts_ns": np.arange(n), "tid": np.zeros(n, np.int32),
+                              "op": np.ones(n, np.int8), "addr": values, "length": values,
+                              "errno": np.zeros(n, np.int32)}})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes}, {limit_bytes}))
+        try:
+            write_trace(table, {str(path)!r})
+        except MmreplayError as exc:
+            print("refused:", exc)
+            sys.exit(2)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.startswith(f"refused: {path}: cannot write: File too large")
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["trace.arrow"]
+
+
+def test_writing_into_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(MmreplayError, match="does not exist"):
+        write_trace(table_from_rows([mmap(0x10000, 4096)]), tmp_path / "nowhere" / "t.arrow")
+
+
+def test_reading_a_folder_or_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(TraceError, match="is a folder"):
+        read_trace(tmp_path)
+    with pytest.raises(TraceError, match="no such file"):
+        read_trace(tmp_path / "missing.arrow")
+
+
+def test_the_bundled_trace_reads(bundled_trace):
+    table = read_trace(bundled_trace)
+    assert table.num_rows > 0 and trace_metadata(table)["format_version"] == FORMAT_MAJOR
