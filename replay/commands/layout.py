@@ -1,0 +1,61 @@
+"""mmreplay layout: replay up to one moment and draw the replay's address space."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .options import check_output, replay_options
+
+
+@click.command("layout")
+@click.argument("trace", required=False, type=str)
+@replay_options()
+@click.option("--at", "at", default="peak", show_default=True, metavar="peak|end|EVENT",
+              help="When to look: peak (first moment of most live bytes), end (after the last "
+                   "event, before cleanup) or an event number N (just after event N, counted "
+                   "from 0 as info does).")
+@click.option("--width", default=72, show_default=True, type=int, metavar="COLUMNS",
+              help="Columns of the ASCII picture; no line is wider (at least 40).")
+@click.option("--png", type=click.Path(dir_okay=False),
+              help="Also draw the layout as a PNG image in this file (needs matplotlib).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the layout as JSON instead (every VMA, hole, huge-page range, mapping).")
+def command(trace, policy, thp, touch, access, files, max_live, at, width, png, as_json):
+    """Replay TRACE (default: the bundled BERT inference trace) up to --at and draw the replay's
+    address space as the kernel sees it: its mappings, the holes between them, every 2 MiB
+    boundary and which ranges huge pages back (from /proc/self/smaps and PAGEMAP_SCAN).
+
+    The ASCII picture is plain text of at most --width columns, ready for a mail.
+
+    \b
+    Examples:
+      mmreplay layout t.arrow --policy align-ge-pmd
+      mmreplay layout t.arrow --policy align-pmd-multiple --thp always --png layout.png
+      mmreplay layout t.arrow --at 120 --width 100
+      mmreplay layout t.arrow --json | jq .figures
+    """
+    from replay.config import Access, ReplayConfig
+    from replay.layout import MIN_WIDTH, capture_layout, parse_at, render_ascii
+    from traces import MmreplayError
+
+    parse_at(at)  # a bad --at fails before any work
+    if width < MIN_WIDTH:
+        raise MmreplayError(f"--width {width}: the picture needs at least {MIN_WIDTH} columns")
+    check_output(png)
+    if png:
+        from replay.pictures import require_matplotlib
+        require_matplotlib()
+    config = ReplayConfig(policy=policy, thp=thp, touch=touch, access=Access.parse(access),
+                          files=files)
+    layout = capture_layout(trace, config, at, max_live)
+    if png:
+        from replay.pictures import plot_layout
+        plot_layout(layout, png)
+    if as_json:
+        click.echo(json.dumps(layout.as_dict(), indent=2))
+    else:
+        click.echo(render_ascii(layout, width), nl=False)
+    if png:
+        click.echo(f"wrote {png}", err=True)
