@@ -28,7 +28,7 @@ from traces.schema import PMD_SIZE
 from traces.units import fmt_bytes
 
 from .config import ReplayConfig
-from .probes import Vmas, layout_metrics, owned_mask, read_smaps
+from .probes import MAX_HOLE_BYTES, Vmas, layout_metrics, owned_mask, read_smaps
 from .program import ID_MAPPED
 
 MIB = 1 << 20
@@ -90,11 +90,12 @@ class Layout:
         return int(self.replay[0, 0]) // PMD_SIZE * PMD_SIZE if len(self.replay) else 0
 
     def holes(self) -> np.ndarray:
-        """(n, 2) unmapped stretches between two neighbouring VMAs that both hold replay memory."""
+        """(n, 2) unmapped stretches of at most 2 MiB between two neighbouring VMAs that both
+        hold replay memory (the same definition as the replay's ``holes`` figure)."""
         if len(self.vmas) < 2:
             return np.zeros((0, 2), np.int64)
         gap = self.vmas[1:, 0] - self.vmas[:-1, 1]
-        chosen = self.vma_replay[1:] & self.vma_replay[:-1] & (gap > 0)
+        chosen = self.vma_replay[1:] & self.vma_replay[:-1] & (gap > 0) & (gap <= MAX_HOLE_BYTES)
         return np.stack([self.vmas[:-1, 1][chosen], self.vmas[1:, 0][chosen]], axis=1)
 
     def large_mappings(self) -> tuple[int, int]:

@@ -127,21 +127,22 @@ def replay_json(trace_path, tmp_path, *options) -> dict:
 
 
 def test_pmd_multiples_are_aligned_only_by_the_aligning_policies(tmp_path):
-    # 4 MiB buffers interleaved with 1028 KiB ones: stacked top-down, a 4 MiB buffer starts on a
-    # 2 MiB boundary only by chance unless the policy aligns it.
+    # 4 MiB buffers interleaved with 1540 KiB ones: stacked top-down, a 4 MiB buffer starts on a
+    # 2 MiB boundary only by chance unless the policy aligns it (which leaves padding holes).
     from tracegen import TracedProcess
     from traces import write_trace
 
     process = TracedProcess(1)
     for _ in range(8):
         process.mmap(4 << 20)
-        process.mmap(1028 << 10)
+        process.mmap(1540 << 10)
     trace = write_trace(process.table(), tmp_path / "mixed.arrow")
     runs = {policy: replay_json(trace, tmp_path, "--policy", policy, "--touch", "none")["runs"][0]
             for policy in ("no-align", "align-pmd-multiple")}
     assert runs["align-pmd-multiple"]["large_mappings"] == 8
     assert runs["align-pmd-multiple"]["pmd_aligned_large_mappings"] == 8
     assert runs["no-align"]["pmd_aligned_large_mappings"] <= 3
+    assert runs["align-pmd-multiple"]["holes"] >= 3 and runs["no-align"]["holes"] == 0
 
 
 def test_cli_shows_the_4632k_contrast_in_vmas_and_alignment(tmp_path):
