@@ -62,23 +62,26 @@ def configurations(values: dict) -> tuple[str, list[ReplayConfig]]:
 def compare_trace(trace_path: str | None, values: dict, repeat: int = 5,
                   max_live_bytes: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  argv: list[str] | None = None) -> dict:
-    """Run every configuration ``repeat`` times, interleaved; return the compare document."""
-    if repeat < 1:
-        raise MmreplayError("--repeat must be at least 1")
+                  argv: list[str] | None = None, warmup: int = 1) -> dict:
+    """Run every configuration ``repeat`` times, interleaved, after ``warmup`` uncounted rounds
+    (the first touches of fresh memory cost more on a VM); return the compare document."""
+    if repeat < 1 or warmup < 0:
+        raise MmreplayError("--repeat must be at least 1 and --warmup at least 0")
     axis, configs = configurations(values)
     path = resolve_trace(trace_path)
     table = read_trace(path)
     prepared = [Prepared(path, config, max_live_bytes, table=table) for config in configs]
     runs: list[list] = [[] for _ in configs]
     interrupt = Interrupt()
-    total = repeat * len(configs)
+    total = (warmup + repeat) * len(configs)
     with catch_signals(interrupt):
-        for round_index in range(repeat):
+        for round_index in range(warmup + repeat):
             for index, item in enumerate(prepared):
-                runs[index].append(run_program(item.program, item.config, item.alignment,
-                                               interrupt, item.max_live_bytes, plan=item.plan,
-                                               recorded_duration_ns=item.recorded_duration_ns))
+                run = run_program(item.program, item.config, item.alignment, interrupt,
+                                  item.max_live_bytes, plan=item.plan,
+                                  recorded_duration_ns=item.recorded_duration_ns)
+                if round_index >= warmup or run["interrupted"]:
+                    runs[index].append(run)
                 if progress is not None:
                     progress(round_index * len(configs) + index + 1, total)
                 if interrupt:
@@ -86,8 +89,9 @@ def compare_trace(trace_path: str | None, values: dict, repeat: int = 5,
             if interrupt:
                 break
     results = [build_result(item.identity, item.config_info(repeat), item_runs,
-                            item.program_info(), {**item.extra_info(), "interleaved": True}, argv)
+                            item.program_info(), {**item.extra_info(), "interleaved": True, "warmup": warmup}, argv)
                for item, item_runs in zip(prepared, runs) if item_runs]
     return {"mmreplay_compare": COMPARE_VERSION, "axis": axis,
             "values": [str(getattr(c, axis)) for c in configs], "repeat": repeat,
+            "warmup": warmup,
             "interleaved": True, "interrupted": interrupt.reason, "results": results}

@@ -224,8 +224,10 @@ def repro_header(results: list[dict], labels: list[str], commands: list[str], ti
         lines += wrap_ascii("trace:   ", f"{name}, {events} events, source {source}")
         lines += wrap_ascii("sha256: ", sha)
     runs = {len(r["runs"]) for r in results}
+    warmups = {r.get("warmup") for r in results if r.get("warmup")}
     lines += wrap_ascii("runs:    ", f"{'/'.join(str(n) for n in sorted(runs))} per column"
-                        + (", interleaved" if any(r.get("interleaved") for r in results) else ""))
+                        + (", interleaved" if any(r.get("interleaved") for r in results) else "")
+                        + (f", after {max(warmups)} uncounted warm-up round(s)" if warmups else ""))
     for command in commands:
         lines += wrap_ascii("command: ", command)
     return lines

@@ -26,6 +26,8 @@ from .options import SIZE, check_output
               help="1, recorded or N (or a comma list).")
 @click.option("--repeat", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="Runs per configuration (interleaved A B A B ...).")
+@click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100),
+              help="Uncounted rounds before the measured ones.")
 @click.option("--max-live", type=SIZE, default=None, help="Memory budget (default: half of "
               "MemAvailable).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False),
@@ -33,8 +35,8 @@ from .options import SIZE, check_output
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
               show_default=True, help="text is plain ASCII <= 72 columns, ready for a mail reply.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
-def command(trace, policy, thp, touch, access, files, threads, repeat, max_live, json_out, fmt,
-            progress):
+def command(trace, policy, thp, touch, access, files, threads, repeat, warmup, max_live, json_out,
+            fmt, progress):
     """Replay TRACE under several configurations and print one A/B table.
 
     Exactly one option takes several comma-separated values; the first value is the base.
@@ -64,7 +66,7 @@ def command(trace, policy, thp, touch, access, files, threads, repeat, max_live,
 
     try:
         document = compare_trace(trace, values, repeat, max_live,
-                                 progress=on_progress if bar else None)
+                                 progress=on_progress if bar else None, warmup=warmup)
     finally:
         if bar is not None:
             bar.render_finish()
