@@ -1,0 +1,92 @@
+"""mmreplay record: run a command (or attach to a process) under strace and write the trace."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+PROGRESS_MIN_BYTES = 16 << 20  # smaller logs import in about a second: no bar
+
+
+@click.command("record", short_help="Record a command's mm syscalls with strace.",
+               context_settings={"ignore_unknown_options": True,
+                                 "allow_interspersed_args": False})
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD [ARGS]...]")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
+              help="Trace to write (default: NAME.arrow after the command, or pid-PID.arrow).")
+@click.option("--strace", "strace_path", metavar="PATH", help="The strace executable to use.")
+@click.option("--keep-log", type=click.Path(dir_okay=False, path_type=str),
+              help="Also keep strace's raw log (compressed if the name ends in .gz/.xz/.zst).")
+@click.option("--seccomp", type=click.Choice(["auto", "yes", "no"]), default="auto",
+              show_default=True,
+              help="Filter with --seccomp-bpf so only mm calls stop the command (auto: when "
+                   "this strace and kernel support it).")
+@click.option("--pid", type=int, help="Attach to this running process (and its threads).")
+@click.option("--duration", "duration_s", type=float, metavar="SECONDS",
+              help="With --pid: detach after this many seconds (default: on Ctrl-C).")
+def command(argv: tuple[str, ...], output: str | None, strace_path: str | None,
+            keep_log: str | None, seccomp: str, pid: int | None,
+            duration_s: float | None) -> None:
+    """Record the mm syscalls of a command, or of a running process, into a trace.
+
+    Runs `strace -f -ttt -T -e trace=mmap,munmap,mremap,madvise,mprotect,brk` and imports its
+    log. mmreplay exits with the command's exit status (128+N when signal N killed it); a
+    command that fails, crashes or is interrupted with Ctrl-C still leaves a valid trace, with
+    the status in its metadata. The command's own output is untouched; mmreplay reports on
+    stderr.
+
+    \b
+    Examples:
+      mmreplay record -o t.arrow -- python -c "import mmap; mmap.mmap(-1, 8 << 20).close()"
+      mmreplay record -o bert.arrow --keep-log bert.log.xz -- python examples/hf_inference.py
+      mmreplay record --pid 4242 --duration 30 -o server.arrow
+    """
+    from traces.record import record
+
+    bars = []
+
+    def progress(done: int, log_bytes: int) -> None:
+        """A progress bar for the import of a long log, on a terminal only."""
+        if not bars:
+            show = sys.stderr.isatty() and log_bytes >= PROGRESS_MIN_BYTES
+            bars.append(click.progressbar(length=log_bytes, label="importing the strace log",
+                                          file=sys.stderr) if show else None)
+            if bars[0] is not None:
+                bars[0].__enter__()
+        if bars[0] is not None:
+            bars[0].update(done)
+
+    args = list(argv)
+    if args and args[0] == "--":
+        args = args[1:]
+    if output is None:
+        output = f"pid-{pid}.arrow" if pid is not None and not args else (
+            f"{Path(args[0]).name}.arrow" if args else "trace.arrow")
+    try:
+        recording = record(args, output, strace=strace_path, keep_log=keep_log, seccomp=seccomp,
+                           pid=pid, duration_s=duration_s, progress=progress)
+    finally:
+        if bars and bars[0] is not None:
+            bars[0].__exit__(None, None, None)
+    meta = recording.metadata
+    report = recording.report
+    ops = ", ".join(f"{op} {n}" for op, n in report["mm_calls"].items() if n) or "no calls"
+    if pid is not None:
+        ended = f"attached to pid {pid} for {meta['wall_time_s']:.1f} s"
+    elif meta.get("signal"):
+        ended = f"command killed by {meta['signal']}"
+    else:
+        ended = f"command exit status {meta.get('exit_status')}"
+    click.echo(f"recorded {recording.events} events ({ops}) in {meta['wall_time_s']:.2f} s, "
+               f"{report['threads']} threads; {ended}; strace mode {meta['strace_mode']}"
+               + ("; interrupted" if recording.interrupted else ""), err=True)
+    unparsed = report["unparsed"]["count"]
+    unknown = report["unknown_results"]["count"]
+    if unparsed or unknown:
+        click.echo(f"note: {unparsed} log lines not understood, {unknown} calls with unknown "
+                   "result (see `mmreplay info --json` under metadata.import)", err=True)
+    click.echo(f"wrote {recording.output}", err=True)
+    if recording.exit_code:
+        click.get_current_context().exit(recording.exit_code)
