@@ -86,3 +86,27 @@ def test_dependencies_follow_mappings_across_threads():
     assert plan.dep_pos.tolist()[:4] == [0, 0, 0, 1]
     strict = plan_threads(program, table, "recorded", "strict")
     assert strict.dep_thread.tolist()[:4] == [-1, 0, 1, 0]
+
+
+def test_bundled_onnxruntime_trace_replays_one_thread_per_recorded_thread(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from replay.cli import cli
+    from traces import read_trace
+    from traces.bundled import bundled
+
+    trace = bundled("bert-onnxruntime.arrow")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["replay", str(trace), "--threads", "recorded", "--json",
+                                      str(out), "--touch", "first"])
+    assert result.exit_code == 0, result.output
+    run = json.loads(out.read_text())["runs"][0]
+    tids = {str(t) for t in np.unique(read_trace(trace).column("tid")).tolist()}
+    assert set(run["threads"]) == tids and run["os_threads"] == len(tids) > 1
+    busiest = max(run["threads"].values(), key=lambda t: t["ops"].get("mmap", {}).get("count", 0))
+    assert busiest["ops"]["mmap"]["count"] > 100 and busiest["ops"]["mmap"]["p99_ns"] > 0
+    assert all(entry["wait_s"] >= 0 for entry in run["threads"].values())
+    assert run["skipped"].get("target_mapping_failed_earlier", 0) == 0
+    assert run["speed_vs_recorded"] > 0
