@@ -5,6 +5,8 @@ Heavy modules (numba, matplotlib) are imported inside commands so ``--help`` and
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import pkgutil
 import sys
@@ -66,6 +68,10 @@ _register_commands()
 
 
 def main() -> None:
+    # Skip the garbage collector's passes over every object at interpreter exit: once the numba
+    # engine is loaded they take 0.2-0.4 s (benchmarks/engine_speed.py, start-up). Outputs are
+    # already closed by then (atomic_output), so nothing waits on those passes.
+    atexit.register(gc.freeze)
     cli(prog_name="mmreplay")
 
 

@@ -49,10 +49,10 @@ ACCESS_NONE, ACCESS_STREAM, ACCESS_RANDOM, ACCESS_LOCKSTEP = 0, 1, 2, 3
 # counters[]
 (C_TOUCH_BYTES, C_TOUCH_NS, C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_CHECKSUM,
  C_POLICY_CALLS, C_POLICY_FAILED, C_LIVE_BYTES, C_RNG, C_RUNTIME_SKIPPED, C_N_LOCKSTEP,
- C_THP_ADVICE_FAILED, C_ENGINE_NS, C_WAIT_NS) = range(15)
-N_COUNTERS = 15
+ C_THP_ADVICE_FAILED, C_ENGINE_NS, C_WAIT_NS, C_CLOCK) = range(16)
+N_COUNTERS = 17  # C_CLOCK and C_CLOCK + 1: scratch for clock_gettime's struct timespec
 # Counters that are not sums when threads' counters are merged.
-NOT_ADDITIVE = (C_RNG, C_N_LOCKSTEP)
+NOT_ADDITIVE = (C_RNG, C_N_LOCKSTEP, C_CLOCK, C_CLOCK + 1)
 
 
 @intrinsic
@@ -107,8 +107,11 @@ def atomic_store(typingctx, array, index, value):
 
 @njit(cache=True, nogil=True)
 def now_ns(clock):
-    c_clock_gettime(CLOCK_MONOTONIC, clock.ctypes.data)
-    return clock[0] * 1000000000 + clock[1]
+    """CLOCK_MONOTONIC in ns; ``clock`` is the address of two int64s (an int, not an array,
+    so that calling this per op costs no reference counting)."""
+    c_clock_gettime(CLOCK_MONOTONIC, clock)
+    t = _i64_ptr(clock)
+    return t[0] * 1000000000 + t[1]
 
 
 @njit(cache=True, nogil=True)
@@ -193,7 +196,7 @@ def _access(address, length, kind, amount, counters, clock):
 
 
 @njit(cache=True, nogil=True)
-def lockstep_sweep(base, id_length, live_ids, counters, passes, clock):
+def lockstep_sweep(base, id_length, live_ids, counters, passes):
     """Offset-major sweeps over all intact live mappings, one cache line each per offset.
 
     Many arrays read at the same offsets, as a stencil code does: when their starts share 2 MiB
@@ -202,6 +205,7 @@ def lockstep_sweep(base, id_length, live_ids, counters, passes, clock):
     n = counters[C_N_LOCKSTEP]
     if n == 0:
         return
+    clock = counters.ctypes.data + 8 * C_CLOCK
     longest = 0
     for j in range(n):
         longest = max(longest, id_length[live_ids[j]])
@@ -281,141 +285,37 @@ def _map_aligned(length, prot, flags, pad_pmd_multiples, counters):
 
 
 @njit(cache=True, nogil=True)
-def _do_op(i, code, mode, map_id, ref_id, offset, length, arg, prot, flags, id_length, base,
-           id_state, latency, err, counters, live_ids, live_pos, params, clock):
-    """Execute op i of the program (one syscall, plus the touches and reads around it)."""
-    touch = params[P_TOUCH]
-    access_kind = params[P_ACCESS_KIND]
-    access_amount = params[P_ACCESS_AMOUNT]
-    thp_advice = params[P_THP_ADVICE]
-    pad = params[P_PAD_PMD_MULTIPLES] != 0
-    c = code[i]
-    m = map_id[i]
-    md = mode[i]
-    if c == OP_MMAP or c == OP_MMAP_FIXED_IN:
-        size = length[i]
-        if c == OP_MMAP_FIXED_IN:
-            parent = ref_id[i]
-            if (id_state[parent] & (ID_MAPPED | ID_TAINTED)) != ID_MAPPED:
-                err[i] = -1
-                counters[C_RUNTIME_SKIPPED] += 1
-                return
-            _lockstep_remove(parent, live_ids, live_pos, counters)
-            t0 = now_ns(clock)
-            p = c_mmap(base[parent] + offset[i], size, prot[i], flags[i] | MAP_FIXED, -1, 0)
-            latency[i] = now_ns(clock) - t0
-            if p == -1:
-                # A failed MAP_FIXED may already have unmapped the old range.
-                id_state[parent] |= ID_TAINTED
-        else:
-            place = md & PLACE_MASK
-            t0 = now_ns(clock)
-            if place == PLACE_PLAIN:
-                p = _map_plain(size, prot[i], flags[i], pad, counters)
-            elif place == PLACE_ALIGNED:
-                p = _map_aligned(size, prot[i], flags[i], pad, counters)
-            else:
-                p = c_mmap(arg[i], size, prot[i], flags[i], -1, 0)
-            latency[i] = now_ns(clock) - t0
-        if p == -1:
-            err[i] = _errno()
-            base[m] = 0
-            return
-        base[m] = p
-        id_state[m] = ID_MAPPED
-        counters[C_LIVE_BYTES] += size if c == OP_MMAP else 0
-        if (md & THP_ADVISE) != 0 and thp_advice >= 0:
-            if c_madvise(p, size, thp_advice) != 0:
-                counters[C_THP_ADVICE_FAILED] += 1
-        if (md & (TOUCH_WRITE | TOUCH_READ)) != 0:
-            _touch(p, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
-        if (md & LOCKSTEP) != 0 and access_kind == ACCESS_LOCKSTEP:
-            _lockstep_add(m, live_ids, live_pos, counters)
-        return
-
-    # Every other op works on a piece of mapping m, which must exist in this replay.
-    if (id_state[m] & ID_MAPPED) == 0:
-        err[i] = -1
-        counters[C_RUNTIME_SKIPPED] += 1
-        return
-    address = base[m] + offset[i]
-    size = length[i]
-    intact = (id_state[m] & ID_TAINTED) == 0
-    if c == OP_MUNMAP:
-        if (md & ACCESS_BEFORE) != 0 and intact and access_kind != ACCESS_NONE \
-                and access_kind != ACCESS_LOCKSTEP:
-            _access(address, size, access_kind, access_amount, counters, clock)
-        _lockstep_remove(m, live_ids, live_pos, counters)
-        t0 = now_ns(clock)
-        r = c_munmap(address, size)
-        latency[i] = now_ns(clock) - t0
-        if r != 0:
-            err[i] = _errno()
-            id_state[m] |= ID_TAINTED
-        else:
-            counters[C_LIVE_BYTES] -= size
-    elif c == OP_MREMAP:
-        new_size = arg[i]
-        new = ref_id[i]
-        _lockstep_remove(m, live_ids, live_pos, counters)
-        t0 = now_ns(clock)
-        p = c_mremap(address, size, new_size, flags[i], 0)
-        latency[i] = now_ns(clock) - t0
-        dont_unmap = (flags[i] & 4) != 0
-        if p == -1:
-            err[i] = _errno()
-            base[new] = 0
-            # Keep the replay's live set equal to the trace's: the old piece is gone there.
-            if not dont_unmap:
-                c_munmap(address, size)
-                counters[C_LIVE_BYTES] -= size
-            return
-        base[new] = p
-        id_state[new] = ID_MAPPED | (id_state[m] & ID_TAINTED)
-        counters[C_LIVE_BYTES] += new_size - (0 if dont_unmap else size)
-        if new_size > size and (md & (TOUCH_WRITE | TOUCH_READ)) != 0 and intact:
-            _touch(p + size, new_size - size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
-    elif c == OP_MADVISE:
-        t0 = now_ns(clock)
-        r = c_madvise(address, size, np.int32(arg[i]))
-        latency[i] = now_ns(clock) - t0
-        if r != 0:
-            err[i] = _errno()
-        elif arg[i] == MADV_GUARD_INSTALL:
-            id_state[m] |= ID_TAINTED  # guard pages fault on access
-            _lockstep_remove(m, live_ids, live_pos, counters)
-    elif c == OP_MPROTECT:
-        _lockstep_remove(m, live_ids, live_pos, counters)
-        t0 = now_ns(clock)
-        r = c_mprotect(address, size, prot[i])
-        latency[i] = now_ns(clock) - t0
-        if r != 0:
-            err[i] = _errno()
-            id_state[m] |= ID_TAINTED
-        elif (md & (TOUCH_WRITE | TOUCH_READ)) != 0 and intact:
-            _touch(address, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
-
-
-@njit(cache=True, nogil=True)
 def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
             id_length, base, id_state, latency, err, counters, live_ids, live_pos, params,
             order, kstart, kstop, dep_thread, dep_pos, progress, thread_index, stop_flag):
     """Run the ops order[kstart:kstop] (ops kstart..kstop-1 when ``order`` is empty).
 
     With dependencies (``dep_thread`` not empty), op i first waits until thread dep_thread[i]
-    has completed dep_pos[i] + 1 of its ops, and this thread publishes its own progress after
-    each op; waiting spins briefly, then yields the CPU. Returns the position reached (== kstop
-    unless ``stop_flag[0]`` was raised).
+    has completed dep_pos[i] + 1 of its ops, and this thread publishes how many of its ops are
+    done before each op; waiting spins briefly, then yields the CPU. Returns the position
+    reached (== kstop unless ``stop_flag[0]`` was raised).
+
+    The op body is written inline, not as a function: a call passing the program's arrays costs
+    reference-count updates per op that showed in the benchmark against C.
     """
-    clock = np.zeros(2, np.int64)
+    # The timespec lives in counters, which outlives every use (a local array's address could
+    # outlive the array: numba frees it after its last use as an object).
+    clock = counters.ctypes.data + 8 * C_CLOCK
     identity = len(order) == 0
     has_deps = len(dep_thread) > 0
+    touch = params[P_TOUCH]
+    access_kind = params[P_ACCESS_KIND]
+    access_amount = params[P_ACCESS_AMOUNT]
+    thp_advice = params[P_THP_ADVICE]
+    pad = params[P_PAD_PMD_MULTIPLES] != 0
     engine_t0 = now_ns(clock)
-    k = kstart
-    while k < kstop:
+    reached = kstop
+    for k in range(kstart, kstop):
         i = k if identity else order[k]
         if has_deps:
+            atomic_store(progress, thread_index, k)  # ops before k are done
             if atomic_load(stop_flag, 0) != 0:
+                reached = k
                 break
             waited_for = dep_thread[i]
             if waited_for >= 0:
@@ -431,14 +331,122 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
                             break
                     counters[C_WAIT_NS] += now_ns(clock) - w0
                     if atomic_load(progress, waited_for) < need:
+                        reached = k
                         break
-        _do_op(i, code, mode, map_id, ref_id, offset, length, arg, prot, flags, id_length, base,
-               id_state, latency, err, counters, live_ids, live_pos, params, clock)
-        k += 1
-        if has_deps:
-            atomic_store(progress, thread_index, k)
+        c = code[i]
+        m = map_id[i]
+        md = mode[i]
+        if c == OP_MMAP or c == OP_MMAP_FIXED_IN:
+            size = length[i]
+            if c == OP_MMAP_FIXED_IN:
+                parent = ref_id[i]
+                if (id_state[parent] & (ID_MAPPED | ID_TAINTED)) != ID_MAPPED:
+                    err[i] = -1
+                    counters[C_RUNTIME_SKIPPED] += 1
+                    continue
+                if access_kind == ACCESS_LOCKSTEP:
+                    _lockstep_remove(parent, live_ids, live_pos, counters)
+                t0 = now_ns(clock)
+                p = c_mmap(base[parent] + offset[i], size, prot[i], flags[i] | MAP_FIXED, -1, 0)
+                latency[i] = now_ns(clock) - t0
+                if p == -1:
+                    # A failed MAP_FIXED may already have unmapped the old range.
+                    id_state[parent] |= ID_TAINTED
+            else:
+                place = md & PLACE_MASK
+                t0 = now_ns(clock)
+                if place == PLACE_PLAIN:
+                    p = _map_plain(size, prot[i], flags[i], pad, counters)
+                elif place == PLACE_ALIGNED:
+                    p = _map_aligned(size, prot[i], flags[i], pad, counters)
+                else:
+                    p = c_mmap(arg[i], size, prot[i], flags[i], -1, 0)
+                latency[i] = now_ns(clock) - t0
+            if p == -1:
+                err[i] = _errno()
+                base[m] = 0
+                continue
+            base[m] = p
+            id_state[m] = ID_MAPPED
+            counters[C_LIVE_BYTES] += size if c == OP_MMAP else 0
+            if (md & THP_ADVISE) != 0 and thp_advice >= 0:
+                if c_madvise(p, size, thp_advice) != 0:
+                    counters[C_THP_ADVICE_FAILED] += 1
+            if (md & (TOUCH_WRITE | TOUCH_READ)) != 0:
+                _touch(p, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
+            if (md & LOCKSTEP) != 0 and access_kind == ACCESS_LOCKSTEP:
+                _lockstep_add(m, live_ids, live_pos, counters)
+            continue
+
+        # Every other op works on a piece of mapping m, which must exist in this replay.
+        if (id_state[m] & ID_MAPPED) == 0:
+            err[i] = -1
+            counters[C_RUNTIME_SKIPPED] += 1
+            continue
+        address = base[m] + offset[i]
+        size = length[i]
+        intact = (id_state[m] & ID_TAINTED) == 0
+        if c == OP_MUNMAP:
+            if (md & ACCESS_BEFORE) != 0 and intact and access_kind != ACCESS_NONE \
+                    and access_kind != ACCESS_LOCKSTEP:
+                _access(address, size, access_kind, access_amount, counters, clock)
+            if access_kind == ACCESS_LOCKSTEP:
+                _lockstep_remove(m, live_ids, live_pos, counters)
+            t0 = now_ns(clock)
+            r = c_munmap(address, size)
+            latency[i] = now_ns(clock) - t0
+            if r != 0:
+                err[i] = _errno()
+                id_state[m] |= ID_TAINTED
+            else:
+                counters[C_LIVE_BYTES] -= size
+        elif c == OP_MREMAP:
+            new_size = arg[i]
+            new = ref_id[i]
+            if access_kind == ACCESS_LOCKSTEP:
+                _lockstep_remove(m, live_ids, live_pos, counters)
+            t0 = now_ns(clock)
+            p = c_mremap(address, size, new_size, flags[i], 0)
+            latency[i] = now_ns(clock) - t0
+            dont_unmap = (flags[i] & 4) != 0
+            if p == -1:
+                err[i] = _errno()
+                base[new] = 0
+                # Keep the replay's live set equal to the trace's: the old piece is gone there.
+                if not dont_unmap:
+                    c_munmap(address, size)
+                    counters[C_LIVE_BYTES] -= size
+                continue
+            base[new] = p
+            id_state[new] = ID_MAPPED | (id_state[m] & ID_TAINTED)
+            counters[C_LIVE_BYTES] += new_size - (0 if dont_unmap else size)
+            if new_size > size and (md & (TOUCH_WRITE | TOUCH_READ)) != 0 and intact:
+                _touch(p + size, new_size - size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
+        elif c == OP_MADVISE:
+            t0 = now_ns(clock)
+            r = c_madvise(address, size, np.int32(arg[i]))
+            latency[i] = now_ns(clock) - t0
+            if r != 0:
+                err[i] = _errno()
+            elif arg[i] == MADV_GUARD_INSTALL:
+                id_state[m] |= ID_TAINTED  # guard pages fault on access
+                if access_kind == ACCESS_LOCKSTEP:
+                    _lockstep_remove(m, live_ids, live_pos, counters)
+        elif c == OP_MPROTECT:
+            if access_kind == ACCESS_LOCKSTEP:
+                _lockstep_remove(m, live_ids, live_pos, counters)
+            t0 = now_ns(clock)
+            r = c_mprotect(address, size, prot[i])
+            latency[i] = now_ns(clock) - t0
+            if r != 0:
+                err[i] = _errno()
+                id_state[m] |= ID_TAINTED
+            elif (md & (TOUCH_WRITE | TOUCH_READ)) != 0 and intact:
+                _touch(address, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
+    if has_deps:
+        atomic_store(progress, thread_index, reached)
     counters[C_ENGINE_NS] += now_ns(clock) - engine_t0
-    return k
+    return reached
 
 
 @njit(cache=True, nogil=True)
@@ -473,7 +481,6 @@ class EngineState:
         self.live_pos = np.full(max(n_ids, 1), -1, np.int64)
         self.params = params
         self.program = program
-        self.clock = np.zeros(2, np.int64)
 
     def run(self, start: int, stop: int) -> int:
         """Run ops [start, stop) serially on this thread."""
@@ -493,8 +500,7 @@ class EngineState:
                        deps.dep_thread, deps.dep_pos, progress, thread_index, stop_flag)
 
     def lockstep(self, passes: int) -> None:
-        lockstep_sweep(self.base, self.program.id_length, self.live_ids, self.counters, passes,
-                       self.clock)
+        lockstep_sweep(self.base, self.program.id_length, self.live_ids, self.counters, passes)
 
     def release(self, pieces: np.ndarray) -> int:
         return int(release_pieces(pieces.astype(np.int64), self.base, self.id_state))

@@ -158,10 +158,15 @@ PERF_ATTR_SIZE = 128
 PERF_EVENT_IOC_ENABLE, PERF_EVENT_IOC_DISABLE = 0x2400, 0x2401
 
 
+# Software fault counters slow every fault down (~1% each, benchmarks/engine_speed.py), and
+# getrusage already gives minor and major faults: only page_faults is opened by default.
+DEFAULT_PERF_COUNTERS = ("page_faults", "cycles", "instructions", "dtlb_load_misses")
+
+
 class PerfCounters:
     """Counts events of this process (all threads it creates later included) between start/stop."""
 
-    def __init__(self, names=tuple(PERF_COUNTERS)):
+    def __init__(self, names=DEFAULT_PERF_COUNTERS):
         self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         self._libc.syscall.restype = ctypes.c_long
         self.fds: dict[str, int] = {}
