@@ -45,6 +45,10 @@ class MmreplayGroup(click.Group):
             message = " ".join(str(exc).split("\n"))
             click.echo(f"Error: {message}", err=True)
             ctx.exit(2)
+        except MemoryError:
+            click.echo("Error: out of memory (the input is too large for this machine; try a "
+                       "smaller trace or --max-live)", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=MmreplayGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})

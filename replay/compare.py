@@ -76,17 +76,24 @@ def compare_trace(trace_path: str | None, values: dict, repeat: int = 5,
     total = (warmup + repeat) * len(configs)
     with catch_signals(interrupt):
         for round_index in range(warmup + repeat):
+            this_round = []
             for index, item in enumerate(prepared):
                 run = run_program(item.program, item.config, item.alignment, interrupt,
                                   item.max_live_bytes, plan=item.plan,
                                   recorded_duration_ns=item.recorded_duration_ns)
-                if round_index >= warmup or run["interrupted"]:
+                this_round.append(run)
+                if round_index >= warmup:
                     runs[index].append(run)
                 if progress is not None:
                     progress(round_index * len(configs) + index + 1, total)
                 if interrupt:
                     break
             if interrupt:
+                if round_index < warmup:
+                    # Stopped while warming up: keep this round's runs (marked), so the partial
+                    # document has results, for the first configurations in order.
+                    for index, run in enumerate(this_round):
+                        runs[index].append({**run, "warmup": True})
                 break
     results = [build_result(item.identity, item.config_info(repeat), item_runs,
                             item.program_info(), {**item.extra_info(), "interleaved": True, "warmup": warmup}, argv)

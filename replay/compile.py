@@ -9,7 +9,8 @@ process's address space and emits one engine op per piece, so that
   skipped and counted;
 - MAP_FIXED is only ever replayed inside a mapping the replay itself created; anywhere else it
   becomes a normal mmap at a kernel-chosen address (counted), so a hostile trace cannot clobber
-  foreign memory;
+  foreign memory; MAP_FIXED_NOREPLACE becomes a plain hint (counted): as root it would map
+  page 0 when asked to;
 - whatever the trace leaves mapped is released by cleanup ops at the end.
 """
 
@@ -20,10 +21,13 @@ import pyarrow as pa
 
 from traces import MmreplayError
 from traces.format import column_np, op_names
+from traces.ipc_guard import available_memory_bytes
 from traces.liveset import LiveSet
-from traces.schema import (MADV, MAP, MAP_ANONYMOUS, MAP_FIXED, MREMAP_DONTUNMAP, MREMAP_FIXED,
-                           MREMAP_MAYMOVE, OP_CODE, PROT_READ, PROT_WRITE)
+from traces.schema import (MADV, MAP, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE,
+                           MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, OP_CODE, PROT_READ,
+                           PROT_WRITE)
 from traces.summary import page_round
+from traces.units import fmt_bytes
 
 from .config import ReplayConfig
 from .policy import placement
@@ -46,6 +50,10 @@ for _name in ("MAP_SHARED", "MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_32BIT", "MAP_GR
               "MAP_HUGETLB", "MAP_FIXED_NOREPLACE"):
     KNOWN_MAP_BITS |= MAP[_name]
 HUGETLB_SIZE_BITS = 0x3F << 26
+MAP_HUGETLB, MAP_NORESERVE = MAP["MAP_HUGETLB"], MAP["MAP_NORESERVE"]
+# Memory compiling takes per trace event (Python lists of the columns and of the ops; ~300 bytes
+# measured on 2 million events), checked against what the machine has before starting.
+COMPILE_BYTES_PER_EVENT = 400
 PROT_BITS = 0x7
 SKIPPED_FILE = -2   # id of pieces whose file mmap was skipped (--files skip)
 
@@ -132,6 +140,11 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     when the replayed mappings would at some point exceed ``max_live_bytes``.
     """
     n_events = table.num_rows if stop_event is None else min(stop_event, table.num_rows)
+    available = available_memory_bytes()
+    if available is not None and n_events * COMPILE_BYTES_PER_EVENT > available:
+        raise MmreplayError(f"replaying {n_events} events needs about "
+                            f"{fmt_bytes(n_events * COMPILE_BYTES_PER_EVENT)} of memory to "
+                            f"prepare, more than the {fmt_bytes(available)} available")
     table = table.slice(0, n_events)
     codes = op_names(table).tolist()
     errno = column_np(table, "errno").tolist()
@@ -176,7 +189,19 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             if not anon:
                 _count(notes, "file_mmap_as_anon")
             mmap_flags = (flags[row] | MAP_ANONYMOUS) & (KNOWN_MAP_BITS | HUGETLB_SIZE_BITS)
-            if flags[row] & ~(KNOWN_MAP_BITS | HUGETLB_SIZE_BITS | MAP_FIXED | 0x800 | 0x1000):
+            if mmap_flags >= 1 << 31:
+                mmap_flags -= 1 << 32  # bit 31 (a huge page size bit): flags are a C int
+            if mmap_flags & MAP_HUGETLB and mmap_flags & MAP_NORESERVE:
+                # Unreserved huge pages SIGBUS when touched with the pool empty: reserve them, so
+                # the mmap fails (counted) instead of the replay crashing.
+                mmap_flags &= ~MAP_NORESERVE
+                _count(notes, "hugetlb_noreserve_dropped")
+            placement_flags = mmap_flags  # the kernels emulated never aligned NOREPLACE calls
+            if mmap_flags & MAP_FIXED_NOREPLACE:
+                mmap_flags &= ~MAP_FIXED_NOREPLACE
+                _count(notes, "fixed_noreplace_as_hint")
+            if flags[row] & 0xFFFFFFFF & ~(KNOWN_MAP_BITS | HUGETLB_SIZE_BITS | MAP_FIXED | 0x800
+                                           | 0x1000):
                 _count(notes, "unknown_map_flags_dropped")
             map_prot = prot[row] & PROT_BITS
             mode = out.touch_mode(map_prot) | (LOCKSTEP if map_prot & PROT_READ else 0)
@@ -193,7 +218,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 else:
                     out.unmap_pieces(live.isolate(start, end), row)
                     out.emit(OP_MMAP, row, new, length=size, prot=map_prot, flags=mmap_flags,
-                             mode=mode | placement(config.policy, size, mmap_flags, 0, anon),
+                             mode=mode | placement(config.policy, size, placement_flags, 0, anon),
                              live_delta=size)
                     _count(notes, "fixed_relocated")
                 live.map(start, end, new, map_prot, anon)
@@ -208,7 +233,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 map_hint = 0  # not a user-space address: the kernel would ignore it anyway
                 _count(notes, "hint_outside_user_space_dropped")
             out.emit(OP_MMAP, row, new, length=size, arg=map_hint, prot=map_prot, flags=mmap_flags,
-                     mode=mode | placement(config.policy, size, mmap_flags, map_hint, anon),
+                     mode=mode | placement(config.policy, size, placement_flags, map_hint, anon),
                      live_delta=size)
             live.map(start, end, new, map_prot, anon)
 
@@ -259,7 +284,8 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
         elif op == mremap_c:
             grown = new_length[row]
             target = new_addr[row]
-            if size == 0 or grown == 0 or grown > MAX_MAPPING_BYTES or target + grown > (1 << 64):
+            if (size == 0 or grown == 0 or grown > MAX_MAPPING_BYTES or end > (1 << 64)
+                    or target + grown > (1 << 64)):
                 _count(skipped, "bad_length")
                 continue
             pieces = live.isolate(start, end)

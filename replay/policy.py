@@ -22,10 +22,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-from traces.schema import MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_SHARED, PMD_SIZE
+from traces.schema import MAP, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_SHARED, PMD_SIZE
 
 from .program import PLACE_ALIGNED, PLACE_KERNEL, PLACE_PLAIN
 
+MAP_HUGETLB = MAP["MAP_HUGETLB"]
 POLICIES = ("kernel", "no-align", "align-ge-pmd", "align-pmd-multiple")
 POLICY_HELP = {
     "kernel": "plain mmap(hint, ...) as recorded: whatever this kernel does",
@@ -38,10 +39,11 @@ POLICY_HELP = {
 def placement(policy: str, length: int, flags: int, hint: int, replayed_anon: bool) -> int:
     """How the engine places one mmap under ``policy`` (PLACE_KERNEL, PLACE_PLAIN, PLACE_ALIGNED).
 
-    Hinted, shared and MAP_FIXED_NOREPLACE calls always go to the kernel as recorded: the
-    alignment rule never applied to them in the kernels being emulated.
+    Hinted, shared, MAP_FIXED_NOREPLACE and hugetlb calls always go to the kernel as recorded:
+    the anonymous THP alignment rule never applied to them in the kernels being emulated.
     """
-    if policy == "kernel" or hint or flags & (MAP_SHARED | MAP_FIXED_NOREPLACE):
+    if policy == "kernel" or hint or flags & (MAP_SHARED | MAP_FIXED_NOREPLACE | MAP_HUGETLB):
+        # hugetlb mappings cannot be trimmed by 4 KiB: the emulation's padding does not apply.
         return PLACE_KERNEL
     if not replayed_anon:
         return PLACE_PLAIN

@@ -46,7 +46,10 @@ class Prepared:
         self.config = config
         self.max_live_bytes = max_live_bytes if max_live_bytes is not None else default_budget_bytes()
         self.alignment = probe_kernel_alignment()
-        self.program = compile_trace(self.table, config, self.max_live_bytes, stop_event)
+        try:
+            self.program = compile_trace(self.table, config, self.max_live_bytes, stop_event)
+        except MmreplayError as exc:
+            raise MmreplayError(f"{self.path}: {exc}") from None
         self.identity = trace_identity(self.path, self.table)
         self.plan = None
         if config.threads != "1":

@@ -195,16 +195,22 @@ def thread_stats(program: OpProgram, state, plan: ThreadPlan, ran_mask: np.ndarr
     from .program import ENGINE_OP_NAMES
 
     out = {}
-    names = np.array(ENGINE_OP_NAMES)
+    names = np.array(ENGINE_OP_NAMES)[program.code]
+    counted = ran_mask & (program.trace_row != CLEANUP) & (state.err >= 0)
+    # Ops grouped by recorded tid once: a trace may hold a hundred thousand threads.
+    indices = np.flatnonzero(counted)
+    indices = indices[np.argsort(plan.tid_of_op[indices], kind="stable")]
+    tids_sorted = plan.tid_of_op[indices]
     for t, tids in enumerate(plan.tids):
         for tid in tids:
-            chosen = ran_mask & (plan.tid_of_op == tid) & (program.trace_row != CLEANUP)
+            mine = indices[np.searchsorted(tids_sorted, tid, "left"):
+                           np.searchsorted(tids_sorted, tid, "right")]
             ops = {}
             for name in ("mmap", "munmap", "mremap", "madvise", "mprotect"):
-                these = chosen & (names[program.code] == name) & (state.err >= 0)
-                ok = these & (state.err == 0)
-                if these.any():
-                    ops[name] = {"count": int(these.sum()),
+                these = mine[names[mine] == name]
+                ok = these[state.err[these] == 0]
+                if len(these):
+                    ops[name] = {"count": int(len(these)),
                                  "p50_ns": percentile_ns(state.latency[ok], 50),
                                  "p99_ns": percentile_ns(state.latency[ok], 99)}
             out[str(tid)] = {"ops": ops, "wait_s": wait_ns[t] / 1e9, "os_thread": t}

@@ -179,6 +179,8 @@ def trace_metadata(table: pa.Table) -> dict:
         meta = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise TraceError(f"metadata is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise TraceError("metadata is not valid JSON (nested too deeply)") from None
     if not isinstance(meta, dict):
         raise TraceError("metadata is not a JSON object")
     version = meta.get("format_version", FORMAT_MAJOR)

@@ -4,16 +4,20 @@ A hostile trace can claim a billion rows, or a compressed buffer that inflates t
 a file of a few kilobytes. Arrow would allocate whatever the file claims. Here every record
 batch's metadata (a flatbuffer) is read without touching the bodies: the row count, and for
 compressed buffers the uncompressed size stored in their first 8 bytes, are checked against
-limits first.
+limits first, and so is the total they would take once decompressed against the memory this
+process can still have (a few kilobytes of zstd can hold gigabytes of constant columns).
 """
 
 from __future__ import annotations
 
+import resource
 import struct
 
 import pyarrow as pa
 
 from .errors import TraceError
+from .host import meminfo_bytes
+from .units import fmt_bytes
 
 MAX_EVENTS = 200_000_000
 # A row of format v1 is ~70 bytes uncompressed; allow generous room for extra columns.
@@ -62,6 +66,22 @@ class _Table:
             yield start + 4 + index * item_size
 
 
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take: MemAvailable, or less under an address-space limit
+    (RLIMIT_AS). None when neither is known."""
+    available = meminfo_bytes("MemAvailable")
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/statm") as handle:
+                used = int(handle.read().split()[0]) * resource.getpagesize()
+        except (OSError, ValueError, IndexError):
+            used = 0
+        room = max(0, limit - used)
+        available = room if available is None else min(available, room)
+    return available
+
+
 def check_ipc_sizes(data, max_events: int = MAX_EVENTS) -> int:
     """Total rows claimed by the record batches of an Arrow IPC *file* held in ``data``.
 
@@ -72,6 +92,8 @@ def check_ipc_sizes(data, max_events: int = MAX_EVENTS) -> int:
         buffer = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
         reader = pa.ipc.MessageReader.open_stream(buffer[8:])
         rows = 0
+        total_inflated = 0
+        available = available_memory_bytes()
         while True:
             try:
                 message = reader.read_next_message()
@@ -103,6 +125,12 @@ def check_ipc_sizes(data, max_events: int = MAX_EVENTS) -> int:
                 if inflated > length * MAX_BYTES_PER_ROW + MAX_BATCH_OVERHEAD_BYTES:
                     raise TraceError(f"a record batch of {length} rows claims {inflated} bytes "
                                      "once decompressed; refusing to load it")
+                total_inflated += inflated
+                if available is not None and total_inflated > available // 2:
+                    raise TraceError(f"decompressed, the file would take at least "
+                                     f"{fmt_bytes(total_inflated)}, more than half of the "
+                                     f"{fmt_bytes(available)} of memory available; refusing to "
+                                     "load it")
         return rows
     except TraceError:
         raise

@@ -1,0 +1,520 @@
+"""Fuzz the two doors strangers' files come through: the Arrow trace reader and the strace importer.
+
+Hypothesis draws the inputs (byte-level mutations of good seed files, generated strace lines and
+generated hostile traces); each one goes through what mmreplay does with a file it is handed:
+
+- arrow:  ``read_trace`` -> ``summarize`` (``mmreplay info``) -> ``compile_trace`` -> a native
+  replay of the program under a 64 MiB budget (``mmreplay replay``);
+- strace: ``import_logs`` with the reference parser, with the numba fast path and with tiny
+  chunks, which must agree; the trace it makes must pass ``validate`` and compile.
+
+A refusal (``MmreplayError``: one clear line) is the expected answer to a bad input. A finding is
+anything else: another exception, a disagreement, an imported trace that does not validate, a
+crash (the worker process dies) or a hang (one input running longer than ``--hang-s``). The
+worker runs in a child process, under an address-space limit, so that a crash or a runaway
+allocation is observed instead of taking the fuzzer (or the machine) down.
+
+    python fuzz/fuzz_inputs.py --seconds 600                 # both targets, 10 minutes
+    python fuzz/fuzz_inputs.py --seconds 60 --target strace --out /tmp/findings
+
+It prints the executions per target, the refusals, and every finding (saved with its input
+under ``--out``). Exit status 1 when there are findings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+STATS_EVERY_S = 2.0
+BATCH_EXAMPLES = 50  # examples per hypothesis run; the targets take turns between runs
+WORKER_ADDRESS_SPACE_BYTES = 16 << 30   # numba and pyarrow reserve a few GiB of address space
+REPLAY_BUDGET_BYTES = 64 << 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds.
+
+def arrow_seeds() -> list[bytes]:
+    """Good traces in the shapes a writer may produce: zstd, lz4, uncompressed, several batches,
+    string op column, extra columns, nulls, hostile values."""
+    import pyarrow as pa
+
+    from traces.format import build_table, new_metadata, with_metadata
+    from tracegen import random_trace
+
+    sys.path.insert(0, str(ROOT / "tests" / "data" / "bad"))
+    import make_corpus as corpus
+
+    seeds = []
+    small = random_trace(1, 12)
+    for compression in ("zstd", "lz4", None):
+        seeds.append(corpus.arrow_bytes(small, compression))
+    several = pa.concat_tables([small.slice(0, 5), small.slice(5)])
+    seeds.append(corpus.arrow_bytes(several))
+    strings = small.set_column(small.schema.get_field_index("op"), "op",
+                               small.column("op").cast(pa.utf8()))
+    seeds.append(corpus.arrow_bytes(strings, None))
+    extra = small.append_column("rss_bytes", pa.array(range(small.num_rows), pa.int64()))
+    seeds.append(corpus.arrow_bytes(with_metadata(extra, new_metadata("fuzz", minor=3)), None))
+    for case in corpus.HOSTILE_CASES[:11]:
+        seeds.append(case.make())
+    seeds.append(corpus.arrow_bytes(build_table({"ts_ns": [], "tid": [], "op": [], "addr": [],
+                                                 "length": [], "errno": []},
+                                                new_metadata("fuzz")), None))
+    return seeds
+
+
+STRACE_SEED = """\
+4414  1795826565.085056 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f67c81ec000 <0.000037>
+4414  1795826565.085100 munmap(0x7f67c81ec000, 8192) = 0 <0.000010>
+[pid  4508] 1795826589.804855 mmap(NULL, 2097152, PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE, -1, 0 <unfinished ...>
+[pid  4509] 1795826589.804860 madvise(0x7fd4f2761000, 4096, MADV_DONTNEED) = 0 <0.000003>
+[pid  4508] 1795826589.804903 <... mmap resumed>) = 0x7fd4f2761000 <0.000040>
+4414  1795826589.805000 mremap(0x7fd4f2761000, 1048576, 2097152, MREMAP_MAYMOVE|MREMAP_FIXED, 0x7fd4f2961000) = 0x7fd4f2961000 <0.000011>
+4414  1795826589.805100 madvise(0x7fd4f2961000, 4096, 0x42 /* MADV_??? */) = -1 EINVAL (Invalid argument) <0.000002>
+4414  1795826589.805200 mprotect(0x7fd4f2961000, 4096, PROT_READ) = 0 <0.000004>
+4414  1795826589.805300 brk(NULL) = 0x5555555a9000 <0.000002>
+4414  1795826589.805400 mmap(0x200000000, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE, -1, 0) = 0x200000000 <0.000030>
+4414  1795826589.805500 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 3</usr/lib/libc.so.6>, 0) = 0x7f0000000000 <0.000010>
+4414  1795826589.805600 openat(AT_FDCWD, "x", O_RDONLY) = 3 <0.000010>
+4414  1795826589.805700 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED} ---
+4414  1795826589.805800 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0 <unfinished ...>) = ?
+strace: Process 4508 attached
+4414  1795826589.806000 +++ exited with 0 +++
+"""
+
+PROT_TEXT = ["PROT_READ|PROT_WRITE", "PROT_NONE", "0x7", "PROT_EXEC|0x80"]
+MAP_TEXT = ["MAP_PRIVATE|MAP_ANONYMOUS", "MAP_SHARED", "MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS",
+            "MAP_HUGETLB|21<<MAP_HUGE_SHIFT", "0x4000022",
+            "MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE"]
+FD_TEXT = ["-1", "3", "4</tmp/x>", "0xffffffff", "-7"]
+MREMAP_TEXT = ["MREMAP_MAYMOVE", "MREMAP_MAYMOVE|MREMAP_FIXED", "0",
+               "MREMAP_DONTUNMAP|MREMAP_MAYMOVE"]
+MADV_TEXT = ["MADV_DONTNEED", "MADV_HUGEPAGE", "0x42 /* MADV_??? */", "MADV_HWPOISON"]
+MPROTECT_TEXT = ["PROT_READ", "PROT_NONE", "PROT_READ|PROT_WRITE|PROT_EXEC", "0x1000000"]
+# Arguments of each mm call, from a random.Random ``r`` and a number source ``n``.
+OPS_ARGS = {
+    "mmap": lambda r, n: (f"{r.choice(['NULL', hex(n()), str(n())])}, {n()}, "
+                          f"{r.choice(PROT_TEXT)}, {r.choice(MAP_TEXT)}, {r.choice(FD_TEXT)}, "
+                          f"{n()}"),
+    "munmap": lambda r, n: f"{hex(n())}, {n()}",
+    "mremap": lambda r, n: (f"{hex(n())}, {n()}, {n()}, {r.choice(MREMAP_TEXT)}"
+                            + r.choice(["", f", {hex(n())}", ", NULL"])),
+    "madvise": lambda r, n: f"{hex(n())}, {n()}, {r.choice(MADV_TEXT + [str(n())])}",
+    "mprotect": lambda r, n: f"{hex(n())}, {n()}, {r.choice(MPROTECT_TEXT)}",
+    "brk": lambda r, n: r.choice(["NULL", hex(n())]),
+}
+INTERESTING = [0, 1, 4095, 4096, 8192, 1 << 20, 2 << 20, (1 << 31) - 1, 1 << 31, (1 << 32) - 1,
+               1 << 47, (1 << 63) - 1, 1 << 63, (1 << 64) - 4096, (1 << 64) - 1, 1 << 64,
+               0x7F00_0000_0000, 0xFFFF_8880_0000_0000]
+
+
+def strace_line(r: random.Random) -> str:
+    """One strace-like line: mostly well-formed, with hostile numbers and every line form."""
+    def number():
+        return r.choice(INTERESTING) if r.random() < 0.6 else r.randrange(0, 1 << r.choice(
+            (12, 24, 47, 64, 70)))
+    pid = r.choice(["", f"{r.randrange(1, 5)}  ", f"[pid {r.randrange(1, 5):5d}] ",
+                    f"{r.choice([0, 4294967296, 99999999999])} "])
+    ts = r.choice(["", f"1795826565.{r.randrange(10**6):06d} ", f"00:44:{r.randrange(70):02d}."
+                   f"{r.randrange(10**6):06d} ", f"{number()}.{number()} ", "25:61:99 "])
+    op = r.choice(list(OPS_ARGS))
+    args = OPS_ARGS[op](r, number)
+    result = r.choice([hex(number()), str(number()), "-1 ENOMEM (Cannot allocate memory)",
+                       "-1 EBOGUS (No)", "?", "-1 ERESTARTSYS (To be restarted)"])
+    duration = r.choice(["", f" <0.{r.randrange(10**6):06d}>", f" <{number()}.1>"])
+    form = r.random()
+    if form < 0.55:
+        body = f"{op}({args}) = {result}{duration}"
+    elif form < 0.65:
+        body = f"{op}({args} <unfinished ...>"
+    elif form < 0.75:
+        body = f"<... {op} resumed>) = {result}{duration}"
+    elif form < 0.8:
+        body = r.choice(["--- SIGSEGV {si_signo=SIGSEGV} ---", "+++ exited with 0 +++",
+                         "+++ killed by SIGKILL (core dumped) +++", "+++ exited with 999 +++"])
+    elif form < 0.85:
+        body = f"{r.choice(['write', 'openat', 'x'])}(1, \"{'a' * r.randrange(0, 300)}\", 3) = 3"
+    elif form < 0.9:
+        body = "strace: Process 12 attached"
+    else:
+        cut = f"{op}({args}) = {result}{duration}"
+        body = cut[: r.randrange(0, len(cut) + 1)]
+    return pid + ts + body
+
+
+def mutate(data: bytes, r: random.Random, rounds: int) -> bytes:
+    """Byte-level mutations: bit flips, interesting integers, cuts, splices, insertions."""
+    out = bytearray(data)
+    for _ in range(rounds):
+        if not out:
+            out += r.randbytes(r.randrange(1, 64))
+            continue
+        at = r.randrange(len(out))
+        kind = r.randrange(7)
+        if kind == 0:
+            out[at] ^= 1 << r.randrange(8)
+        elif kind == 1:
+            out[at] = r.choice((0, 0xFF, 0x7F, 0x80, r.randrange(256)))
+        elif kind == 2:
+            width = r.choice((2, 4, 8))
+            value = r.choice((0, -1, 1 << 31, (1 << 31) - 1, 1 << 62, r.randrange(1 << 16)))
+            out[at:at + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(width, "little")
+        elif kind == 3:
+            del out[r.randrange(len(out)):]
+        elif kind == 4:
+            end = min(len(out), at + r.randrange(1, 256))
+            del out[at:end]
+        elif kind == 5:
+            end = min(len(out), at + r.randrange(1, 256))
+            out[r.randrange(len(out)):r.randrange(len(out))] = out[at:end]
+        else:
+            out[at:at] = r.randbytes(r.randrange(1, 32))
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker: runs inputs, counts them, records findings.
+
+class Finding(Exception):
+    """An input mmreplay did not handle as promised (not a one-line refusal, not a success)."""
+
+
+def scratch_folder(out: Path) -> Path:
+    """Where each input is written before it runs: memory (/dev/shm) when there is one, since
+    opening files on some container file systems costs milliseconds."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    folder = Path(tempfile.mkdtemp(prefix="mmreplay-fuzz-", dir=base))
+    return folder
+
+
+class Worker:
+    def __init__(self, out: Path, scratch: Path, deadline: float, targets: list[str],
+                 seed: int | None = None):
+        self.out = out
+        self.seed = seed
+        self.deadline = deadline
+        self.targets = targets
+        self.stats = {t: {"executions": 0, "accepted": 0, "refused": 0} for t in targets}
+        self.findings: dict[str, dict] = {}
+        self.last_stats = 0.0
+        self.scratch = scratch
+        self.current = scratch / "current.bin"
+        self.current_target = scratch / "current.target"
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def begin(self, target: str, data: bytes) -> None:
+        # Written before every execution: if the worker dies, the parent knows which input.
+        self.current_target.write_text(target)
+        self.current.write_bytes(data)
+
+    def finish(self, target: str, accepted: bool) -> None:
+        stats = self.stats[target]
+        stats["executions"] += 1
+        stats["accepted" if accepted else "refused"] += 1
+        now = time.monotonic()
+        if now - self.last_stats > STATS_EVERY_S:
+            self.save_stats()
+            self.last_stats = now
+
+    def save_stats(self) -> None:
+        tmp = self.out / "stats.json.tmp"
+        tmp.write_text(json.dumps({"stats": self.stats, "findings": self.findings}))
+        os.replace(tmp, self.out / "stats.json")
+
+    def record(self, target: str, data: bytes, kind: str, detail: str) -> None:
+        last_line = detail.strip().splitlines()[-1][:200] if detail.strip() else kind
+        key = hashlib.sha256(f"{target}|{kind}|{last_line}".encode()).hexdigest()[:12]
+        if key not in self.findings:
+            name = f"{target}-{kind}-{key}"
+            (self.out / f"{name}.bin").write_bytes(data)
+            (self.out / f"{name}.txt").write_text(detail)
+            self.findings[key] = {"target": target, "kind": kind, "file": f"{name}.bin",
+                                  "summary": last_line, "count": 0}
+        self.findings[key]["count"] += 1
+
+    # -- targets ----------------------------------------------------------------------------
+    def run_arrow(self, data: bytes) -> None:
+        from replay.compile import compile_trace
+        from replay.config import ReplayConfig
+        from replay.engine import EngineState
+        from replay.policy import probe_kernel_alignment
+        from replay.session import engine_params
+        from traces import MmreplayError, read_trace
+        from traces.summary import summarize
+
+        self.begin("arrow", data)
+        path = self.scratch / "input.arrow"
+        path.write_bytes(data)
+        try:
+            table = read_trace(path)
+            summarize(table)
+            config = ReplayConfig(touch="pages")
+            program = compile_trace(table, config, max_live_bytes=REPLAY_BUDGET_BYTES)
+        except MmreplayError as exc:
+            if "\n" in str(exc):
+                self.record("arrow", data, "multiline-error", str(exc))
+            self.finish("arrow", False)
+            return
+        except Exception:
+            self.record("arrow", data, "exception", traceback.format_exc())
+            self.finish("arrow", False)
+            return
+        state = EngineState(program, engine_params(config, probe_kernel_alignment()))
+        state.run(0, program.ops)
+        self.finish("arrow", True)
+
+    def run_strace(self, text: bytes, chunk_bytes: int) -> None:
+        import numpy as np
+
+        from replay.compile import compile_trace
+        from replay.config import ReplayConfig
+        from traces import MmreplayError
+        from traces.format import validate
+        from traces.strace import import_logs
+
+        self.begin("strace", text)
+        # Lines longer than 4 chunks are cut on purpose (a "line" of tens of MB is not strace
+        # output), so tiny chunks are only compared on logs whose lines they can hold.
+        chunk_bytes = max(chunk_bytes, max(map(len, text.split(b"\n"))) // 3 + 1)
+        path = self.scratch / "input.log"
+        path.write_bytes(text)
+        try:
+            reference = import_logs([path], fast=False)
+        except MmreplayError as exc:
+            try:
+                import_logs([path], fast=True)
+            except MmreplayError:
+                self.finish("strace", False)
+                return
+            except Exception:
+                self.record("strace", text, "fast-exception", traceback.format_exc())
+                self.finish("strace", False)
+                return
+            self.record("strace", text, "disagree", f"reference refused ({exc}), fast accepted")
+            self.finish("strace", False)
+            return
+        except Exception:
+            self.record("strace", text, "exception", traceback.format_exc())
+            self.finish("strace", False)
+            return
+        try:
+            others = {"fast": import_logs([path], fast=True),
+                      f"chunks of {chunk_bytes} bytes": import_logs([path], fast=False,
+                                                                    chunk_bytes=chunk_bytes)}
+        except Exception:
+            self.record("strace", text, "fast-or-chunked-exception", traceback.format_exc())
+            self.finish("strace", True)
+            return
+        for name, other in others.items():
+            if not other.table.equals(reference.table):
+                self.record("strace", text, "disagree", f"{name} and the reference parser give "
+                            f"different traces ({other.table.num_rows} vs "
+                            f"{reference.table.num_rows} rows)")
+            elif other.report["line_kinds"] != reference.report["line_kinds"]:
+                self.record("strace", text, "disagree", f"{name} counts line kinds "
+                            f"{other.report['line_kinds']} vs {reference.report['line_kinds']}")
+        try:
+            validate(reference.table)
+            compile_trace(reference.table, ReplayConfig(), max_live_bytes=1 << 62)
+        except MmreplayError as exc:
+            self.record("strace", text, "invalid-import", f"imported trace refused: {exc}")
+        except Exception:
+            self.record("strace", text, "exception", traceback.format_exc())
+        del np
+        self.finish("strace", True)
+
+    # -- the hypothesis-driven loop ---------------------------------------------------------
+    def loop(self) -> None:
+        from hypothesis import HealthCheck, Phase, given, seed, settings
+        from hypothesis import strategies as st
+
+        from strategies import valid_tables
+
+        sys.path.insert(0, str(ROOT / "tests" / "data" / "bad"))
+        import make_corpus as corpus
+
+        seeds = arrow_seeds()
+        seed_log = STRACE_SEED.encode()
+        common = settings(max_examples=BATCH_EXAMPLES, database=None, deadline=None,
+                          phases=[Phase.generate], derandomize=False,
+                          suppress_health_check=list(HealthCheck))
+
+        @common
+        @given(seed=st.sampled_from(seeds), r=st.randoms(use_true_random=False),
+               rounds=st.integers(1, 8))
+        def arrow_mutated(seed, r, rounds):
+            self.run_arrow(mutate(seed, r, rounds))
+
+        @common
+        @given(tbl=valid_tables(max_rows=40), compression=st.sampled_from(["zstd", "lz4", None]))
+        def arrow_generated(tbl, compression):
+            self.run_arrow(corpus.arrow_bytes(tbl, compression))
+
+        @common
+        @given(r=st.randoms(use_true_random=False), lines=st.integers(1, 60),
+               newline=st.sampled_from(["\n", "\r\n"]), final=st.booleans(),
+               chunk=st.integers(16, 4096))
+        def strace_generated(r, lines, newline, final, chunk):
+            text = newline.join(strace_line(r) for _ in range(lines)) + (newline if final else "")
+            self.run_strace(text.encode("utf-8", "surrogateescape"), chunk)
+
+        @common
+        @given(r=st.randoms(use_true_random=False), rounds=st.integers(1, 12),
+               chunk=st.integers(16, 4096))
+        def strace_mutated(r, rounds, chunk):
+            self.run_strace(mutate(seed_log, r, rounds), chunk)
+
+        batches = []
+        if "arrow" in self.targets:
+            batches += [arrow_mutated, arrow_generated]
+        if "strace" in self.targets:
+            batches += [strace_generated, strace_mutated]
+        index = 0
+        while time.monotonic() < self.deadline:
+            batch = batches[index % len(batches)]
+            if self.seed is not None:
+                seed(self.seed * 1_000_003 + index)(batch)  # a new, reproducible seed per batch
+            batch()
+            index += 1
+        self.save_stats()
+
+
+def worker_main(args) -> int:
+    resource.setrlimit(resource.RLIMIT_AS, (WORKER_ADDRESS_SPACE_BYTES, WORKER_ADDRESS_SPACE_BYTES))
+    worker = Worker(Path(args.out), Path(args.scratch), time.monotonic() + args.seconds,
+                    args.target, args.seed)
+    try:
+        worker.loop()
+    finally:
+        worker.save_stats()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent: restarts the worker after a crash or a hang, and reports.
+
+def parent_main(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = scratch_folder(out)
+    started = time.monotonic()
+    deadline = started + args.seconds
+    totals = {t: {"executions": 0, "accepted": 0, "refused": 0} for t in args.target}
+    findings: dict[str, dict] = {}
+    crashes = hangs = generations = 0
+    while time.monotonic() < deadline - 1:
+        generations += 1
+        (out / "stats.json").unlink(missing_ok=True)
+        (scratch / "current.bin").unlink(missing_ok=True)
+        command = [sys.executable, __file__, "--worker", "--seconds",
+                   str(max(1.0, deadline - time.monotonic())), "--out", str(out),
+                   "--scratch", str(scratch), "--target", *args.target]
+        if args.seed is not None:
+            # A restarted worker must not replay the inputs before the crash: next seed.
+            command += ["--seed", str(args.seed + generations - 1)]
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 start_new_session=True)
+        hung = False
+        while child.poll() is None:
+            time.sleep(0.5)
+            current = scratch / "current.bin"
+            if current.exists() and time.time() - current.stat().st_mtime > args.hang_s:
+                hung = True
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                break
+            if time.monotonic() > deadline + args.hang_s + 60:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                break
+        stderr = child.stderr.read().decode(errors="replace")
+        stats_file = out / "stats.json"
+        if stats_file.exists():
+            state = json.loads(stats_file.read_text())
+            for target, stats in state["stats"].items():
+                for key, value in stats.items():
+                    totals[target][key] += value
+            for key, finding in state["findings"].items():
+                if key in findings:
+                    findings[key]["count"] += finding["count"]
+                else:
+                    findings[key] = finding
+        died = child.returncode != 0 and not hung
+        if hung or died:
+            target = (scratch / "current.target").read_text() \
+                if (scratch / "current.target").exists() else "?"
+            data = (scratch / "current.bin").read_bytes() \
+                if (scratch / "current.bin").exists() else b""
+            kind = "hang" if hung else (f"crash-signal-{-child.returncode}"
+                                        if child.returncode < 0 else f"exit-{child.returncode}")
+            key = hashlib.sha256(data).hexdigest()[:12]
+            name = f"{target}-{kind}-{key}"
+            (out / f"{name}.bin").write_bytes(data)
+            (out / f"{name}.txt").write_text(stderr[-20000:])
+            findings[name] = {"target": target, "kind": kind, "file": f"{name}.bin",
+                              "summary": (stderr.strip().splitlines() or [kind])[-1][:200],
+                              "count": 1}
+            if hung:
+                hangs += 1
+            else:
+                crashes += 1
+    elapsed = time.monotonic() - started
+    (out / "stats.json").unlink(missing_ok=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(f"fuzz_inputs: {elapsed:.0f} s of fuzzing, {generations} worker process(es)")
+    for target, stats in totals.items():
+        rate = stats["executions"] / elapsed if elapsed else 0
+        print(f"  {target:<7} {stats['executions']:>9} executions ({rate:.0f}/s): "
+              f"{stats['accepted']} accepted, {stats['refused']} refused with one line")
+    print(f"  crashes {crashes}, hangs (> {args.hang_s:.0f} s) {hangs}, "
+          f"unique findings {len(findings)}")
+    for name, finding in sorted(findings.items()):
+        print(f"  finding [{finding['target']}/{finding['kind']}] x{finding['count']}: "
+              f"{finding['summary']}  ({out / finding['file']})")
+    summary = {"seconds": round(elapsed, 1), "executions": totals, "crashes": crashes,
+               "hangs": hangs, "findings": list(findings.values())}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return 1 if findings else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long to fuzz (s)")
+    parser.add_argument("--target", nargs="+", choices=["arrow", "strace"],
+                        default=["arrow", "strace"])
+    parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "mmreplay-fuzz"),
+                        help="folder for findings (input + traceback) and summary.json "
+                             "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="fixed seed: the same inputs in the same order on every run")
+    parser.add_argument("--hang-s", type=float, default=60.0,
+                        help="an input running longer than this (s) is a hang")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.seconds <= 0:
+        parser.error("--seconds must be positive")
+    return worker_main(args) if args.worker else parent_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
