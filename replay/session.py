@@ -19,7 +19,7 @@ from traces.schema import OPS, PMD_SIZE
 
 from .config import ACCESS_CODE, TOUCH_CODE, ReplayConfig
 from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C_LIVE_BYTES,
-                     C_POLICY_CALLS, C_RUNTIME_SKIPPED, C_THP_ADVICE_FAILED, C_TOUCH_BYTES,
+                     C_POLICY_CALLS, C_POLICY_NS, C_RUNTIME_SKIPPED, C_THP_ADVICE_FAILED, C_TOUCH_BYTES,
                      C_TOUCH_NS, C_WAIT_NS, N_PARAMS, P_ACCESS_AMOUNT, P_ACCESS_KIND, P_PAD_PMD_MULTIPLES,
                      P_THP_ADVICE, P_TOUCH, EngineState)
 from .model import live_pieces
@@ -263,6 +263,7 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
                    "bytes": int(counters[C_ACCESS_BYTES]), "reads": int(counters[C_ACCESS_READS])},
         "samples": samples,
         "policy_extra_calls": int(counters[C_POLICY_CALLS]),
+        "policy_extra_s": counters[C_POLICY_NS] / 1e9,
         "thp_advice_failed": int(counters[C_THP_ADVICE_FAILED]),
         "release_failures": release_failures,
         "live_bytes_at_stop": int(counters[C_LIVE_BYTES]),
