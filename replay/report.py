@@ -26,6 +26,8 @@ METRICS = (
     ("thp_eligible_bytes", "THP-eligible MiB", MIB, 1),
     ("large_mappings", "mappings >= 2 MiB", 1, 0),
     ("pmd_aligned_large_mappings", "  of them 2 MiB-aligned", 1, 0),
+    ("pmd_aligned_by_size.512K-1.5M.mappings", "mappings 512K-1.5M", 1, 0),
+    ("pmd_aligned_by_size.512K-1.5M.pmd_aligned", "  of them 2 MiB-aligned", 1, 0),
     ("holes", "holes", 1, 0),
     ("hole_bytes", "hole MiB", MIB, 1),
     ("ops.mmap.p50_ns", "mmap p50 ns", 1, 0),

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from traces.schema import OPS, PMD_SIZE
+from traces.summary import SIZE_BUCKETS
 
 from .config import ACCESS_CODE, TOUCH_CODE, ReplayConfig
 from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C_LIVE_BYTES,
@@ -122,6 +123,20 @@ def large_mapping_alignment(program: OpProgram, state: EngineState, ran: np.ndar
     created = created[(state.id_state[created] & ID_MAPPED) != 0]
     large = created[program.id_length[created] >= PMD_SIZE]
     return int(len(large)), int((state.base[large] % PMD_SIZE == 0).sum())
+
+
+def alignment_by_size(program: OpProgram, state: EngineState, ran: np.ndarray) -> dict:
+    """For each mmap size bucket of ``info``: mappings the replay created with mmap and how many
+    start on a 2 MiB boundary. The claim "512 KiB-1.5 MiB buffers got aligned" is checked here."""
+    created = program.map_id[ran & (program.code == OP_MMAP)]
+    created = created[(state.id_state[created] & ID_MAPPED) != 0]
+    lengths = program.id_length[created]
+    bounds = np.array([lower for _, lower in SIZE_BUCKETS[1:]], np.int64)
+    bucket = np.searchsorted(bounds, lengths, side="right")
+    aligned = state.base[created] % PMD_SIZE == 0
+    return {label: {"mappings": int((bucket == index).sum()),
+                    "pmd_aligned": int((aligned & (bucket == index)).sum())}
+            for index, (label, _) in enumerate(SIZE_BUCKETS)}
 
 
 def sample_layout(state: EngineState, pieces: np.ndarray) -> dict:
@@ -252,6 +267,7 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
         "end_anon_huge_bytes": end.get("anon_huge_bytes"),
         "large_mappings": large,
         "pmd_aligned_large_mappings": aligned,
+        "pmd_aligned_by_size": alignment_by_size(program, state, executed),
         "holes": peak.get("holes"),
         "hole_bytes": peak.get("hole_bytes"),
         "thp_eligible_bytes": peak.get("thp_eligible_bytes"),
