@@ -62,7 +62,8 @@ def configurations(values: dict) -> tuple[str, list[ReplayConfig]]:
 def compare_trace(trace_path: str | None, values: dict, repeat: int = 5,
                   max_live_bytes: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  argv: list[str] | None = None, warmup: int = 1) -> dict:
+                  argv: list[str] | None = None, warmup: int = 1,
+                  perf_faults: bool = False) -> dict:
     """Run every configuration ``repeat`` times, interleaved, after ``warmup`` uncounted rounds
     (the first touches of fresh memory cost more on a VM); return the compare document."""
     if repeat < 1 or warmup < 0:
@@ -80,7 +81,8 @@ def compare_trace(trace_path: str | None, values: dict, repeat: int = 5,
             for index, item in enumerate(prepared):
                 run = run_program(item.program, item.config, item.alignment, interrupt,
                                   item.max_live_bytes, plan=item.plan,
-                                  recorded_duration_ns=item.recorded_duration_ns)
+                                  recorded_duration_ns=item.recorded_duration_ns,
+                                  perf_faults=perf_faults)
                 this_round.append(run)
                 if round_index >= warmup:
                     runs[index].append(run)

@@ -84,7 +84,7 @@ class Prepared:
 def replay_trace(trace_path: str | None, config: ReplayConfig, repeat: int = 1,
                  max_live_bytes: int | None = None,
                  progress: Callable[[int, int, int], None] | None = None,
-                 argv: list[str] | None = None) -> dict:
+                 argv: list[str] | None = None, perf_faults: bool = False) -> dict:
     """Replay a trace ``repeat`` times; returns the result document (partial if interrupted).
 
     ``progress(run_index, events_done, events_total)`` is called between chunks.
@@ -102,7 +102,8 @@ def replay_trace(trace_path: str | None, config: ReplayConfig, repeat: int = 1,
                     progress(index, done, prepared.program.events)
             runs.append(run_program(prepared.program, config, prepared.alignment, interrupt,
                                     prepared.max_live_bytes, report, plan=prepared.plan,
-                                    recorded_duration_ns=prepared.recorded_duration_ns))
+                                    recorded_duration_ns=prepared.recorded_duration_ns,
+                                    perf_faults=perf_faults))
             if interrupt:
                 break
     return build_result(prepared.identity, prepared.config_info(repeat), runs,

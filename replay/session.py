@@ -25,7 +25,7 @@ from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C
                      P_THP_ADVICE, P_TOUCH, EngineState)
 from .model import live_pieces
 from .policy import KernelAlignment
-from .probes import (PerfCounters, layout_metrics, read_smaps, read_vmstat, rss_bytes,
+from .probes import (FAULT_PERF_COUNTERS, HARDWARE_PERF_COUNTERS, PerfCounters, layout_metrics, read_smaps, read_vmstat, rss_bytes,
                      rusage_faults, vmstat_delta)
 from .program import CLEANUP, ID_MAPPED, OP_MMAP, OP_MMAP_FIXED_IN, OpProgram, ENGINE_OP_NAMES
 
@@ -148,7 +148,7 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
                 on_progress: Callable[[int], None] | None = None,
                 stop_op: int | None = None, on_stop: Callable | None = None,
                 plan=None, recorded_duration_ns: int | None = None,
-                on_released: Callable | None = None) -> dict:
+                on_released: Callable | None = None, perf_faults: bool = False) -> dict:
     """Run ``program`` once and measure it.
 
     ``plan`` (a ``threads.ThreadPlan``) spreads the trace's ops over OS threads; without it the
@@ -169,7 +169,7 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
         stop_flag = np.zeros(1, np.int64)
         thread_counters = mt.new_thread_counters(plan, state.counters)
     samples: dict = {}
-    perf = PerfCounters()
+    perf = PerfCounters(HARDWARE_PERF_COUNTERS + (FAULT_PERF_COUNTERS if perf_faults else ()))
     rss_before = rss_bytes()
     vmstat_before = read_vmstat()
     minflt_before, majflt_before = rusage_faults()

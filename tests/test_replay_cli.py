@@ -104,3 +104,16 @@ def test_sigint_and_sigterm_write_a_partial_result(tmp_path):
         assert 0 < run["events"] < 60000
         assert run["release_failures"] == 0
         assert b"INTERRUPTED" in stdout
+
+
+def test_perf_faults_counts_the_replays_page_faults(tmp_path):
+    trace = write_trace(buffers_trace(16, 1 << 20), tmp_path / "t.arrow")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, ["replay", str(trace), "--perf-faults", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    run = json.loads(out.read_text())["runs"][0]
+    # 16 MiB touched one byte per page: at least 4096 faults, seen by perf and by getrusage.
+    assert run["perf"]["page_faults"] >= 4096 and run["minflt"] >= 4096
+    plain = tmp_path / "plain.json"
+    CliRunner().invoke(cli, ["replay", str(trace), "--json", str(plain)])
+    assert "page_faults" not in json.loads(plain.read_text())["runs"][0]["perf"]
