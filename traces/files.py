@@ -55,6 +55,19 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         raise
 
 
+def open_input(path: str | os.PathLike, what: str, error: type = MmreplayError):
+    """Open ``path`` for binary reading, or raise ``error`` with one line: a folder, a missing
+    file or a refused open. ``what`` names the expected content ("a trace file")."""
+    try:
+        return open(path, "rb")
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, not {what}") from None
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot open: {exc.strerror}") from None
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_output(path, "w") as handle:
         handle.write(text)

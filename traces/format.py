@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from . import __version__
 from .errors import TraceError
-from .files import atomic_output
+from .files import atomic_output, open_input
 from .ipc_guard import check_ipc_sizes
 from .schema import (COLUMNS, FORMAT_MAJOR, FORMAT_MINOR, METADATA_KEY, OP_TYPE, OPS, SCHEMA)
 
@@ -195,15 +195,8 @@ def trace_metadata(table: pa.Table) -> dict:
 
 
 def _check_magic(path: Path) -> None:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-    except IsADirectoryError:
-        raise TraceError(f"{path}: is a folder, not a trace file") from None
-    except FileNotFoundError:
-        raise TraceError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot open: {exc.strerror}") from None
+    with open_input(path, "a trace file", TraceError) as handle:
+        head = handle.read(8)
     if not head:
         raise TraceError(f"{path}: empty file, not a trace")
     if head.startswith(ARROW_MAGIC):

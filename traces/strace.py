@@ -49,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import MmreplayError
+from .files import open_input
 from .format import build_table, new_metadata
 from .schema import MADV, MAP, MREMAP, OP_CODE, OPS, PROT
 
@@ -467,14 +468,7 @@ class _LogReader:
     def __init__(self, path: Path, chunk_bytes: int):
         self.path = path
         self.chunk_bytes = chunk_bytes
-        try:
-            raw = open(path, "rb")
-        except IsADirectoryError:
-            raise MmreplayError(f"{path}: is a folder, not an strace log") from None
-        except FileNotFoundError:
-            raise MmreplayError(f"{path}: no such file") from None
-        except OSError as exc:
-            raise MmreplayError(f"{path}: cannot open: {exc.strerror}") from None
+        raw = open_input(path, "an strace log")
         try:
             head = raw.peek(8)[:8]  # sniff without consuming: a pipe cannot seek back
         except OSError as exc:
