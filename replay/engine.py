@@ -55,24 +55,22 @@ N_COUNTERS = 19  # C_CLOCK and C_CLOCK + 1: scratch for clock_gettime's struct t
 NOT_ADDITIVE = (C_RNG, C_N_LOCKSTEP, C_MMAP_NS, C_CLOCK, C_CLOCK + 1)
 
 
-@intrinsic
-def _u8_ptr(typingctx, address):
-    sig = types.CPointer(types.uint8)(types.intp)
+def _pointer_intrinsic(element_type):
+    """An intrinsic turning an integer address into a typed pointer (a plain inttoptr)."""
 
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+    def _as_pointer(typingctx, address):
+        sig = types.CPointer(element_type)(types.intp)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+        return sig, codegen
+
+    return intrinsic(_as_pointer)
 
 
-@intrinsic
-def _i64_ptr(typingctx, address):
-    sig = types.CPointer(types.int64)(types.intp)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-
-    return sig, codegen
+_u8_ptr = _pointer_intrinsic(types.uint8)
+_i64_ptr = _pointer_intrinsic(types.int64)
 
 
 @intrinsic
