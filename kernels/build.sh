@@ -155,8 +155,15 @@ sync_patches() {
     done
 }
 
+# Sets children_cpu to the CPU seconds (user+sys) of this script's finished children so far,
+# from bash's `times` (called directly: in a $(...) subshell it would see no children).
+children_cpu_seconds() {
+    times >"$cache/.times"
+    children_cpu=$(tail -1 "$cache/.times" | awk '{ for (i = 1; i <= 2; i++) { split($i, t, "m"); sub("s", "", t[2]); n += t[1] * 60 + t[2] } printf "%d\n", n }')
+}
+
 build() {
-    local name=$1 out=$cache/$1 kind start secs release load
+    local name=$1 out=$cache/$1 kind start secs release load cpu_start cpu
     local -a patches
     read -r -a patches <<<"$(patches_for "$name")"
     sync_patches "${patches[@]}"
@@ -167,12 +174,16 @@ build() {
     mkdir -p "$cache/logs"
     log "building $name ($kind, make -j$jobs bzImage under nice -n 10; log: $cache/logs/$name.log)"
     load=$(cut -d' ' -f1-3 /proc/loadavg)
+    children_cpu_seconds
+    cpu_start=$children_cpu
     start=$(date +%s)
     if ! nice -n 10 make -C "$tree" -j"$jobs" bzImage >"$cache/logs/$name.log" 2>&1; then
         tail -20 "$cache/logs/$name.log" >&2
         die "building $name failed; full log in $cache/logs/$name.log"
     fi
     secs=$(($(date +%s) - start))
+    children_cpu_seconds
+    cpu=$((children_cpu - cpu_start))
     release=$(make -s -C "$tree" kernelrelease)
     rm -rf "$out.tmp"
     mkdir -p "$out.tmp"
@@ -186,13 +197,13 @@ build() {
         echo "source: $tarball (sha256 $tarball_sha)"
         echo "patches: ${patches[*]:+$(for p in "${patches[@]}"; do basename "$p"; done | tr '\n' ' ')}"
         echo "config: $(cat "$tree/.mmreplay-config.info")"
-        echo "build: $kind, ${secs} s wall, make -j$jobs bzImage under nice -n 10, $(nproc) CPUs, load average at start: $load"
+        echo "build: $kind, ${secs} s wall, ${cpu} s CPU (user+sys), make -j$jobs bzImage under nice -n 10, $(nproc) CPUs, load average at start: $load"
         echo "compiler: $(gcc --version | head -1)"
         echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     } >"$out.tmp/build-info"
     rm -rf "$out"
     mv "$out.tmp" "$out"
-    log "$name: $release in ${secs} s ($kind) -> $out/bzImage"
+    log "$name: $release in ${secs} s wall, ${cpu} s CPU ($kind) -> $out/bzImage"
 }
 
 todo=()
