@@ -417,7 +417,7 @@ def startup(folder: Path, events: int = 2000, warm_runs: int = 7) -> dict:
     write_trace(syscall_bound_trace(events), trace)
     result_path = Path(folder) / "small-result.json"
     argv = [sys.executable, "-c", TIMED_MMREPLAY, "replay", str(trace), "--no-progress",
-            "--json", str(result_path)]
+            "-o", str(result_path)]
     first_wall_s = timed_subprocess(argv)[0]
     walls, imports, engines, setups, cpu_setups, blocked, breakdowns = [], [], [], [], [], [], []
     for _ in range(warm_runs):

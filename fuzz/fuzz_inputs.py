@@ -16,6 +16,7 @@ allocation is observed instead of taking the fuzzer (or the machine) down.
 
     python fuzz/fuzz_inputs.py --seconds 600                 # both targets, 10 minutes
     python fuzz/fuzz_inputs.py --seconds 60 --target strace --out /tmp/findings
+    python fuzz/fuzz_inputs.py --executions 200 --seed 7     # 200 inputs per target, any speed
 
 It prints the executions per target, the refusals, and every finding (saved with its input
 under ``--out``). Exit status 1 when there are findings.
@@ -207,11 +208,12 @@ def scratch_folder(out: Path) -> Path:
 
 
 class Worker:
-    def __init__(self, out: Path, scratch: Path, deadline: float, targets: list[str],
-                 seed: int | None = None):
+    def __init__(self, out: Path, scratch: Path, deadline: float | None, targets: list[str],
+                 seed: int | None = None, budget: dict[str, int] | None = None):
         self.out = out
         self.seed = seed
-        self.deadline = deadline
+        self.deadline = deadline  # None: no time limit
+        self.budget = budget      # executions still wanted per target (None: no limit)
         self.targets = targets
         self.stats = {t: {"executions": 0, "accepted": 0, "refused": 0} for t in targets}
         self.findings: dict[str, dict] = {}
@@ -234,6 +236,34 @@ class Worker:
         if now - self.last_stats > STATS_EVERY_S:
             self.save_stats()
             self.last_stats = now
+
+    def wants(self, target: str) -> bool:
+        """More executions of ``target`` are wanted (its budget is not spent)."""
+        return self.budget is None or self.stats[target]["executions"] < self.budget[target]
+
+    def going_on(self) -> bool:
+        in_time = self.deadline is None or time.monotonic() < self.deadline
+        return in_time and any(self.wants(target) for target in self.targets)
+
+    def warm_up(self) -> None:
+        """Import and compile (numba) everything once before the first input, so that the
+        first input is not mistaken for a hang on a slow or busy machine with a cold cache."""
+        from replay.compile import compile_trace
+        from replay.config import ReplayConfig
+        from replay.engine import EngineState
+        from replay.policy import probe_kernel_alignment
+        from replay.session import engine_params
+        from traces.strace import import_logs
+        from tracegen import buffers_trace
+
+        config = ReplayConfig(touch="pages")
+        program = compile_trace(buffers_trace(2, 1 << 16), config,
+                                max_live_bytes=REPLAY_BUDGET_BYTES)
+        EngineState(program, engine_params(config, probe_kernel_alignment())).run(0, program.ops)
+        path = self.scratch / "warm.log"
+        path.write_bytes(STRACE_SEED.encode())
+        import_logs([path], fast=True)
+        import_logs([path], fast=False)
 
     def save_stats(self) -> None:
         tmp = self.out / "stats.json.tmp"
@@ -261,6 +291,8 @@ class Worker:
         from traces import MmreplayError, read_trace
         from traces.summary import summarize
 
+        if not self.wants("arrow"):  # the rest of a batch once the budget is spent
+            return
         self.begin("arrow", data)
         path = self.scratch / "input.arrow"
         path.write_bytes(data)
@@ -291,6 +323,8 @@ class Worker:
         from traces.format import validate
         from traces.strace import import_logs
 
+        if not self.wants("strace"):
+            return
         self.begin("strace", text)
         # Lines longer than 4 chunks are cut on purpose (a "line" of tens of MB is not strace
         # output), so tiny chunks are only compared on logs whose lines they can hold.
@@ -385,23 +419,26 @@ class Worker:
 
         batches = []
         if "arrow" in self.targets:
-            batches += [arrow_mutated, arrow_generated]
+            batches += [("arrow", arrow_mutated), ("arrow", arrow_generated)]
         if "strace" in self.targets:
-            batches += [strace_generated, strace_mutated]
+            batches += [("strace", strace_generated), ("strace", strace_mutated)]
         index = 0
-        while time.monotonic() < self.deadline:
-            batch = batches[index % len(batches)]
+        self.warm_up()
+        while self.going_on():
+            target, batch = batches[index % len(batches)]
             if self.seed is not None:
                 seed(self.seed * 1_000_003 + index)(batch)  # a new, reproducible seed per batch
-            batch()
+            if self.wants(target):
+                batch()
             index += 1
         self.save_stats()
 
 
 def worker_main(args) -> int:
     resource.setrlimit(resource.RLIMIT_AS, (WORKER_ADDRESS_SPACE_BYTES, WORKER_ADDRESS_SPACE_BYTES))
-    worker = Worker(Path(args.out), Path(args.scratch), time.monotonic() + args.seconds,
-                    args.target, args.seed)
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    worker = Worker(Path(args.out), Path(args.scratch), deadline, args.target, args.seed,
+                    json.loads(args.budget) if args.budget else None)
     try:
         worker.loop()
     finally:
@@ -417,17 +454,27 @@ def parent_main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     scratch = scratch_folder(out)
     started = time.monotonic()
-    deadline = started + args.seconds
+    deadline = started + args.seconds if args.seconds else None
     totals = {t: {"executions": 0, "accepted": 0, "refused": 0} for t in args.target}
     findings: dict[str, dict] = {}
     crashes = hangs = generations = 0
-    while time.monotonic() < deadline - 1:
+
+    def budget() -> dict[str, int] | None:
+        if args.executions is None:
+            return None
+        return {t: max(0, args.executions - totals[t]["executions"]) for t in args.target}
+
+    while ((deadline is None or time.monotonic() < deadline - 1)
+           and (budget() is None or any(budget().values()))):
         generations += 1
         (out / "stats.json").unlink(missing_ok=True)
         (scratch / "current.bin").unlink(missing_ok=True)
-        command = [sys.executable, __file__, "--worker", "--seconds",
-                   str(max(1.0, deadline - time.monotonic())), "--out", str(out),
+        command = [sys.executable, __file__, "--worker", "--out", str(out),
                    "--scratch", str(scratch), "--target", *args.target]
+        if deadline is not None:
+            command += ["--seconds", str(max(1.0, deadline - time.monotonic()))]
+        if budget() is not None:
+            command += ["--budget", json.dumps(budget())]
         if args.seed is not None:
             # A restarted worker must not replay the inputs before the crash: next seed.
             command += ["--seed", str(args.seed + generations - 1)]
@@ -442,7 +489,7 @@ def parent_main(args) -> int:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
                 break
-            if time.monotonic() > deadline + args.hang_s + 60:
+            if deadline is not None and time.monotonic() > deadline + args.hang_s + 60:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
                 break
@@ -498,7 +545,11 @@ def parent_main(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0, help="how long to fuzz (s)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="how long to fuzz (s; default 60 unless --executions is given)")
+    parser.add_argument("--executions", type=int, default=None,
+                        help="stop once each target has run this many inputs (however long "
+                             "it takes: what a test on a busy machine asks for)")
     parser.add_argument("--target", nargs="+", choices=["arrow", "strace"],
                         default=["arrow", "strace"])
     parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "mmreplay-fuzz"),
@@ -510,9 +561,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="an input running longer than this (s) is a hang")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
+    parser.add_argument("--budget", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.seconds <= 0:
+    if args.seconds is None and args.executions is None and not args.worker:
+        args.seconds = 60.0
+    if args.seconds is not None and args.seconds <= 0:
         parser.error("--seconds must be positive")
+    if args.executions is not None and args.executions <= 0:
+        parser.error("--executions must be positive")
     return worker_main(args) if args.worker else parent_main(args)
 
 

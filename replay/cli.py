@@ -21,8 +21,12 @@ EPILOG = """\b
 Typical journey:
   mmreplay record -o bert.arrow -- python examples/hf_inference.py
   mmreplay info bert.arrow
-  mmreplay replay bert.arrow --policy align-ge-pmd --json a.json
+  mmreplay replay bert.arrow --policy align-ge-pmd -o a.json
   mmreplay compare bert.arrow --policies align-ge-pmd,align-pmd-multiple
+
+\b
+Every command: --json prints JSON instead of text; -o FILE writes the
+output to FILE ('-' is stdout); --progress/--no-progress where a bar is drawn.
 """
 
 
@@ -41,6 +45,11 @@ class MmreplayGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # `replay t.arrow --json a.json` was once the way to save a result
+            if "unexpected extra argument" in exc.message and "--json" in (invoked_args or []):
+                exc.message += " (--json is a flag; write a result file with -o FILE)"
+            raise
         except MmreplayError as exc:
             message = " ".join(str(exc).split("\n"))
             click.echo(f"Error: {message}", err=True)

@@ -19,6 +19,7 @@ import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -248,11 +249,13 @@ def parse_at(text) -> str | int:
 
 
 def capture_layout(trace_path: str | None, config: ReplayConfig, at: str | int = "peak",
-                   max_live_bytes: int | None = None) -> Layout:
+                   max_live_bytes: int | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> Layout:
     """Replay the trace up to ``at``, read the layout of the replay's own mappings, release them.
 
     ``at`` is 'peak' (the first moment of most live bytes), 'end' (after the last event, before
-    the cleanup) or an event number N (just after event N).
+    the cleanup) or an event number N (just after event N). ``progress(events_done,
+    events_to_replay)`` is called between chunks.
     """
     from .runs import Prepared, resolve_trace
     from .session import Interrupt, catch_signals, run_program
@@ -294,7 +297,9 @@ def capture_layout(trace_path: str | None, config: ReplayConfig, at: str | int =
         interrupt = Interrupt()
         with catch_signals(interrupt):
             run = run_program(program, config, prepared.alignment, interrupt,
-                              prepared.max_live_bytes, stop_op=stop_op, on_stop=on_stop)
+                              prepared.max_live_bytes, stop_op=stop_op, on_stop=on_stop,
+                              on_progress=None if progress is None else
+                              (lambda done: progress(done, events_replayed)))
         if not captured:
             raise MmreplayError(f"the replay stopped before --at {at} was reached "
                                 f"({run['interrupt_reason'] or 'unknown reason'})")

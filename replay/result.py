@@ -88,8 +88,14 @@ def build_result(trace: dict, config: dict, runs: list[dict], program: dict, ext
     }
 
 
+def result_json(document: dict) -> str:
+    """A result or compare document as JSON text (what -o writes and --json prints)."""
+    return json.dumps(document, indent=1, sort_keys=False, default=_json_default) + "\n"
+
+
 def write_result(result: dict, path: str | Path) -> None:
-    write_text(path, json.dumps(result, indent=1, sort_keys=False, default=_json_default) + "\n")
+    """Write a result document to ``path`` ('-': stdout)."""
+    write_text(path, result_json(result))
 
 
 def _json_default(value):
@@ -99,7 +105,7 @@ def _json_default(value):
 
 
 def read_result_document(path: str | Path) -> dict:
-    """A result or a compare document (``replay --json`` / ``compare --json``), checked."""
+    """A result or a compare document (``replay -o`` / ``compare -o``), checked."""
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:

@@ -34,7 +34,7 @@ def test_compare_policies_shows_vma_contrast_marked_significant(cactus_trace, tm
     out = tmp_path / "cmp.json"
     result = CliRunner().invoke(cli, ["compare", str(cactus_trace), "--policies",
                                       "align-ge-pmd,align-pmd-multiple", "--repeat", "2",
-                                      "--touch", "none", "--json", str(out)])
+                                      "--touch", "none", "-o", str(out)])
     assert result.exit_code == 0, result.output
     text = result.output
     assert all(len(line) <= 72 for line in text.splitlines())
@@ -57,7 +57,7 @@ def test_report_rebuilds_the_table_and_warns_on_mismatch(cactus_trace, tmp_path)
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     for path, policy in ((a, "align-ge-pmd"), (b, "align-pmd-multiple")):
         done = runner.invoke(cli, ["replay", str(cactus_trace), "--policy", policy, "--touch",
-                                   "none", "--json", str(path), "--no-progress"])
+                                   "none", "-o", str(path), "--no-progress"])
         assert done.exit_code == 0, done.output
     report = runner.invoke(cli, ["report", str(a), str(b)])
     assert report.exit_code == 0, report.output
@@ -66,7 +66,7 @@ def test_report_rebuilds_the_table_and_warns_on_mismatch(cactus_trace, tmp_path)
     # A result of another trace: a warning naming both hashes.
     other_trace = write_trace(buffers_trace(4, 1 << 20), tmp_path / "other.arrow")
     c = tmp_path / "c.json"
-    runner.invoke(cli, ["replay", str(other_trace), "--json", str(c), "--touch", "none"])
+    runner.invoke(cli, ["replay", str(other_trace), "-o", str(c), "--touch", "none"])
     mismatch = runner.invoke(cli, ["report", str(a), str(c)])
     assert mismatch.exit_code == 0
     assert "WARNING: the results come from different traces" in mismatch.output

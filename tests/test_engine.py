@@ -121,7 +121,7 @@ def replay_json(trace_path, tmp_path, *options) -> dict:
     import sys
 
     out = tmp_path / f"result-{len(list(tmp_path.iterdir()))}.json"
-    subprocess.run([sys.executable, "-m", "replay.cli", "replay", str(trace_path), "--json",
+    subprocess.run([sys.executable, "-m", "replay.cli", "replay", str(trace_path), "-o",
                     str(out), "--no-progress", *options], check=True, capture_output=True)
     return json.loads(out.read_text())
 

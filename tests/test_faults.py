@@ -10,31 +10,23 @@ import json
 import os
 import random
 import resource
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from pathlib import Path
 
 import pytest
 
 from traces import read_trace, trace_metadata, write_trace
+from processes import (EXIT_BY_SIGNAL, PATIENCE_S, assert_gone, descendants, interrupt_replaying,
+                       mmreplay, wait_for)
 from tracegen import TracedProcess, buffers_trace
 
 MIB = 1 << 20
 needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
-EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-def mmreplay(*args, **kwargs) -> subprocess.Popen:
-    """`mmreplay ARGS` as its own process (the installed script, or the module)."""
-    script = Path(sys.executable).with_name("mmreplay")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "replay.cli"]
-    return subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, **kwargs)
 
 
 def one_line_error(stderr: bytes, *fragments: str) -> str:
@@ -64,7 +56,7 @@ ENOMEM_CHILD = textwrap.dedent("""
         used = int(f.read().split()[0]) * resource.getpagesize()
     resource.setrlimit(resource.RLIMIT_AS, (used + headroom, resource.RLIM_INFINITY))
     print("LIMITED", flush=True)
-    cli.main(["replay", trace, "--json", out, "--no-progress", "--touch", "none"],
+    cli.main(["replay", trace, "-o", out, "--no-progress", "--touch", "none"],
              prog_name="mmreplay")
 """)
 
@@ -82,7 +74,7 @@ def test_enomem_mid_replay_is_counted_and_the_run_completes(tmp_path):
     out = tmp_path / "enomem.json"
     headroom = 3 * 128 * MIB + 64 * MIB
     done = subprocess.run([sys.executable, "-c", ENOMEM_CHILD, warm, trace, out, str(headroom)],
-                          capture_output=True, timeout=300)
+                          capture_output=True, timeout=PATIENCE_S)
     assert done.returncode == 0, done.stderr.decode()
     assert b"Traceback" not in done.stderr
     run = json.loads(out.read_text())["runs"][-1]
@@ -105,7 +97,7 @@ def test_a_trace_too_big_to_prepare_is_refused_with_one_line(tmp_path):
     warm = write_trace(buffers_trace(4, MIB), tmp_path / "warm.arrow")
     child = ENOMEM_CHILD.replace('"--touch", "none"', '"--touch", "none", "--max-live", "1G"')
     done = subprocess.run([sys.executable, "-c", child, warm, trace, tmp_path / "r.json",
-                           str(64 * MIB)], capture_output=True, timeout=300)
+                           str(64 * MIB)], capture_output=True, timeout=PATIENCE_S)
     assert done.returncode == 2, done.stderr.decode()
     assert done.stderr.decode().splitlines()[-1].startswith(
         f"Error: {trace}: replaying 200000 events needs about 76.29 MiB of memory to prepare, "
@@ -117,97 +109,15 @@ def test_a_trace_too_big_to_prepare_is_refused_with_one_line(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # SIGINT and SIGTERM while working.
 
-def descendants(pid: int) -> dict[int, str]:
-    """pid -> start time of every live descendant of ``pid``."""
-    parents: dict[int, list[int]] = {}
-    start: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        parents.setdefault(int(fields[1]), []).append(int(entry))
-        start[int(entry)] = fields[19]
-    found, todo = {}, [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found[child] = start[child]
-            todo.append(child)
-    return found
-
-
-def assert_gone(processes: dict[int, str], timeout_s: float = 10.0) -> None:
-    """None of ``processes`` runs any more (a reused pid has another start time)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        alive = []
-        for pid, started in processes.items():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[19] == started and fields[0] != "Z":
-                alive.append(pid)
-        if not alive or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not alive, f"leaked processes: {alive}"
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def read_stderr_until(child: subprocess.Popen, marker: bytes, timeout_s: float = 120) -> bytes:
-    """Read the child's stderr until ``marker`` shows; returns what was read."""
-    fd = child.stderr.fileno()
-    seen = b""
-    deadline = time.monotonic() + timeout_s
-    while marker not in seen:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            raise AssertionError(f"no {marker!r} on stderr after {timeout_s} s: {seen!r}")
-        data = os.read(fd, 1 << 16)
-        if not data:
-            raise AssertionError(f"exited before {marker!r}: {seen!r}")
-        seen += data
-    return seen
-
-
-def wait_until_replaying(child: subprocess.Popen) -> bytes:
-    """The progress bar (--progress) prints its label, on a pipe, once the first chunk of
-    events has been replayed: from then on, an interrupted run has events to show."""
-    return read_stderr_until(child, b"replaying")
-
-
 def long_trace(tmp_path: Path, pairs: int = 30000) -> Path:
     return write_trace(buffers_trace(pairs, MIB, alive_together=False), tmp_path / "long.arrow")
-
-
-def interrupt_replaying(child, sig) -> bytes:
-    """Signal a replaying mmreplay once its progress bar moves; check it ended as that signal
-    asks, without a traceback. Returns its stdout."""
-    seen = wait_until_replaying(child)
-    child.send_signal(sig)
-    stdout, stderr = child.communicate(timeout=60)
-    stderr = seen + stderr
-    assert child.returncode == EXIT_BY_SIGNAL[sig], stderr.decode()
-    assert b"Traceback" not in stderr
-    return stdout
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_signal_during_threaded_replay(sig, tmp_path):
     trace = long_trace(tmp_path)
     out = tmp_path / "partial.json"
-    child = mmreplay("replay", trace, "--touch", "full", "--threads", "2", "--json", out,
+    child = mmreplay("replay", trace, "--touch", "full", "--threads", "2", "-o", out,
                      "--progress")
     stdout = interrupt_replaying(child, sig)
     document = json.loads(out.read_text())
@@ -224,7 +134,7 @@ def test_signal_during_compare(sig, tmp_path):
     trace = long_trace(tmp_path, 3000)
     out = tmp_path / "partial.json"
     child = mmreplay("compare", trace, "--policies", "kernel,align-ge-pmd", "--touch", "full",
-                     "--repeat", "3", "--json", out, "--progress")
+                     "--repeat", "3", "-o", out, "--progress")
     # compare's bar moves when the (warm-up) run 1 is done
     stdout = interrupt_replaying(child, sig)
     document = json.loads(out.read_text())
@@ -244,10 +154,14 @@ MAPPING_LOOP = textwrap.dedent("""
     import mmap, signal, time
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # die of the signal, as a C program would
     print("mapping-loop started", flush=True)
+    n = 0
     while True:
         m = mmap.mmap(-1, 1 << 20)
         m[0] = 1
         m.close()
+        n += 1
+        if n == 100:
+            print("mapped 100", flush=True)
         time.sleep(0.002)
 """)
 
@@ -260,11 +174,11 @@ def test_signal_during_record(sig, tmp_path):
     program.write_text(MAPPING_LOOP)
     child = mmreplay("record", "-o", out, "--", sys.executable, program)
     assert child.stdout.readline() == b"mapping-loop started\n"
-    time.sleep(0.3)  # a few hundred calls recorded
+    assert child.stdout.readline() == b"mapped 100\n"  # a hundred calls recorded
     family = descendants(child.pid)
     assert len(family) >= 2  # strace and the command
     child.send_signal(sig)
-    stdout, stderr = child.communicate(timeout=60)
+    stdout, stderr = child.communicate(timeout=PATIENCE_S)
     assert child.returncode == EXIT_BY_SIGNAL[sig], stderr.decode()
     assert b"Traceback" not in stderr
     assert_gone(family)
@@ -276,55 +190,62 @@ def test_signal_during_record(sig, tmp_path):
     assert listing(tmp_path) == {"loop.py", "recorded.arrow"}
 
 
-def big_log(path: Path, pairs: int = 300_000) -> Path:
-    """An strace log of ``pairs`` mmap/munmap pairs (about 100 bytes a line)."""
-    block = []
-    for i in range(1000):
-        address = 0x7F00_0000_0000 + i * 0x10_0000
-        block.append(f"100  1700000000.{2 * i:06d} mmap(NULL, 8192, PROT_READ|PROT_WRITE, "
-                     f"MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = {address:#x} <0.000012>\n")
-        block.append(f"100  1700000000.{2 * i + 1:06d} munmap({address:#x}, 8192) = 0 "
+def log_lines(first: int, count: int) -> bytes:
+    """``count`` mmap/munmap pairs of an strace log (about 100 bytes a line)."""
+    lines = []
+    for i in range(first, first + count):
+        address = 0x7F00_0000_0000 + (i % 1000) * 0x10_0000
+        lines.append(f"100  1700000000.{i % 1000000:06d} mmap(NULL, 8192, PROT_READ|PROT_WRITE, "
+                     f"MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = {address:#x} <0.000012>\n"
+                     f"100  1700000000.{i % 1000000:06d} munmap({address:#x}, 8192) = 0 "
                      "<0.000007>\n")
-    data = "".join(block).encode()
-    with open(path, "wb") as handle:
-        for _ in range(pairs // 1000):
-            handle.write(data)
-    return path
-
-
-def log_position(pid: int, log: Path) -> int | None:
-    """How far the process has read ``log`` (None while it has not opened it)."""
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(log):
-                    for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines():
-                        if line.startswith("pos:"):
-                            return int(line.split()[1])
-            except OSError:
-                continue
-    except OSError:
-        return None
-    return None
+    return "".join(lines).encode()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_signal_during_import(sig, tmp_path):
-    log = big_log(tmp_path / "app.log")
+    """The log comes through a pipe that this test feeds: the signal is sent once the import
+    has read more than its first chunk (8 MiB) and before the rest of the log exists, so the
+    import cannot have finished first, however busy the machine."""
+    from traces.strace import CHUNK_BYTES
+
+    log = tmp_path / "app.log"
+    os.mkfifo(log)
     out = tmp_path / "app.arrow"
+    head_pairs, tail_pairs = CHUNK_BYTES // 200 + 20_000, 3 * CHUNK_BYTES // 200
+    head = log_lines(0, head_pairs)       # a chunk and a bit
+    tail = log_lines(10**6, tail_pairs)   # three chunks more
+    assert len(head) > CHUNK_BYTES + (1 << 20)  # more than a chunk and a pipe's buffer
     child = mmreplay("import", log, "-o", out)
-    size = log.stat().st_size
-    wait_for(lambda: (log_position(child.pid, log) or 0) > 0 or child.poll() is not None, 60,
-             "the import to start reading")
-    position = log_position(child.pid, log)
-    assert position is not None and position < size, "the import ended before the signal"
+    head_written, signalled = threading.Event(), threading.Event()
+
+    def feed():
+        try:
+            with open(log, "wb") as pipe:
+                pipe.write(head)  # returns once the import has read all but a pipe's buffer
+                head_written.set()
+                signalled.wait()
+                pipe.write(tail)
+        except BrokenPipeError:  # the import stopped reading, as it should
+            pass
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    wait_for(lambda: head_written.is_set() or child.poll() is not None,
+             "the import to read the first chunk")
+    assert child.poll() is None, child.communicate()[1].decode()
     child.send_signal(sig)
-    stdout, stderr = child.communicate(timeout=60)
+    signalled.set()
+    stdout, stderr = child.communicate(timeout=PATIENCE_S)
+    feeder.join()
     assert b"Traceback" not in stderr
     assert child.returncode == EXIT_BY_SIGNAL[sig], stderr.decode()
+    assert f"interrupted by {sig.name}".encode() in stderr
     table = read_trace(out)
-    assert trace_metadata(table).get("interrupted") is True
-    assert 0 < table.num_rows < 600_000
+    meta = trace_metadata(table)
+    assert meta["interrupted"] is True and meta["signal"] == sig.name
+    assert meta["import"]["interrupted"] == sig.name
+    assert 0 < table.num_rows < 2 * (head_pairs + tail_pairs)
     assert listing(tmp_path) == {"app.log", "app.arrow"}
 
 
@@ -355,9 +276,9 @@ def file_writers(tmp_path: Path, folder: Path):
     log = small_log(tmp_path / "app.log")
     return [
         ("import", ["import", log, "-o", folder / "app.arrow"], folder / "app.arrow"),
-        ("replay", ["replay", trace, "--json", folder / "r.json", "--no-progress"],
+        ("replay", ["replay", trace, "-o", folder / "r.json", "--no-progress"],
          folder / "r.json"),
-        ("compare", ["compare", trace, "--repeat", "1", "--json", folder / "c.json",
+        ("compare", ["compare", trace, "--repeat", "1", "-o", folder / "c.json",
                      "--no-progress"], folder / "c.json"),
     ]
 
@@ -370,7 +291,7 @@ def test_file_size_limit_leaves_the_old_file_or_nothing(tmp_path):
             output.write_bytes(b"previous")  # an older file under the name survives intact
         before = listing(folder)
         child = mmreplay(*args, preexec_fn=limit_file_size(4096))
-        _, stderr = child.communicate(timeout=300)
+        _, stderr = child.communicate(timeout=PATIENCE_S)
         assert child.returncode == 2, (name, stderr.decode())
         one_line_error(stderr, str(output), "cannot write", "File too large")
         assert listing(folder) == before, name
@@ -413,7 +334,7 @@ def test_full_disk_leaves_no_partial_file(tmp_path, mount_tmpfs):
     for name, args, output in file_writers(tmp_path, folder):
         before = listing(folder)
         child = mmreplay(*args)
-        _, stderr = child.communicate(timeout=300)
+        _, stderr = child.communicate(timeout=PATIENCE_S)
         assert child.returncode == 2, (name, stderr.decode())
         one_line_error(stderr, str(output), "cannot write", "No space left on device")
         assert listing(folder) == before == {"filler"}, name
@@ -429,7 +350,7 @@ def test_record_on_a_full_disk(tmp_path, mount_tmpfs):
     program = tmp_path / "loop.py"
     program.write_text("import mmap\nfor _ in range(3000):\n    mmap.mmap(-1, 1 << 16).close()\n")
     child = mmreplay("record", "-o", folder / "t.arrow", "--", sys.executable, program)
-    _, stderr = child.communicate(timeout=300)
+    _, stderr = child.communicate(timeout=PATIENCE_S)
     assert child.returncode == 2, stderr.decode()
     assert b"Traceback" not in stderr
     last = stderr.decode().splitlines()[-1]
@@ -449,8 +370,8 @@ def test_read_only_folder_is_refused_before_any_work(tmp_path, mount_tmpfs):
     marker = tmp_path / "the-command-ran"
     cases = [
         # The trace is damaged: an error about the output proves the output was checked first.
-        (["replay", damaged, "--json", folder / "r.json"], folder / "r.json"),
-        (["compare", damaged, "--json", folder / "c.json"], folder / "c.json"),
+        (["replay", damaged, "-o", folder / "r.json"], folder / "r.json"),
+        (["compare", damaged, "-o", folder / "c.json"], folder / "c.json"),
         (["info", damaged, "--png", folder / "i.png"], folder / "i.png"),
         (["import", log, "-o", folder / "app.arrow"], folder / "app.arrow"),
     ]
@@ -459,7 +380,7 @@ def test_read_only_folder_is_refused_before_any_work(tmp_path, mount_tmpfs):
                       folder / "t.arrow"))
     for args, output in cases:
         child = mmreplay(*args)
-        _, stderr = child.communicate(timeout=120)
+        _, stderr = child.communicate(timeout=PATIENCE_S)
         assert child.returncode == 2, (args, stderr.decode())
         one_line_error(stderr, str(output), "cannot write in", "Read-only file system")
     assert not marker.exists(), "record ran the command before checking its output"

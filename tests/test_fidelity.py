@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from processes import PATIENCE_S
 from pathlib import Path
 
 import numpy as np
@@ -63,14 +64,14 @@ def strace_log(tmp_path: Path, argv: list[str], name: str) -> Path:
     log = tmp_path / name
     subprocess.run(["strace", "-f", "-qq", "-o", str(log), "-e",
                     "trace=mmap,munmap,mremap,madvise,mprotect,brk", *argv], check=True,
-                   capture_output=True, timeout=300)
+                   capture_output=True, timeout=PATIENCE_S)
     return log
 
 
 def imported(tmp_path: Path, log: Path) -> Path:
     out = log.with_suffix(".arrow")
     subprocess.run([sys.executable, "-m", "replay.cli", "import", str(log), "-o", str(out)],
-                   check=True, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=PATIENCE_S)
     return out
 
 

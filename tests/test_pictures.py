@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from processes import PATIENCE_S
 from replay.config import ReplayConfig
 from replay.layout import capture_layout
 from replay.pictures import (HUGE_COLOUR, LAYOUT_SIZE_PX, MARK_COLOUR, REPLAY_COLOUR,
@@ -145,7 +146,7 @@ def test_missing_matplotlib_is_one_line(buffers_path, tmp_path, command):
     code = ("import sys; sys.modules['matplotlib'] = None; from replay.cli import main; "
             f"sys.argv = ['mmreplay', {command!r}, {str(buffers_path)!r}, '--png', {str(png)!r}];"
             " main()")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE_S)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "pip install 'mmreplay[plot]'" in lines[0], done.stderr

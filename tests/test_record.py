@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,8 +32,36 @@ ALLOCATE = ("import mmap\n"
             "    m.close()\n")
 LOOP = ("import mmap, sys, time\n"
         "print('ready', flush=True)\n"
+        "n = 0\n"
         "while True:\n"
-        "    m = mmap.mmap(-1, (1 << 20) + 8192); m[0] = 1; m.close(); time.sleep(0.005)\n")
+        "    m = mmap.mmap(-1, (1 << 20) + 8192); m[0] = 1; m.close(); time.sleep(0.005)\n"
+        "    n += 1\n"
+        "    if n == 5: print('mapped 5', flush=True)\n")
+# The same loop for a process strace attaches to: it says 'traced 5' after 5 mmaps made while
+# strace had it under syscall tracing (seen by a second thread as the main thread's tracing
+# stop, 't' in /proc), so the test waits for that, not for some time.
+ATTACHED_LOOP = """
+import mmap, threading, time
+main = threading.get_native_id()
+traced = threading.Event()
+
+def watch():
+    while not traced.is_set():
+        with open(f"/proc/self/task/{main}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] == "t":
+                traced.set()
+        time.sleep(0.0005)
+
+threading.Thread(target=watch, daemon=True).start()
+print("ready", flush=True)
+after = 0
+while True:
+    m = mmap.mmap(-1, (1 << 20) + 8192); m[0] = 1; m.close(); time.sleep(0.001)
+    if traced.is_set():
+        after += 1
+        if after == 5:
+            print("traced 5", flush=True)
+"""
 
 
 def lengths(table, op):
@@ -64,7 +91,8 @@ def test_import_progress_covers_the_whole_log(tmp_path):
     record([sys.executable, "-c", ALLOCATE], tmp_path / "t.arrow",
            progress=lambda done, total: seen.append((done, total)))
     totals = {total for _, total in seen}
-    assert len(totals) == 1 and sum(done for done, _ in seen) == totals.pop() > 0
+    done = [done for done, _ in seen]
+    assert len(totals) == 1 and done == sorted(done) and done[-1] == totals.pop() > 0
 
 
 def test_readme_acceptance_record_then_info(tmp_path):
@@ -115,9 +143,9 @@ def test_a_signal_to_mmreplay_goes_to_the_command_and_the_trace_is_written(tmp_p
     out = tmp_path / "t.arrow"
     process = _start_mmreplay(tmp_path, "-o", str(out), "--", sys.executable, "-c", LOOP)
     assert process.stdout.readline().strip() == "ready"
-    time.sleep(0.3)
+    assert process.stdout.readline().strip() == "mapped 5"
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate()
     # Python dies of SIGTERM; on SIGINT it raises KeyboardInterrupt and re-kills itself
     assert process.returncode == 128 + signum, stderr
     table = read_trace(out)
@@ -127,19 +155,40 @@ def test_a_signal_to_mmreplay_goes_to_the_command_and_the_trace_is_written(tmp_p
     assert "Traceback" not in stderr.split("KeyboardInterrupt")[-1]
 
 
-def test_attach_to_a_running_process_for_a_while(tmp_path):
+def test_attach_to_a_running_process_until_ctrl_c(tmp_path):
+    target = subprocess.Popen([sys.executable, "-c", ATTACHED_LOOP], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert target.stdout.readline().strip() == "ready"
+        out = tmp_path / "server.arrow"
+        recorder = _start_mmreplay(tmp_path, "--pid", str(target.pid), "-o", str(out))
+        assert target.stdout.readline().strip() == "traced 5"
+        recorder.send_signal(signal.SIGINT)  # detaches; the process runs on
+        _, stderr = recorder.communicate()
+        assert recorder.returncode == 0, stderr
+        assert target.poll() is None
+        table = read_trace(out)
+        ours = [r["tid"] for r in table.to_pylist()
+                if r["op"] == "mmap" and r["length"] == MiB + 8192]
+        assert len(ours) >= 5 and set(ours) == {target.pid}
+        meta = trace_metadata(table)
+        assert meta["attached_pid"] == target.pid and meta["interrupted"] is True
+        assert meta["strace_mode"] == "ptrace" and "exit_status" not in meta
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_attach_for_a_duration_detaches_by_itself(tmp_path):
     target = subprocess.Popen([sys.executable, "-c", LOOP], stdout=subprocess.PIPE, text=True)
     try:
         assert target.stdout.readline().strip() == "ready"
         out = tmp_path / "server.arrow"
         recording = record([], out, pid=target.pid, duration_s=0.6)
         assert target.poll() is None  # strace detached; the process runs on
-        table = read_trace(out)
-        assert lengths(table, "mmap").count(MiB + 8192) >= 5
-        assert set(table.column("tid").to_pylist()) == {target.pid}
-        meta = trace_metadata(table)
+        meta = trace_metadata(read_trace(out))
         assert meta["attached_pid"] == target.pid and meta["duration_s"] == 0.6
-        assert meta["strace_mode"] == "ptrace" and "exit_status" not in meta
+        assert meta["interrupted"] is False and meta["wall_time_s"] >= 0.6
         assert recording.exit_code == 0
     finally:
         target.kill()

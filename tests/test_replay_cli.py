@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 from click.testing import CliRunner
@@ -18,6 +15,7 @@ from replay.policy import probe_kernel_alignment
 from replay.probes import read_maps
 from replay.program import ID_MAPPED
 from replay.session import Interrupt, run_program
+from processes import interrupt_replaying, mmreplay
 from test_engine import covered_bytes
 from traces import write_trace
 from tracegen import buffers_trace
@@ -30,7 +28,7 @@ RUN_KEYS = {"wall_s", "engine_s", "events_per_s", "ops", "minflt", "majflt", "vm
 
 def test_main_job_replays_the_bundled_trace(tmp_path):
     out = tmp_path / "r.json"
-    result = CliRunner().invoke(cli, ["replay", "--json", str(out), "--repeat", "2"])
+    result = CliRunner().invoke(cli, ["replay", "-o", str(out), "--repeat", "2"])
     assert result.exit_code == 0, result.output
     assert "events/s" in result.output and "peak VMAs" in result.output
     document = json.loads(out.read_text())
@@ -38,7 +36,7 @@ def test_main_job_replays_the_bundled_trace(tmp_path):
     assert set(document["trace"]) >= {"path", "sha256", "events", "source"}
     assert set(document["config"]) >= {"policy", "thp", "touch", "access", "files", "repeat"}
     assert document["host"]["kernel"] and "thp" in document["host"]
-    assert document["command"] == f"mmreplay replay --json {out} --repeat 2"
+    assert document["command"] == f"mmreplay replay -o {out} --repeat 2"
     assert len(document["runs"]) == 2
     for run in document["runs"]:
         assert RUN_KEYS <= set(run)
@@ -55,7 +53,7 @@ def test_bad_options_exit_2_with_one_line(tmp_path):
     for args in (["replay", str(trace), "--access", "zigzag:3"],
                  ["replay", str(trace), "--max-live", "1M"],
                  ["replay", str(tmp_path / "missing.arrow")],
-                 ["replay", str(trace), "--json", str(tmp_path / "no" / "such" / "dir.json")],
+                 ["replay", str(trace), "-o", str(tmp_path / "no" / "such" / "dir.json")],
                  ["replay", str(trace), "--threads", "recorded", "--access", "lockstep:1"]):
         result = runner.invoke(cli, args)
         assert result.exit_code == 2, (args, result.output)
@@ -89,16 +87,10 @@ def test_sigint_and_sigterm_write_a_partial_result(tmp_path):
     trace = write_trace(buffers_trace(30000, 1 << 20, alive_together=False), tmp_path / "long.arrow")
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         out = tmp_path / f"partial-{code}.json"
-        child = subprocess.Popen([sys.executable, "-m", "replay.cli", "replay", str(trace),
-                                  "--touch", "full", "--json", str(out), "--no-progress"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.time() + 60
-        # Wait until the replay is under way (its compiled program is mapped and running).
-        time.sleep(2.5)
-        child.send_signal(sig)
-        stdout, stderr = child.communicate(timeout=max(1, deadline - time.time()))
-        assert child.returncode == code, stderr.decode()
-        assert b"Traceback" not in stderr
+        # The signal goes once the bar shows the replay under way (not after some seconds).
+        child = mmreplay("replay", trace, "--touch", "full", "-o", out, "--progress")
+        stdout = interrupt_replaying(child, sig)
+        assert child.returncode == code
         run = json.loads(out.read_text())["runs"][-1]
         assert run["interrupted"] is True and run["interrupt_reason"] == sig.name
         assert 0 < run["events"] < 60000
@@ -109,11 +101,11 @@ def test_sigint_and_sigterm_write_a_partial_result(tmp_path):
 def test_perf_faults_counts_the_replays_page_faults(tmp_path):
     trace = write_trace(buffers_trace(16, 1 << 20), tmp_path / "t.arrow")
     out = tmp_path / "r.json"
-    result = CliRunner().invoke(cli, ["replay", str(trace), "--perf-faults", "--json", str(out)])
+    result = CliRunner().invoke(cli, ["replay", str(trace), "--perf-faults", "-o", str(out)])
     assert result.exit_code == 0, result.output
     run = json.loads(out.read_text())["runs"][0]
     # 16 MiB touched one byte per page: at least 4096 faults, seen by perf and by getrusage.
     assert run["perf"]["page_faults"] >= 4096 and run["minflt"] >= 4096
     plain = tmp_path / "plain.json"
-    CliRunner().invoke(cli, ["replay", str(trace), "--json", str(plain)])
+    CliRunner().invoke(cli, ["replay", str(trace), "-o", str(plain)])
     assert "page_faults" not in json.loads(plain.read_text())["runs"][0]["perf"]

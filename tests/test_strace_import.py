@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from processes import PATIENCE_S
 from pathlib import Path
 
 import pyarrow as pa
@@ -99,7 +100,7 @@ def run_traced(tmp_path: Path, program: str, *options: str, to_stderr: bool = Fa
     if not to_stderr:
         command += ["-o", str(log)]
     command += [sys.executable, str(script)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=PATIENCE_S)
     assert done.returncode == 0, done.stderr[-2000:]
     if to_stderr:
         log.write_text(done.stderr)
@@ -281,9 +282,9 @@ def test_logs_read_from_a_pipe(tmp_path, compress):
     writer.start()
     seen = []
     result = import_logs([fifo], progress=seen.append)
-    writer.join(timeout=10)
+    writer.join()
     assert result.table.num_rows == 3000 and result.report["unparsed"]["count"] == 0
-    assert sum(seen) == len(payload)
+    assert seen == sorted(seen) and seen[-1] == len(payload)
 
 
 def test_progress_reports_every_compressed_byte(tmp_path):
@@ -293,7 +294,7 @@ def test_progress_reports_every_compressed_byte(tmp_path):
     path.write_bytes(gzip.compress(lines.encode()))
     seen = []
     result = import_logs([path], chunk_bytes=4096, progress=seen.append)
-    assert sum(seen) == path.stat().st_size
+    assert len(seen) > 1 and seen == sorted(seen) and seen[-1] == path.stat().st_size
     assert result.table.num_rows == 5000
 
 
@@ -326,43 +327,6 @@ def test_signals_during_an_import_are_noted_not_fatal():
         os.kill(os.getpid(), signal.SIGINT)
     assert notes.received and notes.name == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-
-
-@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
-def test_import_command_writes_the_partial_trace_on_a_signal(tmp_path, signum):
-    import os
-    import signal
-    import time
-
-    block = "".join(f"100  1700000000.{i:06d} munmap(0x{0x7f0000000000 + i * 4096:x}, 4096) = 0 "
-                    "<0.000001>\n" for i in range(100000))
-    log = tmp_path / "app.log"
-    log.write_text(block * 15)  # 1.5 M lines: about a second of import
-    out = tmp_path / "app.arrow"
-    child = subprocess.Popen([sys.executable, "-m", "replay.cli", "import", str(log), "-o",
-                              str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def reading_the_log() -> bool:
-        try:
-            return any(os.path.realpath(fd) == str(log)
-                       for fd in Path(f"/proc/{child.pid}/fd").iterdir())
-        except OSError:  # a descriptor closed while we looked
-            return False
-
-    deadline = time.monotonic() + 60
-    while not reading_the_log():
-        assert child.poll() is None and time.monotonic() < deadline, "it never read the log"
-        time.sleep(0.01)
-    child.send_signal(getattr(signal, signum))
-    _, stderr = child.communicate(timeout=120)
-    assert child.returncode == 128 + getattr(signal, signum), stderr.decode()
-    assert b"Traceback" not in stderr and f"interrupted by {signum}".encode() in stderr
-    table = read_trace(out)
-    meta = trace_metadata(table)
-    assert meta["interrupted"] is True and meta["signal"] == signum
-    assert meta["import"]["interrupted"] == signum
-    assert 0 < table.num_rows < 1_500_000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.arrow", "app.log"]
 
 
 def test_damaged_compressed_log_is_one_clear_error(tmp_path):

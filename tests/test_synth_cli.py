@@ -231,7 +231,7 @@ def test_the_installed_command_runs(tmp_path):
 
 def replay_run(run_cli, trace, folder, *options) -> dict:
     result = folder / "result.json"
-    replay = run_cli("replay", trace, "--touch", "none", "--json", result, *options)
+    replay = run_cli("replay", trace, "--touch", "none", "-o", result, *options)
     assert replay.exit_code == 0, replay.output
     return json.loads(result.read_text())["runs"][0]
 

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pyarrow as pa
+from processes import PATIENCE_S
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ def with_tids(table: pa.Table, seed: int, threads: int) -> pa.Table:
     return table.set_column(1, pa.field("tid", pa.int32(), nullable=False), pa.array(tids))
 
 
-def run_bounded(program, config, plan, seconds=60):
+def run_bounded(program, config, plan, seconds=PATIENCE_S):
     """Run in a thread so that a deadlock fails the test instead of hanging it."""
     outcome = {}
 
@@ -99,7 +100,7 @@ def test_bundled_onnxruntime_trace_replays_one_thread_per_recorded_thread(tmp_pa
 
     trace = bundled("bert-onnxruntime.arrow")
     out = tmp_path / "r.json"
-    result = CliRunner().invoke(cli, ["replay", str(trace), "--threads", "recorded", "--json",
+    result = CliRunner().invoke(cli, ["replay", str(trace), "--threads", "recorded", "-o",
                                       str(out), "--touch", "first"])
     assert result.exit_code == 0, result.output
     run = json.loads(out.read_text())["runs"][0]

@@ -899,7 +899,8 @@ def import_logs(paths: Sequence[str | Path], *, tid: int | None = None, fast: bo
     Several files are one recording split by ``strace -ff`` (or several processes): their rows
     are merged by time. ``tid`` names the thread of lines that carry no pid. ``fast``: True,
     False (reference parser only) or "auto" (fast path for logs over ``FAST_MIN_BYTES``).
-    ``progress`` is called with the compressed bytes consumed after each chunk. ``names``: how
+    ``progress`` is called with the compressed bytes consumed so far (all files) after each
+    chunk. ``names``: how
     the report calls each file (default: its path). When ``interrupted()`` turns true, reading
     stops at the next chunk and the calls imported so far are returned (report "interrupted").
     """
@@ -910,14 +911,16 @@ def import_logs(paths: Sequence[str | Path], *, tid: int | None = None, fast: bo
     file_notes = []
     parsers: set[str] = set()
     stopped = False
+    consumed_total = 0  # compressed bytes read, all files
     for index, path in enumerate(map(Path, paths)):
         state = _FileImport(names[index] if names else str(path))
         for records, consumed in _tokenized_chunks(_LogReader(path, chunk_bytes), fast, parsers):
             if records is not None:
                 records[F_POS] = np.arange(state.lines + 1, state.lines + 1 + records.shape[1])
                 state.feed(records)
+            consumed_total += consumed
             if progress is not None:
-                progress(consumed)
+                progress(consumed_total)
             if interrupted is not None and interrupted():
                 stopped = True
                 break

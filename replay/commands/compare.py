@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
 import click
 
-from .options import SIZE, check_output
+from .common import Progress, check_outputs, emit, exit_if_interrupted, is_stdout
+from .options import SIZE, json_option, output_option, progress_option
 
 
 @click.command("compare")
@@ -30,16 +28,17 @@ from .options import SIZE, check_output
               help="Uncounted rounds before the measured ones.")
 @click.option("--max-live", type=SIZE, default=None, help="Memory budget (default: half of "
               "MemAvailable).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False),
-              help="Write every result (each configuration's runs) to this JSON file.")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
-              show_default=True, help="text is plain ASCII <= 72 columns, ready for a mail reply.")
+@output_option("Write every result (each configuration's runs) as JSON to FILE")
+@json_option("every result")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text",
+              show_default=True, help="The table: plain ASCII <= 72 columns, ready for a mail "
+                                      "reply, or markdown.")
 @click.option("--perf-faults", is_flag=True,
               help="Also count page faults with a perf_event_open software counter (~3% slower "
                    "faults).")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
-def command(trace, policy, thp, touch, access, files, threads, repeat, warmup, max_live, json_out,
-            fmt, perf_faults, progress):
+@progress_option
+def command(trace, policy, thp, touch, access, files, threads, repeat, warmup, max_live, output,
+            as_json, fmt, perf_faults, progress):
     """Replay TRACE under several configurations and print one A/B table.
 
     Exactly one option takes several comma-separated values; the first value is the base.
@@ -51,34 +50,25 @@ def command(trace, policy, thp, touch, access, files, threads, repeat, warmup, m
       mmreplay compare --policies align-ge-pmd,align-pmd-multiple
       mmreplay compare t.arrow --policies kernel,no-align,align-ge-pmd --repeat 10
       mmreplay compare t.arrow --thp always,never --touch full --format markdown
+      mmreplay compare t.arrow --policies kernel,no-align -o ab.json
     """
     from replay.compare import compare_trace
     from replay.report import comparison_table
-    from replay.result import command_line, write_result
+    from replay.result import command_line, result_json, write_result
 
-    check_output(json_out)
+    check_outputs(output)
     values = {"policy": policy, "thp": thp, "touch": touch, "access": access, "files": files,
               "threads": threads}
-    bar = None
-    if progress or (progress is None and sys.stderr.isatty()):
-        bar = click.progressbar(length=1, label="replaying", file=sys.stderr, show_pos=True)
-
-    def on_progress(done, total):
-        bar.length = total
-        bar.update(done - bar.pos)
-
-    try:
+    with Progress(progress, "replaying") as bar:
         document = compare_trace(trace, values, repeat, max_live,
-                                 progress=on_progress if bar else None, warmup=warmup,
+                                 progress=bar.update if bar else None, warmup=warmup,
                                  perf_faults=perf_faults)
-    finally:
-        if bar is not None:
-            bar.render_finish()
-    if json_out:
-        write_result(document, json_out)
+    if output:
+        write_result(document, output)
     results = document["results"]
-    if fmt == "json":
-        click.echo(json.dumps(document, indent=1, default=str))
+    if as_json:
+        if not is_stdout(output):
+            emit(result_json(document))
     else:
         labels = document["values"][: len(results)]
         title = f"mmreplay compare: {document['axis']} on {results[0]['trace']['name']}"
@@ -89,6 +79,5 @@ def command(trace, policy, thp, touch, access, files, threads, repeat, warmup, m
             emulation = result.get("policy_emulation") or {}
             if not emulation.get("emulated", True):
                 notes.append(f"WARNING: {value} is not exact here: {emulation.get('why')}")
-        click.echo(comparison_table(results, labels, fmt, [command_line()], title, notes), nl=False)
-    if document["interrupted"]:
-        sys.exit({"SIGINT": 130, "SIGTERM": 143}.get(document["interrupted"], 1))
+        emit(comparison_table(results, labels, fmt, [command_line()], title, notes), None, output)
+    exit_if_interrupted(document["interrupted"])

@@ -6,15 +6,16 @@ import json
 
 import click
 
+from .common import check_outputs, emit, is_stdout
+from .options import json_option, output_option
+
 
 @click.command("fit")
 @click.argument("trace", type=click.Path(dir_okay=False, path_type=str))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
-              help="Spec file to write (.toml). Without it the spec is printed.")
+@output_option("Spec file to write (.toml); without it the spec is printed")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed written into the spec (and used for the quality check).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the spec and the quality figures as JSON.")
+@json_option("the spec and the quality figures")
 def command(trace: str, output: str | None, seed: int, as_json: bool) -> None:
     """Fit a synth spec (at most 4 KiB of TOML) to TRACE's anonymous memory.
 
@@ -34,26 +35,26 @@ def command(trace: str, output: str | None, seed: int, as_json: bool) -> None:
       mmreplay fit traces/data/buffers-4632k.arrow --json | jq .quality
     """
     from traces import read_trace
-    from traces.files import check_writable, write_text
     from traces.units import fmt_bytes
 
     from synth.fit import fit_trace
 
-    if output:
-        check_writable(output)
+    check_outputs(output)
     result = fit_trace(read_trace(trace), trace, seed=seed)
     if output:
-        write_text(output, result.toml)
+        emit(result.toml, output)
     q = result.quality
     if as_json:
-        click.echo(json.dumps({"spec": result.spec.to_dict(), "toml": result.toml,
-                               "spec_bytes": len(result.toml.encode()), "quality": q}, indent=2))
+        emit(json.dumps({"spec": result.spec.to_dict(), "toml": result.toml,
+                         "spec_bytes": len(result.toml.encode()), "quality": q}, indent=2) + "\n",
+             None, output)
         return
     if not output:
         click.echo(result.toml, nl=False)
         click.echo("")
+    to_file = output and not is_stdout(output)
     lines = [
-        f"wrote        {output} ({len(result.toml.encode())} bytes)" if output else None,
+        f"wrote        {output} ({len(result.toml.encode())} bytes)" if to_file else None,
         f"sizes        KS distance {q['ks_mmap_lengths']:.4f} between the anonymous mmap lengths "
         "of the trace and of one synthesis",
         f"mmaps        {q['mmaps'][0]} in the trace, {q['mmaps'][1]} synthesized",
@@ -63,4 +64,4 @@ def command(trace: str, output: str | None, seed: int, as_json: bool) -> None:
         f"({q['op_mix_worst_op']})",
         f"threads      {q['threads'][0]} in the trace, {q['threads'][1]} synthesized",
     ]
-    click.echo("\n".join(line for line in lines if line), err=not output)
+    click.echo("\n".join(line for line in lines if line), err=not to_file)

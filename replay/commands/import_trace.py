@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
+
+from .common import Progress, emit, exit_if_interrupted
+from .options import json_option, output_option, progress_option
 
 
 @click.command("import", short_help="Turn strace logs into a trace.")
 @click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
-              help="Trace to write (default: the first log's name with .arrow).")
+@output_option("Trace to write (default: the first log's name with .arrow)")
 @click.option("--tid", type=int, default=None,
               help="Thread id for lines that carry no pid (a log recorded without -f). "
                    "Default: the LOG.PID suffix of `strace -ff` files, else 0.")
-@click.option("--json", "as_json", is_flag=True, help="Print the import report as JSON.")
-def command(logs: tuple[str, ...], output: str | None, tid: int | None, as_json: bool) -> None:
+@json_option("the import report")
+@progress_option
+def command(logs: tuple[str, ...], output: str | None, tid: int | None, as_json: bool,
+            progress: bool | None) -> None:
     """Turn strace logs into a trace: every mmap/munmap/mremap/madvise/mprotect/brk call.
 
     Accepts `strace -f -ttt -T` logs and their variants: [pid N] prefixes, -tt/-t wall-clock
@@ -39,19 +42,17 @@ def command(logs: tuple[str, ...], output: str | None, tid: int | None, as_json:
 
     out = output or str(default_output(logs[0]))
     total = sum(os.path.getsize(log) for log in logs if os.path.isfile(log))
-    if sys.stderr.isatty() and total:  # pipes have no size to show progress against
-        with click.progressbar(length=total, label="importing", file=sys.stderr) as bar:
-            report = import_to_file(logs, out, tid=tid, progress=bar.update)
-    else:
-        report = import_to_file(logs, out, tid=tid)
+    with Progress(progress, "importing") as bar:
+        # pipes have no size to show progress against
+        report = import_to_file(logs, out, tid=tid,
+                                progress=(lambda done: bar.update(done, total))
+                                if bar and total else None)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        emit(json.dumps(report, indent=2) + "\n", None, out)
     else:
-        click.echo(format_report(report) + f"wrote        {out} ({report['mm_calls_total']} "
-                   "events)", nl=True)
+        emit(format_report(report) + f"wrote        {out} ({report['mm_calls_total']} events)\n",
+             None, out)
     if report["interrupted"]:
-        import signal
-
         click.echo(f"interrupted by {report['interrupted']}: the trace holds the calls of the "
                    f"first {report['lines']} lines", err=True)
-        click.get_current_context().exit(128 + int(signal.Signals[report["interrupted"]]))
+        exit_if_interrupted(report["interrupted"])

@@ -6,26 +6,31 @@ import json
 
 import click
 
+from .common import check_outputs, emit
+from .options import json_option, output_option
+
 
 @click.command("info")
 # A plain string: read_trace gives the one-line error for a folder or a missing file.
 @click.argument("trace", type=str)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (stable keys).")
-@click.option("--png", type=click.Path(dir_okay=False), help="Also plot mmap sizes and live bytes.")
-def command(trace: str, as_json: bool, png: str | None) -> None:
+@json_option("the summary (stable keys)")
+@output_option("Write the summary to FILE instead of stdout")
+@click.option("--png", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Also plot mmap sizes and live bytes ('-': the PNG on stdout).")
+def command(trace: str, as_json: bool, output: str | None, png: str | None) -> None:
     """Summarize TRACE: events per op, failures, threads, peak live bytes, mmap sizes.
 
     \b
     Examples:
       mmreplay info traces/data/bert-torch.arrow
       mmreplay info t.arrow --json | jq .size_histogram
+      mmreplay info t.arrow --png sizes.png
     """
     from traces import MmreplayError, read_trace
-    from traces.files import check_writable
     from traces.summary import format_summary, summarize
 
+    check_outputs(output, png)
     if png:
-        check_writable(png)
         try:
             from replay.pictures import plot_trace
         except ImportError as exc:
@@ -35,6 +40,6 @@ def command(trace: str, as_json: bool, png: str | None) -> None:
     if png:
         plot_trace(table, summary, png, title=trace)
     if as_json:
-        click.echo(json.dumps(summary, indent=2, sort_keys=False))
+        emit(json.dumps(summary, indent=2, sort_keys=False) + "\n", output, png)
     else:
-        click.echo(format_summary(summary, trace), nl=False)
+        emit(format_summary(summary, trace), output, png)

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from .options import check_output, replay_options
+from .common import Progress, check_outputs, emit
+from .options import json_option, output_option, progress_option, replay_options
 
 
 @click.command("layout")
@@ -18,11 +19,14 @@ from .options import check_output, replay_options
                    "from 0 as info does).")
 @click.option("--width", default=72, show_default=True, type=int, metavar="COLUMNS",
               help="Columns of the ASCII picture; no line is wider (at least 40).")
-@click.option("--png", type=click.Path(dir_okay=False),
-              help="Also draw the layout as a PNG image in this file (needs matplotlib).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the layout as JSON instead (every VMA, hole, huge-page range, mapping).")
-def command(trace, policy, thp, touch, access, files, max_live, at, width, png, as_json):
+@click.option("--png", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Also draw the layout as a PNG image in FILE (needs matplotlib; '-': on "
+                   "stdout).")
+@json_option("the layout (every VMA, hole, huge-page range, mapping)")
+@output_option("Write the picture (or the --json layout) to FILE instead of stdout")
+@progress_option
+def command(trace, policy, thp, touch, access, files, max_live, at, width, png, as_json, output,
+            progress):
     """Replay TRACE (default: the bundled BERT inference trace) up to --at and draw the replay's
     address space as the kernel sees it: its mappings, the holes between them, every 2 MiB
     boundary and which ranges huge pages back (from /proc/self/smaps and PAGEMAP_SCAN).
@@ -43,19 +47,20 @@ def command(trace, policy, thp, touch, access, files, max_live, at, width, png, 
     parse_at(at)  # a bad --at fails before any work
     if width < MIN_WIDTH:
         raise MmreplayError(f"--width {width}: the picture needs at least {MIN_WIDTH} columns")
-    check_output(png)
+    check_outputs(output, png)
     if png:
         from replay.pictures import require_matplotlib
         require_matplotlib()
     config = ReplayConfig(policy=policy, thp=thp, touch=touch, access=Access.parse(access),
                           files=files)
-    layout = capture_layout(trace, config, at, max_live)
+    with Progress(progress, "replaying") as bar:
+        layout = capture_layout(trace, config, at, max_live, progress=bar.update if bar else None)
     if png:
         from replay.pictures import plot_layout
         plot_layout(layout, png)
     if as_json:
-        click.echo(json.dumps(layout.as_dict(), indent=2))
+        emit(json.dumps(layout.as_dict(), indent=2) + "\n", output, png)
     else:
-        click.echo(render_ascii(layout, width), nl=False)
-    if png:
+        emit(render_ascii(layout, width), output, png)
+    if png and png != "-":
         click.echo(f"wrote {png}", err=True)

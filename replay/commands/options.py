@@ -1,4 +1,5 @@
-"""Click options shared by replay, compare and layout."""
+"""Click options shared by the commands: the replay configuration (replay, compare, layout),
+--progress, --json and -o/--output (one meaning each, on every command)."""
 
 from __future__ import annotations
 
@@ -60,8 +61,20 @@ def replay_options(multi: bool = False):
     return decorate
 
 
-def check_output(path: str | None) -> None:
-    """Fail on an unwritable output before any work is done."""
-    if path and path != "-":
-        from traces.files import check_writable
-        check_writable(path)
+def progress_option(func):
+    """--progress/--no-progress, on every command that draws a bar (see common.Progress)."""
+    return click.option("--progress/--no-progress", default=None,
+                        help="Progress bar on stderr (default: when stderr is a terminal).")(func)
+
+
+def json_option(what: str):
+    """--json: a flag, always "print JSON instead of text"."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help=f"Print {what} as JSON instead of text.")
+
+
+def output_option(what: str):
+    """-o/--output FILE: the file the command writes; '-' is stdout, never a file named '-'."""
+    return click.option("-o", "--output", metavar="FILE",
+                        type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+                        help=f"{what} ('-' writes it to stdout; reports then go to stderr).")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import sys
+import difflib
 from pathlib import Path
 
 import click
+
+from .common import Progress
+from .options import progress_option
 
 PROGRESS_MIN_BYTES = 16 << 20  # smaller logs import in about a second: no bar
 
@@ -26,9 +29,10 @@ PROGRESS_MIN_BYTES = 16 << 20  # smaller logs import in about a second: no bar
 @click.option("--pid", type=int, help="Attach to this running process (and its threads).")
 @click.option("--duration", "duration_s", type=float, metavar="SECONDS",
               help="With --pid: detach after this many seconds (default: on Ctrl-C).")
+@progress_option
 def command(argv: tuple[str, ...], output: str | None, strace_path: str | None,
             keep_log: str | None, seccomp: str, pid: int | None,
-            duration_s: float | None) -> None:
+            duration_s: float | None, progress: bool | None) -> None:
     """Record the mm syscalls of a command, or of a running process, into a trace.
 
     Runs `strace -f -ttt -T -e trace=mmap,munmap,mremap,madvise,mprotect,brk` and imports its
@@ -43,33 +47,33 @@ def command(argv: tuple[str, ...], output: str | None, strace_path: str | None,
       mmreplay record -o bert.arrow --keep-log bert.log.xz -- python examples/hf_inference.py
       mmreplay record --pid 4242 --duration 30 -o server.arrow
     """
+    from traces import MmreplayError
     from traces.record import record
 
-    bars = []
-
-    def progress(done: int, log_bytes: int) -> None:
-        """A progress bar for the import of a long log, on a terminal only."""
-        if not bars:
-            show = sys.stderr.isatty() and log_bytes >= PROGRESS_MIN_BYTES
-            bars.append(click.progressbar(length=log_bytes, label="importing the strace log",
-                                          file=sys.stderr) if show else None)
-            if bars[0] is not None:
-                bars[0].__enter__()
-        if bars[0] is not None:
-            bars[0].update(done)
-
     args = list(argv)
+    if args and args[0].startswith("-") and args[0] != "--":
+        # Options are read up to the command; an unknown one would otherwise be run as it.
+        names = [name for param in click.get_current_context().command.params
+                 for name in getattr(param, "opts", [])]
+        raise click.NoSuchOption(args[0].split("=", 1)[0],
+                                 possibilities=difflib.get_close_matches(args[0], names))
     if args and args[0] == "--":
         args = args[1:]
+    for name, path in (("-o", output), ("--keep-log", keep_log)):
+        if path == "-":
+            raise MmreplayError(f"{name} -: the recorded command writes to stdout; give a file")
     if output is None:
         output = f"pid-{pid}.arrow" if pid is not None and not args else (
             f"{Path(args[0]).name}.arrow" if args else "trace.arrow")
-    try:
+
+    with Progress(progress, "importing the strace log") as bar:
+        def on_import(done: int, log_bytes: int) -> None:
+            # smaller logs import in about a second: a bar only when asked for
+            if progress or log_bytes >= PROGRESS_MIN_BYTES:
+                bar.update(done, log_bytes)
+
         recording = record(args, output, strace=strace_path, keep_log=keep_log, seccomp=seccomp,
-                           pid=pid, duration_s=duration_s, progress=progress)
-    finally:
-        if bars and bars[0] is not None:
-            bars[0].__exit__(None, None, None)
+                           pid=pid, duration_s=duration_s, progress=on_import if bar else None)
     meta = recording.metadata
     report = recording.report
     ops = ", ".join(f"{op} {n}" for op, n in report["mm_calls"].items() if n) or "no calls"

@@ -6,15 +6,19 @@ import json
 
 import click
 
+from .common import check_outputs, emit
+from .options import json_option, output_option
+
 
 @click.command("report")
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
-              show_default=True, help="text is plain ASCII <= 72 columns, ready for a mail reply.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here "
-              "instead of stdout.")
-def command(results, fmt, output):
-    """Build the comparison table from RESULT.json files (`replay --json` or `compare --json`).
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text",
+              show_default=True, help="The table: plain ASCII <= 72 columns, ready for a mail "
+                                      "reply, or markdown.")
+@json_option("the labels, notes and results")
+@output_option("Write the report to FILE instead of stdout")
+def command(results, fmt, as_json, output):
+    """Build the comparison table from RESULT.json files (`replay -o` or `compare -o`).
 
     The first result is the base. It warns when the results come from different traces or
     different configurations, and each column names its host and kernel.
@@ -27,24 +31,19 @@ def command(results, fmt, output):
     from replay.report import comparison_table, expand_results, report_labels_and_notes
     from replay.result import read_result_document
     from traces import MmreplayError
-    from traces.files import check_writable, write_text
 
-    if output:
-        check_writable(output)
+    check_outputs(output)
     pairs = expand_results([(path, read_result_document(path)) for path in results])
     if len(pairs) < 2:
-        raise MmreplayError("report needs at least two results to compare (a compare --json "
+        raise MmreplayError("report needs at least two results to compare (a compare -o "
                             "file holds several)")
     sources = [source for source, _ in pairs]
     documents = [document for _, document in pairs]
     labels, notes = report_labels_and_notes(sources, documents)
-    if fmt == "json":
+    if as_json:
         text = json.dumps({"labels": labels, "notes": notes, "results": documents}, indent=1,
                           default=str) + "\n"
     else:
         commands = list(dict.fromkeys(d.get("command", "") for d in documents))
         text = comparison_table(documents, labels, fmt, commands, "mmreplay report", notes)
-    if output:
-        write_text(output, text)
-    else:
-        click.echo(text, nl=False)
+    emit(text, output)

@@ -8,6 +8,9 @@ import click
 
 from synth.presets import presets_help
 
+from .common import check_outputs, emit
+from .options import json_option, output_option
+
 HELP = f"""Write a synthetic trace: COUNT anonymous mmaps with sizes from a distribution,
 unmapped by a lifetime policy under live limits, at consistent addresses (live mappings never
 overlap, every munmap names a live mapping, freed ranges are reused top-down as Linux does).
@@ -55,8 +58,7 @@ Examples:
 @click.command("synth", help=HELP)
 @click.argument("spec_file", metavar="[SPEC.toml]", required=False,
                 type=click.Path(dir_okay=False, path_type=str))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
-              help="Trace to write (.arrow).")
+@output_option("Trace to write (.arrow)")
 @click.option("--preset", metavar="NAME", help="Start from a named workload (see above).")
 @click.option("--count", type=int, help="Mappings to create. [default: 1000]")
 @click.option("--size", metavar="DIST", help="Request size distribution (see above).")
@@ -81,7 +83,7 @@ Examples:
 @click.option("--brk-step", metavar="BYTES", help="Heap growth per brk call. [default: 132K]")
 @click.option("--seed", type=int, help="Random seed; same spec and seed, same events. [default: 0]")
 @click.option("--print-spec", is_flag=True, help="Print the resulting spec as TOML and exit.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@json_option("what was written")
 def command(spec_file: str | None, output: str | None, preset: str | None, print_spec: bool,
             as_json: bool, **options) -> None:
     from traces.errors import MmreplayError
@@ -96,14 +98,15 @@ def command(spec_file: str | None, output: str | None, preset: str | None, print
         return
     if not output:
         raise MmreplayError("no output: give -o OUT.arrow (or --print-spec to see the spec)")
+    check_outputs(output)
     from replay import cli
 
     argv = ["mmreplay", *cli.invoked_args] if cli.invoked_args is not None else None
     written = write_synth(spec, output, argv=argv)
     if as_json:
-        click.echo(json.dumps(written, indent=2))
+        emit(json.dumps(written, indent=2) + "\n", None, output)
         return
     ops = ", ".join(f"{op} {n}" for op, n in written["ops"].items())
-    click.echo(f"wrote        {output} ({written['events']} events: {ops})")
-    click.echo(f"peak live    {fmt_bytes(written['peak_live_bytes'])} mapped")
-    click.echo(f"regenerate   {written['regenerate']}")
+    emit(f"wrote        {output} ({written['events']} events: {ops})\n"
+         f"peak live    {fmt_bytes(written['peak_live_bytes'])} mapped\n"
+         f"regenerate   {written['regenerate']}\n", None, output)

@@ -5,7 +5,7 @@ a hostile sender could produce. The outcome is one of:
 
 - ``Refused(fragments)``: exit status 2 and ONE stderr line ``Error: <file>: ...`` holding every
   fragment (never a traceback);
-- ``Replayed(skipped, changed)``: ``mmreplay replay --json`` exits 0 and reports exactly these
+- ``Replayed(skipped, changed)``: ``mmreplay replay -o FILE`` exits 0 and reports exactly these
   counts of trace events not replayed (``skipped``) and replayed differently (``changed``);
 - ``Imported(events, report)``: ``mmreplay import --json`` exits 0, writes a trace of ``events``
   rows, and its import report holds these exact counts (dotted paths into the report).

@@ -1,0 +1,122 @@
+"""What every command shares at run time: the progress bar, the exit code of an interrupted
+command, and where outputs go (``-o FILE``, ``-`` meaning stdout).
+
+The click options themselves live in ``options.py``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+
+STDOUT = "-"
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+
+
+class Progress:
+    """The progress bar of every command, on stderr.
+
+    Drawn when ``enabled`` is True, or when it is None (no --progress/--no-progress given) and
+    stderr is a terminal. ``update(done, total, label)`` takes absolute positions; a new
+    ``label`` (a new run, a new file) starts a new bar at zero. On a pipe click prints each
+    bar's label once, when the bar first moves: tests wait for it.
+
+        with Progress(progress, "replaying") as bar:
+            work(progress=bar.update)
+    """
+
+    def __init__(self, enabled: bool | None, label: str):
+        self.enabled = sys.stderr.isatty() if enabled is None else bool(enabled)
+        self.label = label
+        self.bar = None
+
+    def __bool__(self) -> bool:
+        return self.enabled
+
+    def update(self, done: int, total: int, label: str | None = None) -> None:
+        if not self.enabled:
+            return
+        label = label or self.label
+        if self.bar is not None and self.bar.label != label:
+            self.finish()
+        if self.bar is None:
+            self.bar = click.progressbar(length=max(int(total), 1), label=label, file=sys.stderr,
+                                         show_pos=True)
+            self.bar.__enter__()
+        self.bar.length = max(int(total), 1)
+        step = int(done) - self.bar.pos
+        if step > 0:
+            self.bar.update(step)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.finish()
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupts
+
+
+def interrupt_exit_code(reason: str | None) -> int:
+    """The exit status of a command stopped by ``reason``: 128 + the signal number, as a shell
+    reports a process killed by it (SIGINT 130, SIGTERM 143); 1 for any other stop (the memory
+    budget); 0 when nothing stopped it."""
+    if not reason:
+        return 0
+    try:
+        return 128 + int(signal.Signals[reason])
+    except KeyError:
+        return 1
+
+
+def exit_if_interrupted(reason: str | None) -> None:
+    """End the command with ``interrupt_exit_code(reason)`` when it was stopped."""
+    code = interrupt_exit_code(reason)
+    if code:
+        sys.exit(code)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+def is_stdout(path) -> bool:
+    return path is not None and str(path) == STDOUT
+
+
+def check_outputs(*paths) -> None:
+    """Fail before any work when an output cannot be written, or when two outputs both ask for
+    stdout."""
+    from traces import MmreplayError
+    from traces.files import check_writable
+
+    if sum(is_stdout(path) for path in paths) > 1:
+        raise MmreplayError("only one output can go to stdout ('-')")
+    for path in paths:
+        if path and not is_stdout(path):
+            check_writable(path)
+
+
+def emit(text: str, output=None, *others) -> None:
+    """A command's text output (report, table, picture, JSON): into the file ``output`` when one
+    is given (atomically); else on stdout, or on stderr when one of ``others`` is stdout (a
+    trace, a result or an image is being written there)."""
+    if output is not None and not is_stdout(output):
+        from traces.files import write_text
+
+        write_text(output, text)
+    else:
+        click.echo(text, nl=False, err=any(is_stdout(path) for path in others))
