@@ -14,10 +14,11 @@ Safety rules the loop keeps (the compiler guarantees the rest):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from traces.jit import njit
 from traces.schema import PMD_SIZE
 
 from .program import (ACCESS_BEFORE, ID_MAPPED, ID_TAINTED, LOCKSTEP, OP_MADVISE, OP_MMAP,

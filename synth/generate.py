@@ -26,11 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from numba import njit
 
 from traces.errors import MmreplayError
 from traces.format import build_table as _build_table
 from traces.format import new_metadata, write_trace
+from traces.jit import njit
 from traces.schema import MAP_ANONYMOUS, MAP_PRIVATE, OP_CODE, PAGE_SIZE, PROT_READ, PROT_WRITE
 from traces.units import fmt_bytes
 

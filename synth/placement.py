@@ -23,8 +23,8 @@ from __future__ import annotations
 from bisect import bisect_left
 
 import numpy as np
-from numba import njit
 
+from traces.jit import njit
 from traces.schema import PAGE_SIZE
 
 PAGE_SHIFT = 12

@@ -13,8 +13,8 @@ open-addressing table of their FNV-1a hashes, and confirmed byte by byte.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from .jit import njit
 from .strace import (BRK, CLS_ERRNO, CLS_MADV, CLS_MAP, CLS_MREMAP, CLS_PROT, CLS_SHIFT,
                      CLS_SYSCALL, F_ADDR, F_ADVICE, F_DUR, F_ERRNO, F_FD, F_FLAGS, F_HAS_HINT,
                      F_HINT, F_KIND, F_LEN, F_NEW_LEN, F_OFFSET, F_OP, F_PID, F_POS, F_PROT,
