@@ -324,7 +324,10 @@ def config_differences(results: list[dict]) -> dict:
 def report_labels_and_notes(sources: list[str], results: list[dict]) -> tuple[list[str], list[str]]:
     """Column labels that say what differs, and the warnings a reader must see."""
     notes = []
-    shas = [r["trace"]["sha256"] for r in results]
+    # The same events in two files (a v1 trace and its v2 rewrite, a trace read out of a mail)
+    # are the same trace; results from before events_sha256 existed compare file hashes.
+    key = "events_sha256" if all("events_sha256" in r["trace"] for r in results) else "sha256"
+    shas = [r["trace"][key] for r in results]
     if len(set(shas)) > 1:
         notes.append("WARNING: the results come from different traces: "
                      + ", ".join(f"{s} {sha[:12]}" for s, sha in zip(sources, shas)))

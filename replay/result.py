@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from traces import MmreplayError, __version__, trace_metadata
+from traces.format import events_sha256
 from traces.files import write_text
 from traces.host import host_metadata
 
@@ -30,7 +31,7 @@ def file_sha256(path: str | Path) -> str:
 def trace_identity(path: str | Path, table) -> dict:
     meta = trace_metadata(table)
     return {"path": str(path), "name": Path(path).name, "sha256": file_sha256(path),
-            "events": table.num_rows, "source": meta.get("source", "unknown"),
+            "events_sha256": events_sha256(table), "events": table.num_rows, "source": meta.get("source", "unknown"),
             "recorded_on": (meta.get("host") or {}).get("kernel")}
 
 

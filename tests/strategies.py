@@ -15,6 +15,7 @@ import pyarrow as pa
 from hypothesis import strategies as st
 
 from traces import build_table, new_metadata
+from traces.encoding import PHYSICAL_NAMES
 from traces.format import REQUIRED_BY_OP, with_metadata
 from traces.schema import (COLUMN_NAMES, COLUMNS, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE,
                            MREMAP_MAYMOVE, OPS, PAGE_SIZE, PROT_READ, PROT_WRITE)
@@ -185,7 +186,7 @@ def valid_tables(draw, min_rows: int = 0, max_rows: int = 30) -> pa.Table:
     arrays = {name: pa.array(columns[name], COLUMN_TYPE[name]) for name in COLUMN_NAMES if name != "op"}
     arrays["op"] = _op_column(columns["op"], draw)
     names = draw(st.lists(st.text(min_size=1, max_size=10).filter(
-        lambda s: s not in COLUMN_NAMES), max_size=3, unique=True))
+        lambda s: s not in COLUMN_NAMES and s not in PHYSICAL_NAMES), max_size=3, unique=True))
     for name in names:
         typ, values = draw(st.sampled_from(_EXTRA_COLUMN_TYPES))
         arrays[name] = pa.array(draw(st.lists(_nullable(values), min_size=n, max_size=n)), typ)

@@ -18,9 +18,11 @@ from hypothesis import given, settings
 from strategies import mmap, munmap, table_from_rows, trace_metadata_dicts, valid_tables
 from traces import MmreplayError, TraceError, new_metadata, read_trace, trace_metadata, write_trace
 from traces.format import METADATA_KEY, with_metadata
-from traces.schema import FORMAT_MAJOR, OP_TYPE, SCHEMA
+from traces.schema import FORMAT_MAJOR, FORMAT_MINOR, OP_TYPE, SCHEMA
 
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
+# The writer stamps its own format version into the metadata it is given: the file is v2.
+WRITER_VERSION = {"format_version": FORMAT_MAJOR, "format_minor": FORMAT_MINOR}
 
 
 def assert_same_trace(read: pa.Table, original: pa.Table) -> None:
@@ -45,7 +47,7 @@ def test_any_valid_table_round_trips_with_its_metadata(table, metadata):
         read = read_trace(path)
         assert sorted(os.listdir(folder)) == ["t.arrow"]
     assert_same_trace(read, table)
-    assert trace_metadata(read) == json.loads(json.dumps(metadata))
+    assert trace_metadata(read) == {**json.loads(json.dumps(metadata)), **WRITER_VERSION}
 
 
 @settings(max_examples=30)
@@ -55,7 +57,7 @@ def test_without_metadata_argument_the_tables_own_metadata_is_kept(table):
         path = Path(folder) / "t.arrow"
         write_trace(table, path)
         read = read_trace(path)
-    assert trace_metadata(read) == trace_metadata(table)
+    assert trace_metadata(read) == {**trace_metadata(table), **WRITER_VERSION}
     assert_same_trace(read, table)
 
 
@@ -89,18 +91,24 @@ def test_a_trace_without_mmreplay_metadata_is_still_a_trace(tmp_path):
     assert trace_metadata(read) == {} and read.num_rows == 2
 
 
-def test_newer_minor_version_and_extra_columns_are_accepted(tmp_path):
+@pytest.mark.parametrize("major", [1, 2])
+def test_newer_minor_version_and_extra_columns_are_accepted(tmp_path, major):
     table = table_from_rows([mmap(0x10000, 4096)])
     table = table.append_column("page_faults", pa.array([3], pa.int64()))
+    write_trace(table, tmp_path / "t.arrow")
+    if major == 1:  # a v1 file: the logical columns as they are, metadata in the schema
+        table = read_trace(tmp_path / "t.arrow")
+    else:
+        table = feather.read_table(tmp_path / "t.arrow")
     meta = new_metadata("test")
-    meta.update(format_minor=99, a_field_from_the_future={"x": [1, 2]})
-    write_trace(table, tmp_path / "t.arrow", meta)
-    read = read_trace(tmp_path / "t.arrow")
+    meta.update(format_version=major, format_minor=99, a_field_from_the_future={"x": [1, 2]})
+    feather.write_feather(with_metadata(table, meta), tmp_path / "future.arrow")
+    read = read_trace(tmp_path / "future.arrow")
     assert read.column("page_faults").to_pylist() == [3]
     assert trace_metadata(read)["a_field_from_the_future"] == {"x": [1, 2]}
 
 
-@pytest.mark.parametrize("version", [2, "2.0", 0, "1x", None])
+@pytest.mark.parametrize("version", [3, "3.0", 0, "1x", None])
 def test_unknown_major_version_is_refused(tmp_path, version):
     table = table_from_rows([mmap(0x10000, 4096)])
     feather.write_feather(with_metadata(table, {**new_metadata("test"), "format_version": version}),
@@ -130,9 +138,33 @@ def test_written_file_is_zstd_compressed_arrow_ipc(tmp_path):
     assert len(data) < 2000 * 8  # 15 columns x 2000 rows compress to well under a byte per cell
 
 
-def test_plain_pyarrow_shows_the_v1_columns(tmp_path):
-    """Acceptance: any Arrow reader opens a trace; no mmreplay import involved."""
-    rows = [mmap(0x10000, 4096), munmap(0x10000, 4096)]
+def readme_recipe() -> str:
+    """The README's plain-pyarrow recipe for reading a v2 file (its first python code block)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("**Reading a v2 file with plain pyarrow"):]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@settings(max_examples=25)
+@given(valid_tables(), trace_metadata_dicts())
+def test_the_readme_recipe_reads_a_v2_file_without_mmreplay(table, metadata):
+    """Acceptance: plain pyarrow + numpy rebuild the logical table and metadata, exactly."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "T.arrow"
+        write_trace(table, path, metadata)
+        expected = read_trace(path)
+        namespace: dict = {}
+        exec(compile(readme_recipe(), "README.md", "exec"), namespace)
+        plain, meta = namespace["read_v2"](path)
+    assert plain.column_names == expected.column_names
+    for name in expected.column_names:
+        assert plain.column(name).to_pylist() == expected.column(name).to_pylist(), name
+    assert meta == trace_metadata(expected)
+
+
+def test_plain_pyarrow_opens_a_v2_file_and_sees_its_columns(tmp_path):
+    """Any Arrow reader opens a trace: no mmreplay import involved, the version in the schema."""
+    rows = [mmap(0x10000, 4096, duration_ns=2000), munmap(0x10000, 4096, duration_ns=1000)]
     path = tmp_path / "T.arrow"
     write_trace(table_from_rows(rows), path)
     script = textwrap.dedent(f"""
@@ -145,13 +177,11 @@ def test_plain_pyarrow_shows_the_v1_columns(tmp_path):
                          cwd=tmp_path, check=True).stdout
     assert "mmreplay imported: False" in out
     lines = [line.strip() for line in out.splitlines()]
-    for field in SCHEMA:
-        if field.name == "op":
-            expected = "op: dictionary<values=string, indices=int8, ordered=0> not null"
-        else:
-            expected = f"{field.name}: {field.type}" + ("" if field.nullable else " not null")
+    for expected in ("dt_us: int32 not null", "op: dictionary<values=string, indices=int8, "
+                     "ordered=0> not null", "addr: uint64 not null", "prot: int32 not null",
+                     "duration_us: int32 not null", "null_flips: uint16 not null"):
         assert expected in lines, expected
-    assert any(line.startswith("mmreplay: '{") for line in lines)
+    assert """mmreplay: '{"format_minor": 0, "format_version": 2}'""" in lines
 
 
 # ---------------------------------------------------------------------------------------------

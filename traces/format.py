@@ -1,13 +1,16 @@
-"""Read, write and validate trace files (format v1).
+"""Read, write and validate trace files (format v2 written; v1 and v2 read).
 
-Traces arrive by email from strangers, so reading is defensive: the magic bytes are checked
-before Arrow sees the file, Arrow's full validation runs before any value is used, and every
-failure becomes one ``TraceError`` line naming the file and the problem.
+Traces arrive by email from strangers, so reading is defensive: the input is identified before
+Arrow sees it (``traces.inputs``), claimed sizes are checked before anything is allocated,
+Arrow's full validation runs before any value is used, and every failure becomes one
+``TraceError`` line naming the file and the problem. The on-disk columns of v2 and how they map
+to the logical table are in ``traces.encoding``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,21 +21,22 @@ import pyarrow.compute as pc
 
 from . import __version__
 from .errors import TraceError
-from .files import atomic_output, open_input
+from .encoding import (PROVEN_OP_FIELDS, PROVEN_TIMES, canonical_op_column, check_physical,
+                       decode, encode, is_v2, op_is_canonical, op_strings, unknown_ops)
+from .files import atomic_output
+from .inputs import open_trace
 from .ipc_guard import check_ipc_sizes
-from .schema import (COLUMNS, FORMAT_MAJOR, FORMAT_MINOR, METADATA_KEY, OP_TYPE, OPS, SCHEMA)
+from .schema import (COLUMNS, FORMAT_MAJOR, FORMAT_MINOR, METADATA_KEY, OP_TYPE, OPS,
+                     READABLE_MAJORS, REQUIRED_BY_OP, SCHEMA)
 
 MAX_METADATA_BYTES = 1 << 20
-ARROW_MAGIC = b"ARROW1"
-BATCH_ROWS = 1 << 16
+BATCH_ROWS = 1 << 20
+# zstd levels by trace size (zstd_level): measured on the bundled traces and a 1 M-event synth
+# trace (benchmarks/README.md, "trace_size.py").
+SMALL_TRACE_ROWS = 1 << 17
+SMALL_TRACE_LEVEL = 22
+LARGE_TRACE_LEVEL = 3
 
-# Fields each op must carry (beyond the always-required columns), as recorded by strace.
-REQUIRED_BY_OP = {
-    "mmap": ("prot", "flags", "fd"),
-    "mremap": ("new_length", "flags"),
-    "madvise": ("advice",),
-    "mprotect": ("prot",),
-}
 
 
 def column_np(table: pa.Table, name: str, fill=0) -> np.ndarray:
@@ -64,21 +68,19 @@ def _first(mask: np.ndarray) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
-def _canonical_op_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Any string or dictionary-of-string op column, re-encoded with mmreplay's fixed dictionary."""
-    values = column.combine_chunks()
-    if isinstance(values, pa.DictionaryArray):
-        values = values.dictionary_decode()
-    codes = pc.index_in(values.cast(pa.utf8()), value_set=pa.array(OPS))
-    indices = pc.fill_null(codes, 0).cast(pa.int8())
-    return pa.chunked_array([pa.DictionaryArray.from_arrays(indices, pa.array(OPS))], OP_TYPE)
+def _op_indices(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The int8 codes of a canonical op column, chunk by chunk (no copy)."""
+    return pa.chunked_array([chunk.indices for chunk in column.chunks], pa.int8())
 
 
-def validate(table: pa.Table) -> pa.Table:
-    """Check a table against format v1; return it with the op column in canonical form.
+def validate(table: pa.Table, proven: frozenset = frozenset()) -> pa.Table:
+    """Check a logical table against the format; return it with the op column in canonical form.
 
     Raises ``TraceError`` naming the first offending row (whatever kind of problem it has) and
-    its column.
+    its column. Every check first asks a whole-column question (a null count, a minimum), so a
+    valid table costs a few passes over its columns; offending rows are looked for only in the
+    columns that have one. ``proven`` names checks that decoding a v2 file already made
+    (``encoding.PROVEN_*``): they are not made twice.
     """
     names = table.schema.names
     missing = [name for name in SCHEMA.names if name not in names]
@@ -98,45 +100,67 @@ def validate(table: pa.Table) -> pa.Table:
 
     # (column, mask of offending rows, problem or row -> problem); on a tie the earlier entry wins.
     checks: list = []
-    raw_op = table.column("op").combine_chunks()
-    if isinstance(raw_op, pa.DictionaryArray):
-        raw_op = raw_op.dictionary_decode()  # a null may hide in the dictionary itself
-    raw_op = raw_op.cast(pa.utf8())
-    for name, _, nullable in COLUMNS:
-        column = raw_op if name == "op" else table.column(name)
-        if not nullable and column.null_count:
-            checks.append((name, _mask(pc.is_null(column)), "missing value in a required column"))
-
     op_column = table.column("op")
-    if op_column.type != OP_TYPE or len(op_column.chunks) > 1 or _dictionary_differs(op_column):
+    if op_is_canonical(op_column):
+        op_nulls = op_column.null_count
+        raw_op = None
+    else:
         # An unknown name must be reported as it was written, so look it up before re-encoding.
-        unknown = pc.invert(pc.is_in(raw_op, value_set=pa.array(OPS)))
-        checks.append(("op", _mask(unknown) & ~_mask(pc.is_null(raw_op)), lambda row: (
-            f"unknown op {raw_op[row].as_py()!r} (expected one of {', '.join(OPS)})")))
+        raw_op = op_strings(op_column)
+        op_nulls = raw_op.null_count
+        unknown = unknown_ops(raw_op)
+        if pc.any(unknown).as_py():
+            checks.append(("op", _mask(unknown), lambda row: (
+                f"unknown op {raw_op[row].as_py()!r} (expected one of {', '.join(OPS)})")))
+    for name, _, nullable in COLUMNS:
+        nulls = op_nulls if name == "op" else table.column(name).null_count
+        if not nullable and nulls:
+            column = raw_op if (name == "op" and raw_op is not None) else table.column(name)
+            checks.append((name, _mask(pc.is_null(column)), "missing value in a required column"))
+    if raw_op is not None:
         table = table.set_column(names.index("op"), pa.field("op", OP_TYPE, nullable=False),
-                                 _canonical_op_column(op_column))
-    codes = op_names(table)
+                                 canonical_op_column(op_column))
 
-    ts = column_np(table, "ts_ns")
-    tid = column_np(table, "tid")
-    errno = column_np(table, "errno")
-    checks += [
-        ("ts_ns", ts < 0, "negative timestamp"),
-        ("tid", tid < 0, "negative thread id"),
-        ("errno", (errno < 0) | (errno > 4095), "errno outside 0..4095"),
-        ("fd", column_np(table, "fd", 0) < -1, "fd below -1"),
-        ("duration_ns", column_np(table, "duration_ns", 0) < 0, "negative duration"),
-        ("prot", column_np(table, "prot", 0) < 0, "negative prot bits"),
-        ("advice", column_np(table, "advice", 0) < 0, "negative advice"),
-        ("offset", column_np(table, "offset", 0) < 0, "negative file offset"),
-    ]
-    for op, fields in REQUIRED_BY_OP.items():
-        is_op = codes == OPS.index(op)
-        for field in fields:
-            checks.append((field, is_op & _mask(pc.is_null(table.column(field))),
-                           f"{op} row without {field}"))
-    checks.append(("ts_ns", _backwards_timestamps(tid, ts),
-                   lambda row: f"timestamp goes backwards for tid {tid[row]}"))
+    ranges = (("ts_ns", 0, "negative timestamp"),
+                               ("tid", 0, "negative thread id"),
+                               ("errno", 0, "errno outside 0..4095"),
+                               ("fd", -1, "fd below -1"),
+                               ("duration_ns", 0, "negative duration"),
+                               ("prot", 0, "negative prot bits"),
+                               ("advice", 0, "negative advice"),
+                               ("offset", 0, "negative file offset"))
+    for name, low, problem in ranges:
+        if name == "ts_ns" and PROVEN_TIMES in proven:
+            continue
+        column = table.column(name)
+        smallest, largest = (v.as_py() for v in pc.min_max(column).values())
+        high = 4095 if name == "errno" else None
+        if (smallest is not None and smallest < low) or (high is not None and largest is not None
+                                                        and largest > high):
+            bad = pc.less(column, low)
+            if high is not None:
+                bad = pc.or_(bad, pc.greater(column, high))
+            checks.append((name, _mask(bad), problem))
+
+    indices = _op_indices(table.column("op"))
+    for op, fields in (REQUIRED_BY_OP.items() if PROVEN_OP_FIELDS not in proven else ()):
+        lacking = [field for field in fields if table.column(field).null_count]
+        if not lacking:
+            continue
+        is_op = pc.equal(indices, OPS.index(op))
+        for field in lacking:
+            mask = pc.and_(is_op, pc.is_null(table.column(field)))
+            if pc.any(mask).as_py():
+                checks.append((field, _mask(mask), f"{op} row without {field}"))
+
+    ts = column_np(table, "ts_ns") if PROVEN_TIMES not in proven else np.zeros(0, np.int64)
+    if len(ts) > 1 and not np.all(ts[1:] >= ts[:-1]):
+        # Times may go backwards across threads (each has its own clock), never within one.
+        tid = column_np(table, "tid")
+        backwards = _backwards_timestamps(tid, ts)
+        if backwards.any():
+            checks.append(("ts_ns", backwards,
+                           lambda row: f"timestamp goes backwards for tid {tid[row]}"))
 
     bad_row, bad_column, bad_problem = None, "", ""
     for column, mask, problem in checks:
@@ -151,10 +175,6 @@ def validate(table: pa.Table) -> pa.Table:
 def _mask(values) -> np.ndarray:
     """A boolean Arrow array or chunked array as a numpy bool array (nulls count as False)."""
     return pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(bool)
-
-
-def _dictionary_differs(column: pa.ChunkedArray) -> bool:
-    return any(chunk.dictionary.to_pylist() != list(OPS) for chunk in column.chunks)
 
 
 def _backwards_timestamps(tid: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -173,6 +193,11 @@ def trace_metadata(table: pa.Table) -> dict:
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
         return {}
+    return parse_metadata(raw)
+
+
+def parse_metadata(raw: bytes) -> dict:
+    """Metadata JSON as written under the ``mmreplay`` key, checked (size, JSON object, version)."""
     if len(raw) > MAX_METADATA_BYTES:
         raise TraceError(f"metadata is {len(raw)} bytes, more than the {MAX_METADATA_BYTES} allowed")
     try:
@@ -188,51 +213,51 @@ def trace_metadata(table: pa.Table) -> dict:
         major = int(str(version).split(".")[0])
     except ValueError:
         raise TraceError(f"metadata format_version {version!r} is not a version number") from None
-    if major != FORMAT_MAJOR:
+    if major not in READABLE_MAJORS:
         raise TraceError(f"trace format version {version} is not supported (this mmreplay reads "
-                         f"version {FORMAT_MAJOR}.x); upgrade mmreplay")
+                         f"versions {' and '.join(f'{v}.x' for v in READABLE_MAJORS)}); "
+                         "upgrade mmreplay")
     return meta
 
 
-def _check_magic(path: Path) -> None:
-    with open_input(path, "a trace file", TraceError) as handle:
-        head = handle.read(8)
-    if not head:
-        raise TraceError(f"{path}: empty file, not a trace")
-    if head.startswith(ARROW_MAGIC):
-        return
-    if head.startswith(b"PAR1"):
-        kind = "a Parquet file"
-    elif head.startswith(b"\xff\xff\xff\xff") or head.startswith(b"\x00\x00\x00\x00"):
-        kind = "an Arrow IPC stream (write traces as IPC files: pyarrow.feather.write_feather)"
-    elif all(32 <= b < 127 or b in (9, 10, 13) for b in head):
-        kind = "a text file (an strace log? use `mmreplay import`)"
-    else:
-        kind = "not an Arrow IPC file"
-    raise TraceError(f"{path}: {kind}, not an mmreplay trace (Arrow IPC file)")
+def read_trace(path: str | os.PathLike, pick: int | None = None) -> pa.Table:
+    """Read and validate a trace; return the logical ``pyarrow.Table`` with its metadata.
+
+    ``path`` is a trace file (format v1 or v2), or a mail, mbox or text holding one
+    (``traces.inputs.open_trace``); ``pick`` chooses among several traces in one input.
+    """
+    source = open_trace(path, pick)
+    return parse_trace(source.data, source.label)
 
 
-def read_trace(path: str | os.PathLike) -> pa.Table:
-    """Read and validate a trace; return a ``pyarrow.Table`` with its schema metadata."""
-    path = Path(path)
-    _check_magic(path)
+def parse_trace(data: pa.Buffer, label: str) -> pa.Table:
+    """The validated logical table of the Arrow IPC file held in ``data`` (``label`` names it in
+    error messages)."""
     try:
-        data = pa.memory_map(str(path), "r").read_buffer()
         # Claimed row counts and inflated sizes are checked before Arrow allocates anything.
         check_ipc_sizes(data)
-        table = pa.ipc.open_file(data).read_all()
+        reader = pa.ipc.open_file(data)
+        table = reader.read_all()
+        footer = reader.metadata or {}
         # Full validation before anything looks at values: offsets, dictionary indices, lengths.
         table.validate(full=True)
     except TraceError as exc:
-        raise TraceError(f"{path}: {exc}") from None
+        raise TraceError(f"{label}: {exc}") from None
     except (pa.ArrowException, OSError, ValueError, MemoryError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TraceError(f"{path}: damaged or truncated Arrow file ({detail[:200]})") from None
+        raise TraceError(f"{label}: damaged or truncated Arrow file ({detail[:200]})") from None
     try:
-        trace_metadata(table)
-        return validate(table)
+        raw = footer.get(METADATA_KEY) or (table.schema.metadata or {}).get(METADATA_KEY)
+        if raw is not None:
+            parse_metadata(raw)
+        proven = frozenset()
+        if is_v2(table):
+            check_physical(table)
+            table, proven = decode(table)
+        table = table.replace_schema_metadata({METADATA_KEY: raw} if raw is not None else None)
+        return validate(table, proven)
     except TraceError as exc:
-        raise TraceError(f"{path}: {exc}") from None
+        raise TraceError(f"{label}: {exc}") from None
 
 
 def new_metadata(source: str, **fields) -> dict:
@@ -253,25 +278,77 @@ def with_metadata(table: pa.Table, metadata: dict) -> pa.Table:
     return table.replace_schema_metadata({METADATA_KEY: encoded})
 
 
-def write_trace(table: pa.Table, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Validate ``table`` and write it atomically as a zstd-compressed Arrow IPC file.
+def zstd_level(rows: int) -> int:
+    """Mail-sized traces get zstd's strongest level (a few seconds at most); larger ones a fast
+    level, where writing speed matters more than the last 5% of size."""
+    return SMALL_TRACE_LEVEL if rows <= SMALL_TRACE_ROWS else LARGE_TRACE_LEVEL
 
-    ``metadata`` replaces the table's own mmreplay metadata when given.
+
+def write_ipc(table: pa.Table, sink, metadata: dict | None = None, compression: str | None = "zstd") -> None:
+    """Validate ``table`` and write it to ``sink`` as a format v2 Arrow IPC file.
+
+    ``metadata`` replaces the table's own mmreplay metadata when given; the format version is
+    always this writer's. ``compression=None`` leaves the buffers uncompressed (for a container
+    that compresses the whole file, as ``mmreplay share`` does).
     """
     table = validate(table)
     if metadata is None:
         metadata = trace_metadata(table) or new_metadata("unknown")
-    columns = [table.column(name) for name in SCHEMA.names]
-    extra = [name for name in table.schema.names if name not in SCHEMA.names]
-    fields = list(SCHEMA) + [table.schema.field(name) for name in extra]
-    ordered = pa.Table.from_arrays(columns + [table.column(n) for n in extra], schema=pa.schema(fields))
-    ordered = with_metadata(ordered, metadata)
-    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    metadata = {**metadata, "format_version": FORMAT_MAJOR, "format_minor": FORMAT_MINOR}
+    stored = encode(table)
+    # The schema carries only the version (a plain reader sees it; an old mmreplay refuses the
+    # file by it); the full metadata is stored once, in the footer.
+    version = json.dumps({"format_version": FORMAT_MAJOR, "format_minor": FORMAT_MINOR},
+                         sort_keys=True).encode()
+    stored = stored.replace_schema_metadata({METADATA_KEY: version})
+    codec = pa.Codec("zstd", compression_level=zstd_level(table.num_rows)) if compression else None
+    options = pa.ipc.IpcWriteOptions(compression=codec)
+    footer = {METADATA_KEY: json.dumps(metadata, sort_keys=True, separators=(",", ":"),
+                                       default=str).encode()}
+    with pa.ipc.new_file(sink, stored.schema, options=options, metadata=footer) as writer:
+        writer.write_table(stored, max_chunksize=BATCH_ROWS)
+
+
+def write_trace(table: pa.Table, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Validate ``table`` and write it atomically as a format v2, zstd-compressed Arrow IPC file.
+
+    ``metadata`` replaces the table's own mmreplay metadata when given.
+    """
+    table = validate(table)  # before the output is touched: an invalid table leaves it alone
     with atomic_output(path) as handle:
-        with pa.ipc.new_file(handle, ordered.schema, options=options) as writer:
-            for batch in ordered.to_batches(max_chunksize=BATCH_ROWS):
-                writer.write_batch(batch)
+        write_ipc(table, handle, metadata)
     return Path(path)
+
+
+def trace_file_bytes(table: pa.Table, metadata: dict | None = None,
+                     compression: str | None = "zstd") -> bytes:
+    """The bytes ``write_trace`` would write (``compression=None``: uncompressed buffers)."""
+    sink = pa.BufferOutputStream()
+    write_ipc(table, sink, metadata, compression)
+    return sink.getvalue().to_pybytes()
+
+
+def events_sha256(table: pa.Table) -> str:
+    """A content hash of the events: the logical columns' values and nulls, row by row, whatever
+    the file format, chunking or op encoding (metadata and extra columns are not included).
+
+    Two traces with the same events have the same hash: a v1 file and its v2 rewrite, a trace
+    and the copy read back out of a mail.
+    """
+    digest = hashlib.sha256(b"mmreplay events v1\0")
+    digest.update(np.int64(table.num_rows).tobytes())
+    for name, typ, _ in COLUMNS:
+        column = table.column(name)
+        if name == "op":
+            values = op_names(table)
+        else:
+            values = column_np(table, name).astype(typ.to_pandas_dtype(), copy=False)
+        present = (pc.is_valid(column).to_numpy(zero_copy_only=False) if column.null_count
+                   else np.ones(len(values), bool))
+        digest.update(name.encode() + b"\0")
+        digest.update(np.ascontiguousarray(values).tobytes())
+        digest.update(np.packbits(present).tobytes())
+    return digest.hexdigest()
 
 
 def build_table(columns: dict, metadata: dict | None = None) -> pa.Table:

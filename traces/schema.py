@@ -1,16 +1,19 @@
-"""Trace format v1: the Arrow schema, the syscall vocabulary and the Linux constants it uses.
+"""The trace table: the Arrow schema, the syscall vocabulary and the Linux constants it uses.
 
-A trace is an Arrow IPC file (Feather V2) with one row per mm syscall in recorded order. This
-module is the single place that knows the column names, their types and the numbers behind the
-symbolic PROT_*/MAP_*/MREMAP_*/MADV_* names (x86-64 Linux values).
+A trace is a table with one row per mm syscall in recorded order: the columns below (the
+*logical* table, format v1's columns). Files store it in format v2's compact columns
+(``traces/encoding.py``); version 1 files still read. This module is the single place that knows
+the column names, their types and the numbers behind the symbolic PROT_*/MAP_*/MREMAP_*/MADV_*
+names (x86-64 Linux values).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-FORMAT_MAJOR = 1
+FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
+READABLE_MAJORS = (1, 2)
 METADATA_KEY = b"mmreplay"
 
 # Order fixes the dictionary codes written by mmreplay; readers map by name, not by code.
@@ -39,6 +42,31 @@ COLUMNS = (
 )
 COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
 SCHEMA = pa.schema([pa.field(name, typ, nullable=nullable) for name, typ, nullable in COLUMNS])
+NULLABLE_COLUMNS = tuple(name for name, _, nullable in COLUMNS if nullable)
+
+# Fields each op must carry (beyond the always-required columns), as recorded by strace.
+REQUIRED_BY_OP = {
+    "mmap": ("prot", "flags", "fd"),
+    "mremap": ("new_length", "flags"),
+    "madvise": ("advice",),
+    "mprotect": ("prot",),
+}
+
+# Format v2: the ops that take each nullable argument. A v2 file stores no null bitmaps: a value
+# is null where its op does not take it, unless the row's ``null_flips`` bit for that column
+# (bit i = NULLABLE_COLUMNS[i]) says the opposite (a failed mremap has no new_addr, a trace
+# without -T has no durations, an mremap with MREMAP_FIXED has a hint).
+OP_TAKES = {
+    "new_addr": ("mremap", "brk"),
+    "new_length": ("mremap",),
+    "hint": ("mmap",),
+    "prot": ("mmap", "mprotect"),
+    "flags": ("mmap", "mremap"),
+    "fd": ("mmap",),
+    "offset": ("mmap",),
+    "advice": ("madvise",),
+    "duration_ns": OPS,
+}
 
 PAGE_SIZE = 4096
 PMD_SIZE = 2 << 20

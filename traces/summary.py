@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pyarrow as pa
 
-from .format import column_np, op_names, trace_metadata
+from .format import column_np, events_sha256, op_names, trace_metadata
 from .host import describe_thp
 from .liveset import LiveSet
 from .schema import MAP_ANONYMOUS, MREMAP_DONTUNMAP, OP_CODE, OPS, PAGE_SIZE, PMD_SIZE
@@ -129,6 +129,7 @@ def summarize(table: pa.Table) -> dict:
                                           & ((anon_mmap_lengths % pmd) != 0)).sum()),
         "size_histogram": size_histogram(anon_mmap_lengths),
         "partial_munmaps": walk["partial_munmaps"],
+        "events_sha256": events_sha256(table),
         "metadata": trace_metadata(table),
     }
 
