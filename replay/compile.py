@@ -11,20 +11,31 @@ process's address space and emits one engine op per piece, so that
   becomes a normal mmap at a kernel-chosen address (counted), so a hostile trace cannot clobber
   foreign memory; MAP_FIXED_NOREPLACE becomes a plain hint (counted): as root it would map
   page 0 when asked to;
+- a hugetlb mapping takes its whole huge pages (the kernel rounds its length up to the huge page
+  size: MAP_HUGE_* bits, else the default), is never mapped with MAP_FIXED (a MAP_FIXED hugetlb
+  call unmaps its rounded window even when it then fails), and a call that would cut one of its
+  huge pages is skipped, as the kernel refuses it;
+- protection is tracked per page range through every call, and memory is only touched or read
+  where it is readable or writable; a shared mapping grown by mremap is never touched beyond its
+  shared memory object (the real program would get SIGBUS there too);
 - whatever the trace leaves mapped is released by cleanup ops at the end.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from traces import MmreplayError
 from traces.format import column_np, op_names
+from traces.host import meminfo_bytes
 from traces.ipc_guard import available_memory_bytes
 from traces.liveset import LiveSet
 from traces.schema import (MADV, MAP, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE,
-                           MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, OP_CODE, PROT_READ,
+                           MAP_HUGE_SHIFT, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, OP_CODE, PROT_READ,
                            PROT_WRITE)
 from traces.summary import page_round
 from traces.units import fmt_bytes
@@ -56,6 +67,50 @@ MAP_HUGETLB, MAP_NORESERVE = MAP["MAP_HUGETLB"], MAP["MAP_NORESERVE"]
 COMPILE_BYTES_PER_EVENT = 400
 PROT_BITS = 0x7
 SKIPPED_FILE = -2   # id of pieces whose file mmap was skipped (--files skip)
+MAP_TYPE = 0x03     # MAP_SHARED, MAP_PRIVATE or MAP_SHARED_VALIDATE
+# VMAs kept free for the replay's own needs below vm.max_map_count: a stack and a guard per OS
+# thread, Python's and numba's later allocations, probes (what they hold already is counted:
+# about 450 VMAs when compiling, measured).
+VMA_HEADROOM = 1024
+
+
+def vm_max_map_count() -> int:
+    try:
+        return int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        return 65530  # the kernel's default
+
+
+def _vma_count() -> int:
+    try:
+        with open("/proc/self/maps", "rb") as handle:
+            return sum(1 for _ in handle)
+    except OSError:
+        return 0
+
+
+def hugetlb_page_sizes() -> tuple[int, frozenset]:
+    """(default huge page size, every huge page size this kernel has) in bytes, from
+    /proc/meminfo and /sys/kernel/mm/hugepages: what the kernel rounds hugetlb lengths to."""
+    default = meminfo_bytes("Hugepagesize") or 0
+    sizes = set()
+    try:
+        for entry in os.listdir("/sys/kernel/mm/hugepages"):
+            if entry.startswith("hugepages-") and entry.endswith("kB"):
+                sizes.add(int(entry[len("hugepages-"):-2]) * 1024)
+    except (OSError, ValueError):
+        pass
+    if default:
+        sizes.add(default)
+    return default, frozenset(sizes)
+
+
+def huge_page_size(flags: int, default: int, supported: frozenset) -> int:
+    """The huge page size a MAP_HUGETLB mmap with ``flags`` gets here, 0 when the kernel has no
+    such size (it then refuses the call)."""
+    shift = (flags >> MAP_HUGE_SHIFT) & 0x3F
+    size = (1 << shift) if shift else default
+    return size if size in supported else 0
 
 
 class _Emitter:
@@ -72,6 +127,17 @@ class _Emitter:
         self.peak_op = 0
         self.access_on = config.access.kind in ("stream", "random")
         self.touch_on = config.touch != "none"
+        # Shared mappings: id -> (offset of the mapping's start in its shared memory object, the
+        # object's size). mremap can grow a mapping past its object; those bytes are never touched.
+        self.objects: dict[int, tuple[int, int]] = {}
+        self.huge: dict[int, int] = {}  # hugetlb mapping id -> its huge page size
+
+    def within_object(self, map_id: int, offset: int, length: int) -> bool:
+        """Whether bytes [offset, offset + length) of mapping ``map_id`` can be touched."""
+        if map_id not in self.objects:
+            return True
+        start, size = self.objects[map_id]
+        return start + offset + length <= size
 
     def new_id(self, length: int, anon: bool) -> int:
         self.id_length.append(length)
@@ -106,12 +172,29 @@ class _Emitter:
     def access_mode(self, prot: int) -> int:
         return ACCESS_BEFORE if self.access_on and prot & PROT_READ else 0
 
+    def piece_access_mode(self, piece) -> int:
+        if not self.within_object(piece.map_id, piece.map_offset, piece.length):
+            return 0
+        return self.access_mode(piece.prot)
+
     def unmap_pieces(self, pieces, row) -> None:
         for piece in pieces:
             if piece.map_id >= 0:
                 self.emit(OP_MUNMAP, row, piece.map_id, offset=piece.map_offset,
-                          length=piece.length, mode=self.access_mode(piece.prot),
+                          length=piece.length, mode=self.piece_access_mode(piece),
                           live_delta=-piece.length)
+
+    def cuts_huge_page(self, live: LiveSet, *addresses: int) -> bool:
+        """Whether a call with these boundaries would split a hugetlb mapping inside a huge page
+        (the kernel refuses it with EINVAL: a huge page is never split)."""
+        if not self.huge:
+            return False
+        for address in addresses:
+            piece = live.piece_at(address)
+            if piece is not None and piece.start < address and piece.map_id in self.huge:
+                if (piece.map_offset + address - piece.start) % self.huge[piece.map_id]:
+                    return True
+        return False
 
 
 def _single_mapping_span(pieces, start: int, end: int):
@@ -159,6 +242,11 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     advice = column_np(table, "advice").tolist()
 
     out = _Emitter(config)
+    huge_default, huge_supported = hugetlb_page_sizes()
+    # Every live piece can be a VMA of its own. At vm.max_map_count every mmap fails, Python's,
+    # numba's and thread stacks' included: MemoryError anywhere, a thread dead before it starts.
+    map_count_limit = vm_max_map_count()
+    max_pieces = max(0, map_count_limit - _vma_count() - VMA_HEADROOM)
     live = LiveSet()
     skipped: dict = {}
     notes: dict = {}
@@ -203,13 +291,32 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             if flags[row] & 0xFFFFFFFF & ~(KNOWN_MAP_BITS | HUGETLB_SIZE_BITS | MAP_FIXED | 0x800
                                            | 0x1000):
                 _count(notes, "unknown_map_flags_dropped")
+            huge = 0
+            if mmap_flags & MAP_HUGETLB:
+                huge = huge_page_size(mmap_flags & 0xFFFFFFFF, huge_default, huge_supported)
+                if not huge:
+                    _count(skipped, "hugetlb_size_unsupported")  # the kernel refuses it here
+                    continue
+                if start % huge:
+                    _count(skipped, "hugetlb_unaligned")  # no kernel returns or takes this
+                    continue
+                # The kernel maps (and, for MAP_FIXED, first unmaps) whole huge pages.
+                size = -(-size // huge) * huge
+                end = start + size
+                if size > MAX_MAPPING_BYTES or end > (1 << 64):
+                    _count(skipped, "bad_length")
+                    continue
+            if out.cuts_huge_page(live, start, end):
+                _count(skipped, "hugetlb_unaligned")
+                continue
             map_prot = prot[row] & PROT_BITS
             mode = out.touch_mode(map_prot) | (LOCKSTEP if map_prot & PROT_READ else 0)
             if thp_override and not flags[row] & 0x01:
                 mode |= THP_ADVISE
             overlapped = live.overlapping(start, end)
             if flags[row] & MAP_FIXED:
-                span = _single_mapping_span(overlapped, start, end)
+                # Never a hugetlb MAP_FIXED: it unmaps its rounded window even when it then fails.
+                span = None if huge else _single_mapping_span(overlapped, start, end)
                 new = out.new_id(size, anon)
                 if span is not None:
                     # Inside a mapping the replay made itself: MAP_FIXED there is safe.
@@ -220,7 +327,8 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                     out.emit(OP_MMAP, row, new, length=size, prot=map_prot, flags=mmap_flags,
                              mode=mode | placement(config.policy, size, placement_flags, 0, anon),
                              live_delta=size)
-                    _count(notes, "fixed_relocated")
+                    _count(notes, "hugetlb_fixed_kernel_placed" if huge else "fixed_relocated")
+                _new_mapping(out, new, size, mmap_flags, huge)
                 live.map(start, end, new, map_prot, anon)
                 continue
             if overlapped:
@@ -235,11 +343,15 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             out.emit(OP_MMAP, row, new, length=size, arg=map_hint, prot=map_prot, flags=mmap_flags,
                      mode=mode | placement(config.policy, size, placement_flags, map_hint, anon),
                      live_delta=size)
+            _new_mapping(out, new, size, mmap_flags, huge)
             live.map(start, end, new, map_prot, anon)
 
         elif op == munmap_c:
             if size == 0 or end > (1 << 64):
                 _count(skipped, "bad_length")
+                continue
+            if out.cuts_huge_page(live, start, end):
+                _count(skipped, "hugetlb_unaligned")
                 continue
             pieces = live.unmap(start, end)
             if not pieces:
@@ -254,6 +366,9 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 _count(skipped, "bad_length")
                 continue
             name = "madvise" if op == madvise_c else "mprotect"
+            if out.cuts_huge_page(live, start, end):
+                _count(skipped, "hugetlb_unaligned")
+                continue
             if op == madvise_c:
                 if advice[row] not in SAFE_ADVICE:
                     _count(skipped, "madvise_unsafe_advice")
@@ -276,7 +391,9 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                              length=piece.length, arg=advice[row])
                 else:
                     new_prot = prot[row] & PROT_BITS
-                    gains_write = new_prot & PROT_WRITE and not old[piece.start] & PROT_WRITE
+                    gains_write = (new_prot & PROT_WRITE and not old[piece.start] & PROT_WRITE
+                                   and out.within_object(piece.map_id, piece.map_offset,
+                                                         piece.length))
                     out.emit(OP_MPROTECT, row, piece.map_id, offset=piece.map_offset,
                              length=piece.length, prot=new_prot,
                              mode=out.touch_mode(new_prot) if gains_write else 0)
@@ -288,6 +405,9 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                     or target + grown > (1 << 64)):
                 _count(skipped, "bad_length")
                 continue
+            if out.cuts_huge_page(live, start, end, target, target + grown):
+                _count(skipped, "hugetlb_unaligned")
+                continue
             pieces = live.isolate(start, end)
             if not pieces:
                 _count(skipped, "mremap_unknown_range")
@@ -295,8 +415,15 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             if any(p.map_id == SKIPPED_FILE for p in pieces):
                 _count(skipped, "file_mremap")
                 continue
+            if any(p.map_id in out.huge for p in pieces):
+                # The kernel rounds both lengths to huge pages and refuses growth: not replayed.
+                _count(skipped, "hugetlb_mremap")
+                continue
             span = _single_mapping_span(pieces, start, end)
             old_prot, anon = pieces[0].prot, pieces[0].anon
+            # What the kept part's pages allow stays per page range; growth extends the last.
+            kept = [(p.start - start, p.length, p.prot) for p in pieces]
+            tail_prot = pieces[-1].prot
             dont_unmap = bool(flags[row] & MREMAP_DONTUNMAP)
             if flags[row] & MREMAP_FIXED:
                 _count(notes, "mremap_fixed_relocated")
@@ -319,14 +446,35 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 remap_flags = flags[row] & (MREMAP_MAYMOVE | MREMAP_DONTUNMAP)
                 if flags[row] & MREMAP_FIXED:
                     remap_flags |= MREMAP_MAYMOVE
+                if span[0] in out.objects:
+                    object_start, object_size = out.objects[span[0]]
+                    out.objects[new] = (object_start + span[1], object_size)
+                touch_growth = grown > size and out.within_object(new, size, grown - size)
+                if grown > size and not touch_growth and out.touch_on:
+                    _count(notes, "shared_growth_not_touched")
                 out.emit(OP_MREMAP, row, span[0], ref_id=new, offset=span[1], length=size,
-                         arg=grown, flags=remap_flags, prot=old_prot,
-                         mode=out.touch_mode(old_prot) if grown > size else 0,
+                         arg=grown, flags=remap_flags, prot=tail_prot,
+                         mode=out.touch_mode(tail_prot) if touch_growth else 0,
                          live_delta=grown - (0 if dont_unmap else size))
             if not dont_unmap:
                 live.unmap(start, end)
-            live.map(target, target + grown, new, old_prot, anon)
+            if span is None:
+                live.map(target, target + grown, new, old_prot, anon)
+            else:
+                live.unmap(target, target + grown)
+                for offset, piece_length, piece_prot in kept:
+                    if offset < grown:
+                        live.map(target + offset, target + min(offset + piece_length, grown), new,
+                                 piece_prot, anon, map_offset=offset)
+                if grown > size:
+                    live.map(target + size, target + grown, new, tail_prot, anon,
+                             map_offset=size)
 
+        if len(live) > max_pieces:
+            raise MmreplayError(
+                f"the trace keeps more than {max_pieces} mappings (VMAs) live at event {row}: "
+                f"vm.max_map_count allows {map_count_limit} here and the replay keeps "
+                f"{map_count_limit - max_pieces} for itself (Python, its threads, the results)")
         if max_live_bytes is not None and out.live_bytes > max_live_bytes:
             raise MmreplayError(
                 f"the trace keeps more than the memory budget mapped at event {row}: "
@@ -340,7 +488,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     for piece in live.pieces():
         if piece.map_id >= 0:
             out.emit(OP_MUNMAP, CLEANUP, piece.map_id, offset=piece.map_offset,
-                     length=piece.length, mode=out.access_mode(piece.prot),
+                     length=piece.length, mode=out.piece_access_mode(piece),
                      live_delta=-piece.length)
     c = out.columns
     return OpProgram(
@@ -353,6 +501,14 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
         events=n_events, peak_live_bytes=out.peak_bytes, peak_op=out.peak_op,
         cleanup_start=cleanup_start, peak_pieces=peak_pieces, end_pieces=end_pieces,
         skipped=skipped, notes=notes)
+
+
+def _new_mapping(out: _Emitter, map_id: int, size: int, mmap_flags: int, huge: int) -> None:
+    """Remember what later calls on a new mapping must know: its huge page size, its object."""
+    if huge:
+        out.huge[map_id] = huge
+    if mmap_flags & MAP_TYPE in (MAP_SHARED, MAP_TYPE):
+        out.objects[map_id] = (0, size)
 
 
 def _pieces_array(live: LiveSet) -> np.ndarray:

@@ -6,6 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from traces import MmreplayError
+from traces.text import escape
 
 from .policy import POLICIES
 
@@ -14,6 +15,11 @@ TOUCH_MODES = ("none", "first", "pages", "full")
 FILE_MODES = ("anon", "skip")
 ACCESS_KINDS = ("none", "stream", "random", "lockstep")
 ORDER_MODES = ("deps", "strict")
+# More OS threads than this measure the scheduler, not mm: recorded threads beyond it share them
+# (round-robin by first appearance), and --threads N above it is refused.
+MAX_OS_THREADS = 64
+# Passes (stream, lockstep) or reads per MiB (random): past this a replay would run for years.
+MAX_ACCESS_AMOUNT = 1_000_000
 
 # engine codes
 TOUCH_CODE = {name: code for code, name in enumerate(TOUCH_MODES)}
@@ -30,10 +36,10 @@ class Access:
         text = (text or "none").strip()
         if text == "none":
             return cls()
-        match = re.fullmatch(r"(stream|random|lockstep):(\d+)", text)
-        if not match or int(match.group(2)) < 1:
-            raise MmreplayError(f"bad --access {text!r} (expected none, stream:N, random:K or "
-                                "lockstep:N with N, K >= 1)")
+        match = re.fullmatch(r"(stream|random|lockstep):(\d{1,12})", text)
+        if not match or not 1 <= int(match.group(2)) <= MAX_ACCESS_AMOUNT:
+            raise MmreplayError(f"bad --access {escape(text, 40)} (expected none, stream:N, "
+                                f"random:K or lockstep:N with N, K from 1 to {MAX_ACCESS_AMOUNT})")
         return cls(match.group(1), int(match.group(2)))
 
     def __str__(self) -> str:
@@ -58,8 +64,10 @@ class ReplayConfig:
                                        (self.order, ORDER_MODES, "--order")):
             if value not in allowed:
                 raise MmreplayError(f"bad {option} {value!r} (expected one of {', '.join(allowed)})")
-        if self.threads != "recorded" and not (str(self.threads).isdigit() and int(self.threads) >= 1):
-            raise MmreplayError(f"bad --threads {self.threads!r} (expected recorded or a count >= 1)")
+        if self.threads != "recorded" and not (
+                str(self.threads).isdigit() and 1 <= int(self.threads) <= MAX_OS_THREADS):
+            raise MmreplayError(f"bad --threads {escape(str(self.threads)[:40])} (expected recorded "
+                                f"or a count from 1 to {MAX_OS_THREADS})")
 
     def as_dict(self) -> dict:
         data = asdict(self)

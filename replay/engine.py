@@ -361,8 +361,11 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
                 p = c_mmap(base[parent] + offset[i], size, prot[i], flags[i] | MAP_FIXED, -1, 0)
                 latency[i] = now_ns(clock) - t0
                 if p == -1:
-                    # A failed MAP_FIXED may already have unmapped the old range.
+                    # A failed MAP_FIXED may or may not have unmapped the old range (the kernel
+                    # refuses some calls before unmapping): unmap it, so that what the replay
+                    # holds is what the compiler counted (the range is the parent's own).
                     id_state[parent] |= ID_TAINTED
+                    c_munmap(base[parent] + offset[i], size)
             else:
                 place = md & PLACE_MASK
                 if place == PLACE_PLAIN:

@@ -10,10 +10,15 @@ another thread's call, as glibc's trace_run does with its sync points:
 
 Dependencies always point to earlier calls of the global order, so the thread holding the
 earliest pending call can always run: no deadlock is possible.
+
+At most ``MAX_OS_THREADS`` OS threads run: recorded threads beyond that share them. Every wait
+here can be interrupted (Ctrl-C, SIGTERM), and a thread that cannot be started or that fails
+stops the run with the reason, instead of leaving the others waiting on it.
 """
 
 from __future__ import annotations
 
+import _thread
 import threading
 from dataclasses import dataclass
 
@@ -25,6 +30,7 @@ from traces.format import column_np
 from traces.liveset import LiveSet
 from traces.summary import page_round
 
+from .config import MAX_OS_THREADS
 from .engine import N_COUNTERS, NOT_ADDITIVE, C_RNG
 from .program import (CLEANUP, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP,
                       OP_MUNMAP, OpProgram)
@@ -52,11 +58,13 @@ def assign_threads(tids_of_rows: np.ndarray, mode: str) -> tuple[np.ndarray, lis
     unique, first_seen = np.unique(tids_of_rows, return_index=True)
     by_appearance = unique[np.argsort(first_seen)]
     rank = {int(t): r for r, t in enumerate(by_appearance)}
-    count = len(by_appearance) if mode == "recorded" else int(mode)
-    if count < 1:
-        raise MmreplayError("--threads must be at least 1")
-    thread_of_tid = {tid: r % count for tid, r in rank.items()}
-    lookup = np.array([thread_of_tid[int(t)] for t in tids_of_rows.tolist()], np.int32) \
+    count = min(len(by_appearance), MAX_OS_THREADS) if mode == "recorded" else int(mode)
+    if not 1 <= count <= MAX_OS_THREADS:
+        raise MmreplayError(f"--threads must be from 1 to {MAX_OS_THREADS}")
+    # Vectorised: a trace may hold a hundred thousand recorded threads.
+    rank_of_unique = np.empty(len(unique), np.int64)
+    rank_of_unique[np.argsort(first_seen, kind="stable")] = np.arange(len(unique))
+    lookup = (rank_of_unique[np.searchsorted(unique, tids_of_rows)] % count).astype(np.int32) \
         if len(tids_of_rows) else np.zeros(0, np.int32)
     groups = [[] for _ in range(max(count, 1))]
     for tid, r in rank.items():
@@ -132,33 +140,75 @@ def _dependencies(program: OpProgram, table: pa.Table, thread_of_op: np.ndarray,
     return dep
 
 
+_PENDING, _RUNNING, _CANCELLED = 0, 1, 2
+
+
 def run_threaded(state, plan: ThreadPlan, start: int, stop: int, stop_flag: np.ndarray,
                  thread_counters: list, progress: np.ndarray, interrupt=None) -> list:
     """Run global ops [start, stop) of the trace part on ``plan.threads`` OS threads; join them.
 
-    Returns, per thread, the position reached in its order.
+    Returns, per thread, the position reached in its order. A thread that cannot start or that
+    raises (MemoryError under an address-space limit) raises the stop flag, so the others stop
+    at their next op, and requests ``interrupt`` with the reason (MmreplayError without one).
+
+    Threads are started with ``_thread`` and joined through a lock each, always with a timeout:
+    ``threading.Thread.start`` waits without one for the new thread to report, and a thread that
+    dies before it does (MemoryError in its bootstrap) left the replay waiting forever, deaf to
+    Ctrl-C.
     """
     reached = [0] * plan.threads
-    workers = []
+    status = [_PENDING] * plan.threads
+    failure: list = []
+    gate = threading.Lock()
+    running = []  # (thread index, lock released when it is done)
+
+    def fail(reason: str) -> None:
+        stop_flag[0] = 1  # the engine threads see it before their next op, and while waiting
+        if not failure:
+            failure.append(reason)
+
     for t, order_t in enumerate(plan.orders):
         kstart = int(np.searchsorted(order_t, start))
         kstop = int(np.searchsorted(order_t, stop))
         reached[t] = kstart
         if kstart == kstop:
             continue
+        done = threading.Lock()
+        done.acquire()
 
-        def work(t=t, order_t=order_t, kstart=kstart, kstop=kstop):
-            reached[t] = state.run_thread(thread_counters[t], order_t, kstart, kstop, plan,
-                                          progress, t, stop_flag)
+        def work(t=t, order_t=order_t, kstart=kstart, kstop=kstop, done=done):
+            try:
+                with gate:
+                    if status[t] == _CANCELLED:
+                        return
+                    status[t] = _RUNNING
+                reached[t] = state.run_thread(thread_counters[t], order_t, kstart, kstop, plan,
+                                              progress, t, stop_flag)
+            except BaseException as exc:  # noqa: BLE001 - reported as the run's stop reason
+                fail(f"replay thread {t} failed: {type(exc).__name__}")
+            finally:
+                done.release()
 
-        workers.append(threading.Thread(target=work, name=f"mmreplay-replay-{t}", daemon=True))
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        while worker.is_alive():
-            worker.join(0.05)  # wake up now and then so Ctrl-C reaches the signal handler
-            if interrupt:
-                stop_flag[0] = 1  # the engine threads see it before their next op
+        try:
+            _thread.start_new_thread(work, ())
+        except (RuntimeError, MemoryError) as exc:
+            fail(f"cannot start replay thread {t + 1} of {plan.threads} "
+                 f"({exc or type(exc).__name__}); try fewer with --threads N")
+            break
+        running.append((t, done))
+    for t, done in running:
+        while not done.acquire(timeout=0.05):  # the signal handler runs between waits
+            if interrupt or failure:
+                stop_flag[0] = 1
+                with gate:
+                    if status[t] == _PENDING:  # never started: it never will run an op
+                        status[t] = _CANCELLED
+                if status[t] == _CANCELLED:
+                    break
+    if failure:
+        if interrupt is None:
+            raise MmreplayError(failure[0])
+        interrupt.request(failure[0])
     return reached
 
 
@@ -188,30 +238,53 @@ def executed_mask(plan: ThreadPlan, progress: np.ndarray, program: OpProgram) ->
     return done
 
 
+def _group_percentiles(keys: np.ndarray, values: np.ndarray, qs=(50, 99)) -> dict:
+    """{key: (count, {q: percentile})} for each distinct key, in one sort (np.percentile's linear
+    interpolation, truncated to int like ``session.percentile_ns``)."""
+    if len(keys) == 0:
+        return {}
+    order = np.lexsort((values, keys))
+    keys, values = keys[order], values[order].astype(np.float64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[starts, len(keys)])
+    found = {}
+    for q in qs:
+        position = (counts - 1) * (q / 100.0)
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, counts - 1)
+        fraction = position - low
+        a, b = values[starts + low], values[starts + high]
+        found[q] = (a + (b - a) * fraction).astype(np.int64)
+    return {int(k): (int(n), {q: int(found[q][i]) for q in qs})
+            for i, (k, n) in enumerate(zip(keys[starts].tolist(), counts.tolist()))}
+
+
 def thread_stats(program: OpProgram, state, plan: ThreadPlan, ran_mask: np.ndarray,
                  wait_ns: list) -> dict:
-    """{recorded tid: {ops: {op: {count, p50_ns, p99_ns}}, wait_s, os_thread}}."""
-    from .session import percentile_ns
+    """{recorded tid: {ops: {op: {count, p50_ns, p99_ns}}, wait_s, os_thread}}.
+
+    Grouped by (tid, op) with one sort: a trace may hold a hundred thousand threads."""
     from .program import ENGINE_OP_NAMES
 
+    names = ("mmap", "munmap", "mremap", "madvise", "mprotect")
+    name_of_code = np.array([names.index(n) for n in ENGINE_OP_NAMES], np.int64)
+    counted = np.flatnonzero(ran_mask & (program.trace_row != CLEANUP) & (state.err >= 0))
+    tids = plan.tid_of_op[counted]
+    # One key per (tid, op name); tids are 32-bit in the format.
+    keys = (tids - np.int64(-(1 << 31))) * len(names) + name_of_code[program.code[counted]]
+    ok = state.err[counted] == 0
+    totals = _group_percentiles(keys, np.zeros(len(keys), np.int64), qs=())
+    timed = _group_percentiles(keys[ok], state.latency[counted][ok])
+    by_tid: dict = {}
+    for key, (count, _) in totals.items():
+        tid, name = divmod(key, len(names))
+        tid += -(1 << 31)
+        _, quantiles = timed.get(key, (0, {}))
+        by_tid.setdefault(tid, {})[names[name]] = {
+            "count": count, "p50_ns": quantiles.get(50), "p99_ns": quantiles.get(99)}
     out = {}
-    names = np.array(ENGINE_OP_NAMES)[program.code]
-    counted = ran_mask & (program.trace_row != CLEANUP) & (state.err >= 0)
-    # Ops grouped by recorded tid once: a trace may hold a hundred thousand threads.
-    indices = np.flatnonzero(counted)
-    indices = indices[np.argsort(plan.tid_of_op[indices], kind="stable")]
-    tids_sorted = plan.tid_of_op[indices]
-    for t, tids in enumerate(plan.tids):
-        for tid in tids:
-            mine = indices[np.searchsorted(tids_sorted, tid, "left"):
-                           np.searchsorted(tids_sorted, tid, "right")]
-            ops = {}
-            for name in ("mmap", "munmap", "mremap", "madvise", "mprotect"):
-                these = mine[names[mine] == name]
-                ok = these[state.err[these] == 0]
-                if len(these):
-                    ops[name] = {"count": int(len(these)),
-                                 "p50_ns": percentile_ns(state.latency[ok], 50),
-                                 "p99_ns": percentile_ns(state.latency[ok], 99)}
-            out[str(tid)] = {"ops": ops, "wait_s": wait_ns[t] / 1e9, "os_thread": t}
+    for t, group in enumerate(plan.tids):
+        for tid in group:
+            out[str(tid)] = {"ops": by_tid.get(int(tid), {}), "wait_s": wait_ns[t] / 1e9,
+                             "os_thread": t}
     return out

@@ -4,12 +4,16 @@
 compiler walks it to resolve every munmap/madvise/mprotect/mremap to (mapping id, offset,
 length) pieces. Pieces never overlap; a mapping split by a partial munmap or mprotect becomes
 several pieces that keep their mapping id and their offset inside it.
+
+Starts are kept in a ``sortedcontainers.SortedList`` (logarithmic inserts and removals): a plain
+list's inserts made a trace of mappings at falling addresses quadratic to walk.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+
+from sortedcontainers import SortedList
 
 
 @dataclass
@@ -30,7 +34,7 @@ class LiveSet:
     """Non-overlapping live pieces keyed by start address."""
 
     def __init__(self) -> None:
-        self._starts: list[int] = []
+        self._starts = SortedList()
         self._pieces: dict[int, Piece] = {}
         self.live_bytes = 0
         self.live_anon_bytes = 0
@@ -42,14 +46,12 @@ class LiveSet:
         return [self._pieces[s] for s in self._starts]
 
     def _add(self, piece: Piece) -> None:
-        index = bisect_left(self._starts, piece.start)
-        self._starts.insert(index, piece.start)
+        self._starts.add(piece.start)
         self._pieces[piece.start] = piece
         self._count(piece, +1)
 
     def _remove(self, start: int) -> Piece:
-        index = bisect_left(self._starts, start)
-        del self._starts[index]
+        self._starts.remove(start)
         piece = self._pieces.pop(start)
         self._count(piece, -1)
         return piece
@@ -61,30 +63,32 @@ class LiveSet:
 
     def _split_at(self, address: int) -> None:
         """Make ``address`` a piece boundary if it falls inside a piece."""
-        index = bisect_right(self._starts, address) - 1
-        if index < 0:
-            return
-        piece = self._pieces[self._starts[index]]
-        if piece.start < address < piece.end:
+        piece = self.piece_at(address)
+        if piece is not None and piece.start < address:
             self._remove(piece.start)
             cut = address - piece.start
             self._add(Piece(piece.start, address, piece.map_id, piece.map_offset, piece.prot, piece.anon))
             self._add(Piece(address, piece.end, piece.map_id, piece.map_offset + cut, piece.prot,
                             piece.anon))
 
+    def piece_at(self, address: int) -> Piece | None:
+        """The piece holding ``address``, if any."""
+        index = self._starts.bisect_right(address) - 1
+        if index < 0:
+            return None
+        piece = self._pieces[self._starts[index]]
+        return piece if address < piece.end else None
+
     def overlapping(self, start: int, end: int) -> list[Piece]:
         """Pieces that intersect [start, end), in address order (not clipped)."""
         if end <= start:
             return []
-        index = max(bisect_right(self._starts, start) - 1, 0)
         found = []
-        while index < len(self._starts):
-            piece = self._pieces[self._starts[index]]
-            if piece.start >= end:
-                break
-            if piece.end > start:
-                found.append(piece)
-            index += 1
+        first = self.piece_at(start)
+        if first is not None and first.start < start:
+            found.append(first)
+        for key in self._starts.irange(start, end, inclusive=(True, False)):
+            found.append(self._pieces[key])
         return found
 
     def covered_bytes(self, start: int, end: int) -> int:
