@@ -14,6 +14,7 @@ import sys
 import click
 
 from traces import MmreplayError, __version__
+from traces.text import escape
 
 from . import commands
 
@@ -52,8 +53,12 @@ class MmreplayGroup(click.Group):
             raise
         except MmreplayError as exc:
             message = " ".join(str(exc).split("\n"))
-            click.echo(f"Error: {message}", err=True)
+            click.echo(f"Error: {escape(message, 2000)}", err=True)
             ctx.exit(2)
+        except KeyboardInterrupt:
+            # Ctrl-C outside a replay's own handler (reading, compiling): the shell's convention.
+            click.echo("Interrupted (SIGINT)", err=True)
+            ctx.exit(130)
         except MemoryError:
             click.echo("Error: out of memory (the input is too large for this machine; try a "
                        "smaller trace or --max-live)", err=True)

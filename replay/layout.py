@@ -45,6 +45,7 @@ START, HUGE, MAPPED, OTHER, FREE, TICK = "[", "#", "=", "x", ".", "|"
 COLUMNS_PER_PMD = (32, 16, 8, 4, 2)  # scales tried, finest first (2 is the least that shows ticks)
 MIN_PMDS_PER_ROW = 3
 MIN_WIDTH = 40
+MAX_WIDTH = 1000  # columns of the ASCII picture; wider is no picture a terminal or mail shows
 DEFAULT_WIDTH = 72
 DEFAULT_MAX_ROWS = 40               # lines of drawing (top ruler, rows, folds, separators)
 #                                     before a coarser scale is tried

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from traces.host import describe_thp
+from traces.text import escape, escape_lines
 from traces.units import fmt_bytes
 
 MIB = 1 << 20
@@ -51,12 +52,13 @@ def header_lines(result: dict) -> list[str]:
     trace = result["trace"]
     host = result.get("host") or {}
     return [
-        f"trace   {trace['name']} ({trace['events']} events, source {trace['source']})",
-        f"        sha256 {trace['sha256'][:16]}...",
-        f"kernel  Linux {host.get('kernel', '?')} on {host.get('hostname', '?')}",
-        f"cpu     {host.get('cpu_model') or '?'}",
-        f"thp     {describe_thp(host)}",
-        f"command {result.get('command', '')}",
+        f"trace   {escape(trace['name'])} ({escape(trace['events'])} events, "
+        f"source {escape(trace['source'])})",
+        f"        sha256 {escape(str(trace['sha256'])[:16])}...",
+        f"kernel  Linux {escape(host.get('kernel', '?'))} on {escape(host.get('hostname', '?'))}",
+        f"cpu     {escape(host.get('cpu_model') or '?')}",
+        f"thp     {escape(describe_thp(host))}",
+        f"command {escape(result.get('command', ''), 2000)}",
     ]
 
 
@@ -102,7 +104,7 @@ def format_replay(result: dict) -> str:
         lines.append("perf    unavailable here: " + ", ".join(sorted(unavailable)))
     if any(run["interrupted"] for run in runs):
         lines.append(f"INTERRUPTED ({runs[-1]['interrupt_reason']}): partial figures")
-    return "\n".join(lines) + "\n"
+    return escape_lines("\n".join(lines)) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +195,7 @@ def wrap_ascii(prefix: str, text: str, width: int = TEXT_WIDTH) -> list[str]:
     """Wrap ``text`` after ``prefix`` to ``width`` columns, continuation lines indented."""
     import textwrap
 
-    text = text.encode("ascii", "replace").decode()
+    text = escape(text, 2000).encode("ascii", "replace").decode()
     lines = textwrap.wrap(text, width=width - len(prefix), break_long_words=True,
                           break_on_hyphens=False) or [""]
     return [prefix + lines[0]] + [" " * len(prefix) + line for line in lines[1:]]
@@ -273,7 +275,7 @@ def comparison_table(results: list[dict], labels: list[str], fmt: str = "text",
     lines += wrap_ascii("", SIGNIFICANCE_RULE)
     lines += wrap_ascii("", "Values are means over runs; +-N% is the standard deviation as a "
                             "percentage of the mean (blank when every run gave the same value).")
-    return "\n".join(lines) + "\n"
+    return escape_lines("\n".join(lines)) + "\n"
 
 
 def _markdown(results, labels, cells, commands, title, notes) -> str:
@@ -295,7 +297,7 @@ def _markdown(results, labels, cells, commands, title, notes) -> str:
             row.append(text.strip())
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", SIGNIFICANCE_RULE]
-    return "\n".join(lines) + "\n"
+    return escape_lines("\n".join(lines)) + "\n"
 
 
 def expand_results(documents: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
@@ -319,6 +321,9 @@ def config_differences(results: list[dict]) -> dict:
         if len(set(values)) > 1:
             differing[key] = values
     return differing
+
+
+MAX_LABEL_CHARS = 24
 
 
 def report_labels_and_notes(sources: list[str], results: list[dict]) -> tuple[list[str], list[str]]:
@@ -346,6 +351,8 @@ def report_labels_and_notes(sources: list[str], results: list[dict]) -> tuple[li
         labels = [(r.get("host") or {}).get("kernel", "?") for r in results]
     else:
         labels = [s.rsplit("/", 1)[-1] for s in sources]
+    # Labels head columns and prefix lines: short and printable, whatever a result file holds.
+    labels = [escape(label, MAX_LABEL_CHARS) for label in labels]
     if len(set(labels)) < len(labels):
         labels = [f"{label}#{i}" for i, label in enumerate(labels)]
     return labels, notes

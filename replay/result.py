@@ -14,7 +14,7 @@ from pathlib import Path
 
 from traces import MmreplayError, __version__, trace_metadata
 from traces.format import events_sha256
-from traces.files import write_text
+from traces.files import open_input, write_text
 from traces.host import host_metadata
 
 RESULT_VERSION = 1
@@ -105,16 +105,27 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+# A result of a million-event replay is well under a megabyte; a compare of many configurations
+# a few. Anything far larger is not one.
+MAX_RESULT_BYTES = 64 << 20
+
+
 def read_result_document(path: str | Path) -> dict:
     """A result or a compare document (``replay -o`` / ``compare -o``), checked."""
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MmreplayError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    with open_input(path, "a result file") as handle:
+        try:
+            data = handle.read(MAX_RESULT_BYTES + 1)
+            text = data.decode()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MmreplayError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(data) > MAX_RESULT_BYTES:
+        raise MmreplayError(f"{path}: larger than {MAX_RESULT_BYTES >> 20} MiB, not a result file")
     try:
         document = json.loads(text)
     except ValueError as exc:
         raise MmreplayError(f"{path}: not a JSON result file ({exc})") from None
+    except RecursionError:
+        raise MmreplayError(f"{path}: not a result file (JSON nested too deeply)") from None
     if isinstance(document, dict) and "mmreplay_compare" in document:
         results = document.get("results")
         if not isinstance(results, list) or not results:
@@ -134,6 +145,12 @@ def _check_result(result, where: str) -> None:
             raise MmreplayError(f"{where}: result has no {key!r}")
     if not isinstance(result["runs"], list) or not result["runs"]:
         raise MmreplayError(f"{where}: result has no runs")
+    # Results travel by mail too: the shapes every reporter reads, checked once here.
+    for key, kind in (("trace", dict), ("config", dict), ("host", dict), ("summary", dict)):
+        if key in result and not isinstance(result[key], kind):
+            raise MmreplayError(f"{where}: result field {key!r} is not a {kind.__name__}")
+    if not all(isinstance(run, dict) for run in result["runs"]):
+        raise MmreplayError(f"{where}: result has a run that is not an object")
 
 
 def read_result(path: str | Path) -> dict:

@@ -26,6 +26,7 @@ from .encoding import (PROVEN_OP_FIELDS, PROVEN_TIMES, canonical_op_column, chec
 from .files import atomic_output
 from .inputs import open_trace
 from .ipc_guard import check_ipc_sizes
+from .text import escape
 from .schema import (COLUMNS, FORMAT_MAJOR, FORMAT_MINOR, METADATA_KEY, OP_TYPE, OPS,
                      READABLE_MAJORS, REQUIRED_BY_OP, SCHEMA)
 
@@ -212,9 +213,11 @@ def parse_metadata(raw: bytes) -> dict:
     try:
         major = int(str(version).split(".")[0])
     except ValueError:
-        raise TraceError(f"metadata format_version {version!r} is not a version number") from None
+        raise TraceError(f"metadata format_version {escape(repr(version), 60)} is not a version "
+                         "number") from None
     if major not in READABLE_MAJORS:
-        raise TraceError(f"trace format version {version} is not supported (this mmreplay reads "
+        raise TraceError(f"trace format version {escape(version, 60)} is not supported (this "
+                         "mmreplay reads "
                          f"versions {' and '.join(f'{v}.x' for v in READABLE_MAJORS)}); "
                          "upgrade mmreplay")
     return meta

@@ -1,11 +1,13 @@
 """Refuse oversized Arrow IPC files before Arrow decompresses them.
 
 A hostile trace can claim a billion rows, or a compressed buffer that inflates to gigabytes, in
-a file of a few kilobytes. Arrow would allocate whatever the file claims. Here every record
-batch's metadata (a flatbuffer) is read without touching the bodies: the row count, and for
-compressed buffers the uncompressed size stored in their first 8 bytes, are checked against
-limits first, and so is the total they would take once decompressed against the memory this
-process can still have (a few kilobytes of zstd can hold gigabytes of constant columns).
+a file of a few kilobytes. Arrow would allocate whatever the file claims. Here the blocks the
+file's footer lists (record batches and dictionaries: exactly what ``pyarrow.ipc.open_file``
+reads, not the stream, which an end-of-stream marker can cut short) have their metadata (a
+flatbuffer) read without decompressing the bodies: the row count, and for compressed buffers the
+uncompressed size stored in their first 8 bytes, are checked against limits first, and so is
+the total they would take once read (with a per-batch overhead: many one-row batches cost more
+than their bytes) against the memory this process can still have.
 """
 
 from __future__ import annotations
@@ -82,57 +84,115 @@ def available_memory_bytes() -> int | None:
     return available
 
 
+# Memory one record batch costs once read, beyond its buffers (Arrow arrays and Python objects
+# per column and chunk): 200,000 one-row batches took 2.6 GB, ~13 KB each, measured.
+BATCH_OVERHEAD_BYTES = 16 << 10
+_BLOCK = struct.Struct("<qi4xq")  # Block: offset, metaDataLength, (padding), bodyLength
+_MESSAGE_RECORD_BATCH, _MESSAGE_DICTIONARY_BATCH = 3, 2  # MessageHeader union types
+
+
+def _footer_blocks(data: bytes) -> tuple[list, list]:
+    """The (offset, metadata length) of every dictionary and record batch block the file's footer
+    lists: exactly the messages ``pyarrow.ipc.open_file`` reads, whatever the stream between
+    holds (an end-of-stream marker there hides later messages from a stream reader)."""
+    if len(data) < 18 or bytes(data[-6:]) != b"ARROW1":
+        raise TraceError("no Arrow file footer")
+    (footer_length,) = struct.unpack_from("<i", data, len(data) - 10)
+    footer_start = len(data) - 10 - footer_length
+    if footer_length <= 0 or footer_start < 8:
+        raise TraceError(f"Arrow file footer of {footer_length} bytes does not fit the file")
+    footer = data[footer_start:footer_start + footer_length]
+    (root,) = struct.unpack_from("<I", footer, 0)
+    table = _Table(footer, root)
+    dictionaries = [_BLOCK.unpack_from(footer, at)[:2] for at in table.struct_vector(2, 24)]
+    batches = [_BLOCK.unpack_from(footer, at)[:2] for at in table.struct_vector(3, 24)]
+    return dictionaries, batches
+
+
+def _message_at(data: bytes, offset: int, metadata_length: int):
+    """(Message flatbuffer bytes, its root table, the body as a memoryview) of one block."""
+    if offset < 8 or metadata_length < 8 or offset + metadata_length > len(data):
+        raise TraceError(f"a block at offset {offset} lies outside the file")
+    (marker,) = struct.unpack_from("<I", data, offset)
+    flatbuffer_at = offset + 8 if marker == 0xFFFFFFFF else offset + 4
+    meta = bytes(data[flatbuffer_at:offset + metadata_length])
+    (root,) = struct.unpack_from("<I", meta, 0)
+    message = _Table(meta, root)
+    body_length = message.scalar(3, "<q")  # Message.bodyLength
+    body_start = offset + metadata_length
+    if body_length < 0 or body_start + body_length > len(data):
+        raise TraceError(f"the message at offset {offset} claims a body past the end of the file")
+    return meta, message, memoryview(data)[body_start:body_start + body_length]
+
+
+def _inflated_bytes(meta: bytes, batch: _Table, body) -> int:
+    """What a record batch's buffers take once read: compressed buffers at the size their first
+    8 bytes declare, the others at their size."""
+    compressed = batch.table(3) is not None  # RecordBatch.compression
+    total = 0
+    for item in batch.struct_vector(2, 16):  # RecordBatch.buffers: [Buffer]
+        offset, size = struct.unpack_from("<qq", meta, item)
+        if size < 0 or offset < 0 or offset + size > len(body):
+            raise TraceError("a record batch buffer lies outside its message body")
+        declared = 0
+        if compressed and size >= 8:
+            (declared,) = struct.unpack_from("<q", body, offset)
+        total += max(declared, size)
+    return total
+
+
 def check_ipc_sizes(data, max_events: int = MAX_EVENTS) -> int:
     """Total rows claimed by the record batches of an Arrow IPC *file* held in ``data``.
 
-    Raises TraceError when the rows exceed ``max_events`` or the buffers would inflate beyond
-    what that many rows can need. Malformed metadata raises TraceError too.
+    Walks the blocks the footer lists (record batches and dictionaries), which are what Arrow
+    will read. Raises TraceError when the rows exceed ``max_events``, a batch's buffers would
+    inflate beyond what its rows can need, or all of it (buffers and per-batch overhead) would
+    take more than half the memory available. Malformed metadata raises TraceError too.
     """
     try:
-        buffer = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
-        reader = pa.ipc.MessageReader.open_stream(buffer[8:])
-        rows = 0
-        total_inflated = 0
+        if isinstance(data, pa.Buffer):
+            data = memoryview(data)
+        dictionaries, batches = _footer_blocks(data)
         available = available_memory_bytes()
-        while True:
-            try:
-                message = reader.read_next_message()
-            except StopIteration:
-                break
-            if message.type != "record batch":
-                continue
-            meta = message.metadata.to_pybytes()
-            (root,) = struct.unpack_from("<I", meta, 0)
-            header = _Table(meta, root).table(2)  # Message.header
-            if header is None:
-                raise TraceError("record batch message without a header")
-            length = header.scalar(0, "<q")  # RecordBatch.length
-            if length < 0:
-                raise TraceError(f"record batch claims {length} rows")
-            rows += length
-            if rows > max_events:
-                raise TraceError(f"the file claims more than {max_events} events; refusing to "
-                                 "load it")
-            compressed = header.table(3) is not None  # RecordBatch.compression
-            if compressed and message.body is not None:
-                body = message.body.to_pybytes()
-                inflated = 0
-                for item in header.struct_vector(2, 16):  # RecordBatch.buffers: [Buffer]
-                    offset, size = struct.unpack_from("<qq", meta, item)
-                    if size >= 8 and 0 <= offset <= len(body) - 8:
-                        (declared,) = struct.unpack_from("<q", body, offset)
-                        inflated += max(declared, size)
+        total = (len(dictionaries) + len(batches)) * BATCH_OVERHEAD_BYTES
+        rows = 0
+
+        def check_total() -> None:
+            if available is not None and total > available // 2:
+                raise TraceError(f"read, the file would take at least {fmt_bytes(total)}, more "
+                                 f"than half of the {fmt_bytes(available)} of memory available; "
+                                 "refusing to load it")
+
+        check_total()  # many tiny batches: refused before reading any of them
+        for kind, blocks in ((_MESSAGE_DICTIONARY_BATCH, dictionaries),
+                             (_MESSAGE_RECORD_BATCH, batches)):
+            for offset, metadata_length in blocks:
+                meta, message, body = _message_at(data, offset, metadata_length)
+                if message.scalar(1, "<B") != kind:  # Message.header_type
+                    raise TraceError(f"the block at offset {offset} is not the message its "
+                                     "footer entry says")
+                header = message.table(2)  # Message.header
+                if header is None:
+                    raise TraceError("batch message without a header")
+                batch = header.table(1) if kind == _MESSAGE_DICTIONARY_BATCH else header
+                if batch is None:
+                    raise TraceError("dictionary batch without data")
+                length = batch.scalar(0, "<q")  # RecordBatch.length
+                if length < 0:
+                    raise TraceError(f"a batch claims {length} rows")
+                if kind == _MESSAGE_RECORD_BATCH:
+                    rows += length
+                    if rows > max_events:
+                        raise TraceError(f"the file claims more than {max_events} events; "
+                                         "refusing to load it")
+                inflated = _inflated_bytes(meta, batch, body)
                 if inflated > length * MAX_BYTES_PER_ROW + MAX_BATCH_OVERHEAD_BYTES:
-                    raise TraceError(f"a record batch of {length} rows claims {inflated} bytes "
-                                     "once decompressed; refusing to load it")
-                total_inflated += inflated
-                if available is not None and total_inflated > available // 2:
-                    raise TraceError(f"decompressed, the file would take at least "
-                                     f"{fmt_bytes(total_inflated)}, more than half of the "
-                                     f"{fmt_bytes(available)} of memory available; refusing to "
-                                     "load it")
+                    raise TraceError(f"a batch of {length} rows claims {inflated} bytes once "
+                                     "decompressed; refusing to load it")
+                total += inflated
+                check_total()
         return rows
     except TraceError:
         raise
-    except (pa.ArrowException, struct.error, ValueError, OSError) as exc:
+    except (pa.ArrowException, struct.error, ValueError, OSError, IndexError) as exc:
         raise TraceError(f"damaged or truncated Arrow file ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None

@@ -50,6 +50,8 @@ import pyarrow as pa
 
 from .errors import MmreplayError
 from .files import open_input
+from .ipc_guard import available_memory_bytes
+from .units import fmt_bytes
 from .format import build_table, new_metadata
 from .schema import MADV, MAP, MREMAP, OP_CODE, OPS, PROT
 
@@ -468,7 +470,7 @@ class _LogReader:
     def __init__(self, path: Path, chunk_bytes: int):
         self.path = path
         self.chunk_bytes = chunk_bytes
-        raw = open_input(path, "an strace log")
+        raw = open_input(path, "an strace log", pipes=True)
         try:
             head = raw.peek(8)[:8]  # sniff without consuming: a pipe cannot seek back
         except OSError as exc:
@@ -611,6 +613,7 @@ class _FileImport:
         self.days = 0
         self.carry = np.empty((NFIELDS, 0), np.int64)
         self.parts: list[dict] = []
+        self.row_count = 0  # rows in parts
         self.rows = _empty_rows()
         self.first = {"unparsed": [], "unknown": [], "unmatched": []}
         self.unparsed_mm = 0
@@ -743,6 +746,7 @@ class _FileImport:
             b = a if not paired else b[:, ~unknown]
         if a.shape[1]:
             self.parts.append(_rows(a, b, paired))
+            self.row_count += a.shape[1]
 
     def finish(self, tid: int | None, path: Path) -> dict:
         if self.carry.shape[1]:
@@ -890,10 +894,30 @@ def _table(rows: dict, ts_kind: int) -> tuple[pa.Table, int]:
     return build_table(columns), clamped
 
 
+# At most this many mm calls by default (--max-events): a replay of more needs gigabytes.
+DEFAULT_MAX_EVENTS = 10_000_000
+# Memory an imported call takes until the trace is written: its row (~100 bytes) about three
+# times over (the chunks' parts, their concatenation, the ordered table).
+IMPORT_BYTES_PER_EVENT = 320
+
+
+def _check_import_size(path: Path, state: "_FileImport", rows: int, max_events: int) -> None:
+    if rows > max_events:
+        raise MmreplayError(f"{path}: more than {max_events} mm calls by line {state.lines}; "
+                            "refusing to import them (raise --max-events if this machine can "
+                            "take it)")
+    available = available_memory_bytes()
+    if available is not None and rows * IMPORT_BYTES_PER_EVENT > available // 2:
+        raise MmreplayError(f"{path}: {rows} mm calls by line {state.lines} would need about "
+                            f"{fmt_bytes(rows * IMPORT_BYTES_PER_EVENT)} to import, more than half "
+                            f"of the {fmt_bytes(available)} available; refusing to import them")
+
+
 def import_logs(paths: Sequence[str | Path], *, tid: int | None = None, fast: bool | str = "auto",
                 chunk_bytes: int = CHUNK_BYTES, progress: Callable[[int], None] | None = None,
                 names: Sequence[str] | None = None,
-                interrupted: Callable[[], bool] | None = None) -> ImportResult:
+                interrupted: Callable[[], bool] | None = None,
+                max_events: int = DEFAULT_MAX_EVENTS) -> ImportResult:
     """Parse strace logs (plain, .gz, .xz, .zst, .bz2) into trace rows and an import report.
 
     Several files are one recording split by ``strace -ff`` (or several processes): their rows
@@ -903,6 +927,9 @@ def import_logs(paths: Sequence[str | Path], *, tid: int | None = None, fast: bo
     chunk. ``names``: how
     the report calls each file (default: its path). When ``interrupted()`` turns true, reading
     stops at the next chunk and the calls imported so far are returned (report "interrupted").
+    More than ``max_events`` calls, or more than half the memory available for the rows kept
+    (checked after each bounded chunk), is refused: a few kilobytes of zstd can hold a log of
+    tens of millions of lines.
     """
     _check_inputs(paths)
     if tid is not None and not 0 <= tid <= I32_MAX:
@@ -912,12 +939,14 @@ def import_logs(paths: Sequence[str | Path], *, tid: int | None = None, fast: bo
     parsers: set[str] = set()
     stopped = False
     consumed_total = 0  # compressed bytes read, all files
+    kept = 0  # rows of the files before this one
     for index, path in enumerate(map(Path, paths)):
         state = _FileImport(names[index] if names else str(path))
         for records, consumed in _tokenized_chunks(_LogReader(path, chunk_bytes), fast, parsers):
             if records is not None:
                 records[F_POS] = np.arange(state.lines + 1, state.lines + 1 + records.shape[1])
                 state.feed(records)
+                _check_import_size(path, state, kept + state.row_count, max_events)
             consumed_total += consumed
             if progress is not None:
                 progress(consumed_total)
@@ -931,6 +960,7 @@ def import_logs(paths: Sequence[str | Path], *, tid: int | None = None, fast: bo
             raise MmreplayError(f"{path}: not an strace log (no line looks like strace output; "
                                 f"first line that does not: {path}:{first})")
         files.append(state)
+        kept += state.row_count
         if stopped:
             break
 
@@ -1132,7 +1162,8 @@ class SignalNotes:
 
 
 def import_to_file(paths: Sequence[str | Path], output: str | Path, *, tid: int | None = None,
-                   progress: Callable[[int], None] | None = None) -> dict:
+                   progress: Callable[[int], None] | None = None,
+                   max_events: int = DEFAULT_MAX_EVENTS) -> dict:
     """Import strace logs and write the trace; return the import report.
 
     SIGINT/SIGTERM stop the import at the next chunk: the calls read so far are written, with
@@ -1145,7 +1176,7 @@ def import_to_file(paths: Sequence[str | Path], output: str | Path, *, tid: int 
     check_writable(output)
     with SignalNotes() as notes:
         result = import_logs(paths, tid=tid, progress=progress,
-                             interrupted=lambda: notes.received)
+                             interrupted=lambda: notes.received, max_events=max_events)
         report = result.report
         report["interrupted"] = notes.name if report["interrupted"] else None
         fields = {"interrupted": True, "signal": notes.name} if report["interrupted"] else {}

@@ -11,6 +11,7 @@ import pyarrow as pa
 from .format import column_np, events_sha256, op_names, trace_metadata
 from .host import describe_thp
 from .liveset import LiveSet
+from .text import escape, escape_lines
 from .schema import MAP_ANONYMOUS, MREMAP_DONTUNMAP, OP_CODE, OPS, PAGE_SIZE, PMD_SIZE
 from .units import fmt_bytes, fmt_duration_ns
 
@@ -140,7 +141,7 @@ LABEL_WIDTH = 13
 
 def _printable(value) -> str:
     """Metadata comes from strangers: no control characters (newlines, terminal escapes)."""
-    return "".join(c if c.isprintable() else "?" for c in str(value))
+    return escape(value, 1000)
 
 
 def _field(label: str, value) -> list[str]:
@@ -186,7 +187,7 @@ def format_summary(summary: dict, name: str = "") -> str:
     lines.append("anonymous mmap lengths     count          bytes")
     for label, cell in summary["size_histogram"].items():
         lines.append(f"  {label:<18} {cell['count']:>12} {fmt_bytes(cell['bytes']):>14}")
-    return "\n".join(lines) + "\n"
+    return escape_lines("\n".join(lines)) + "\n"
 
 
 def _shell_join(argv) -> str:

@@ -22,9 +22,15 @@ def _visible(match: re.Match) -> str:
 
 
 def escape(value, limit: int | None = MAX_PRINTED_CHARS) -> str:
-    """``str(value)`` safe to print on one terminal line: unsafe characters escaped (a backslash
-    too, so an escape in the output always means one was made), cut to ``limit`` characters."""
+    """``str(value)`` safe to print on one terminal line: unsafe characters as visible escapes
+    (``\\x1b``), cut to ``limit`` characters. Escaping twice changes nothing, so a formatter can
+    escape its fields and its whole output."""
     text = str(value)
     if limit is not None and len(text) > limit:
         text = text[:limit] + "..."
-    return _UNSAFE.sub(_visible, text.replace("\\", "\\\\"))
+    return _UNSAFE.sub(_visible, text)
+
+
+def escape_lines(text: str) -> str:
+    """Every line of a report escaped (the newlines between them kept)."""
+    return "\n".join(escape(line, None) for line in text.split("\n"))

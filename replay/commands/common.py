@@ -11,6 +11,8 @@ import sys
 
 import click
 
+from traces.text import escape_lines
+
 STDOUT = "-"
 
 
@@ -114,6 +116,7 @@ def emit(text: str, output=None, *others) -> None:
     """A command's text output (report, table, picture, JSON): into the file ``output`` when one
     is given (atomically); else on stdout, or on stderr when one of ``others`` is stdout (a
     trace, a result or an image is being written there)."""
+    text = escape_lines(text)  # strings from traces and results: no terminal escapes
     if output is not None and not is_stdout(output):
         from traces.files import write_text
 

@@ -17,10 +17,13 @@ from .options import json_option, output_option, progress_option
 @click.option("--tid", type=int, default=None,
               help="Thread id for lines that carry no pid (a log recorded without -f). "
                    "Default: the LOG.PID suffix of `strace -ff` files, else 0.")
+@click.option("--max-events", type=click.IntRange(1, 200_000_000), default=10_000_000,
+              show_default=True, help="Refuse a log with more mm calls than this (checked as it "
+              "is read, before the memory is taken).")
 @json_option("the import report")
 @progress_option
-def command(logs: tuple[str, ...], output: str | None, tid: int | None, as_json: bool,
-            progress: bool | None) -> None:
+def command(logs: tuple[str, ...], output: str | None, tid: int | None, max_events: int,
+            as_json: bool, progress: bool | None) -> None:
     """Turn strace logs into a trace: every mmap/munmap/mremap/madvise/mprotect/brk call.
 
     Accepts `strace -f -ttt -T` logs and their variants: [pid N] prefixes, -tt/-t wall-clock
@@ -46,7 +49,7 @@ def command(logs: tuple[str, ...], output: str | None, tid: int | None, as_json:
         # pipes have no size to show progress against
         report = import_to_file(logs, out, tid=tid,
                                 progress=(lambda done: bar.update(done, total))
-                                if bar and total else None)
+                                if bar and total else None, max_events=max_events)
     if as_json:
         emit(json.dumps(report, indent=2) + "\n", None, out)
     else:

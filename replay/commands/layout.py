@@ -6,6 +6,8 @@ import json
 
 import click
 
+from traces.text import escape
+
 from .common import Progress, check_outputs, emit
 from .options import json_option, output_option, progress_option, replay_options
 
@@ -41,12 +43,13 @@ def command(trace, policy, thp, touch, access, files, max_live, at, width, png, 
       mmreplay layout t.arrow --json | jq .figures
     """
     from replay.config import Access, ReplayConfig
-    from replay.layout import MIN_WIDTH, capture_layout, parse_at, render_ascii
+    from replay.layout import MAX_WIDTH, MIN_WIDTH, capture_layout, parse_at, render_ascii
     from traces import MmreplayError
 
     parse_at(at)  # a bad --at fails before any work
-    if width < MIN_WIDTH:
-        raise MmreplayError(f"--width {width}: the picture needs at least {MIN_WIDTH} columns")
+    if not MIN_WIDTH <= width <= MAX_WIDTH:
+        raise MmreplayError(f"--width {escape(width, 40)}: the picture needs {MIN_WIDTH} to "
+                            f"{MAX_WIDTH} columns")
     check_outputs(output, png)
     if png:
         from replay.pictures import require_matplotlib

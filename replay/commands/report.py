@@ -39,11 +39,16 @@ def command(results, fmt, as_json, output):
                             "file holds several)")
     sources = [source for source, _ in pairs]
     documents = [document for _, document in pairs]
-    labels, notes = report_labels_and_notes(sources, documents)
-    if as_json:
-        text = json.dumps({"labels": labels, "notes": notes, "results": documents}, indent=1,
-                          default=str) + "\n"
-    else:
-        commands = list(dict.fromkeys(d.get("command", "") for d in documents))
-        text = comparison_table(documents, labels, fmt, commands, "mmreplay report", notes)
+    try:
+        labels, notes = report_labels_and_notes(sources, documents)
+        if as_json:
+            text = json.dumps({"labels": labels, "notes": notes, "results": documents}, indent=1,
+                              default=str) + "\n"
+        else:
+            commands = list(dict.fromkeys(str(d.get("command", "")) for d in documents))
+            text = comparison_table(documents, labels, fmt, commands, "mmreplay report", notes)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # Results come from strangers: a field of the wrong shape is bad input, not a bug.
+        raise MmreplayError(f"a result file has a missing or malformed field "
+                            f"({type(exc).__name__}: {exc})") from None
     emit(text, output)

@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script from anywhere: make the repo im
 
 from traces.format import build_table, with_metadata  # noqa: E402
 from traces.schema import (COLUMN_NAMES, COLUMNS, MADV, MAP, MAP_ANONYMOUS,  # noqa: E402
-                           MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MREMAP_FIXED,
+                           MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MREMAP_FIXED,
                            MREMAP_MAYMOVE)
 
 KIB, MIB, GIB, TIB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -272,6 +272,39 @@ def first_compressed_buffer(data: bytes) -> int:
     raise ValueError("no compressed buffer")
 
 
+def hidden_footer_batch(blob_bytes: int = 2 * MIB, rows: int = 16) -> bytes:
+    """A trace whose second record batch is hidden from a stream reader but read through the
+    footer: an end-of-stream marker is put before it and the footer's block offset moved past
+    the marker. The hidden batch has an extra binary column of ``rows`` x ``blob_bytes`` zeros
+    (a few KB of zstd, ``rows * blob_bytes`` once read)."""
+    first = table(GOOD_ROWS)
+    hidden = table([mmap(A + (i + 16) * MIB, 4 * KIB, ts_ns=ROW3_TS + 0x1000 + i)
+                    for i in range(rows)])
+    blob = pa.field("blob", pa.binary())
+    first = first.append_column(blob, pa.array([b""] * first.num_rows, pa.binary()))
+    hidden = hidden.append_column(blob, pa.array([bytes(blob_bytes)] * rows, pa.binary()))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, first.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(first)
+        w.write_table(hidden)
+    data = sink.getvalue().to_pybytes()
+    batches = [m for m in messages(data) if m.header_type == 3]
+    hidden_at = batches[1].meta_start - 8   # its continuation marker
+    footer_length = struct.unpack_from("<i", data, len(data) - 10)[0]
+    footer_start = len(data) - 10 - footer_length
+    footer = bytearray(data[footer_start:len(data) - 10])
+    root = _fb_table(footer, struct.unpack_from("<I", footer, 0)[0])
+    at = _fb_field(footer, root, 3)  # Footer.recordBatches: [Block]
+    vector = at + struct.unpack_from("<I", footer, at)[0]
+    for index in range(struct.unpack_from("<I", footer, vector)[0]):
+        entry = vector + 4 + 24 * index
+        if struct.unpack_from("<q", footer, entry)[0] == hidden_at:
+            struct.pack_into("<q", footer, entry, hidden_at + 8)
+    end_of_stream = struct.pack("<Ii", 0xFFFFFFFF, 0)
+    return (data[:hidden_at] + end_of_stream + data[hidden_at:footer_start] + bytes(footer)
+            + data[len(data) - 10:])
+
+
 def footer_size_at(data: bytes) -> int:
     return len(data) - 10
 
@@ -474,6 +507,15 @@ def _huge_pages_available() -> bool:
             and (int(fields.get("HugePages_Free", "0")) >= 1 or overcommit > 0))
 
 
+def _hugetlb_outcome(changed: dict, skipped: dict) -> Replayed:
+    """A trace whose one hugetlb mmap is kernel-placed: it fails (counted) without huge pages."""
+    if _huge_pages_available():
+        return Replayed(changed=changed, skipped=skipped)
+    return Replayed(changed=changed, failed={"mmap": 1},
+                    skipped={**skipped, "target_mapping_failed_earlier":
+                             skipped.get("target_mapping_failed_earlier", 0) + 1})
+
+
 def _hostile(rows: list[dict]) -> Callable[[], bytes]:
     return lambda: trace_bytes(rows)
 
@@ -563,6 +605,64 @@ HOSTILE_CASES = [
          Replayed(changed={"hugetlb_noreserve_dropped": 1}) if _huge_pages_available()
          else Replayed(changed={"hugetlb_noreserve_dropped": 1}, failed={"mmap": 1},
                        skipped={"target_mapping_failed_earlier": 1})),
+    Case("hugetlb-fixed-past-own-mapping.arrow", "hostile",
+         "a 4 KiB MAP_FIXED|MAP_HUGETLB at the last page of a replay mapping: the kernel unmaps a "
+         "whole huge page there, past the mapping, even when the call then fails",
+         _hostile([mmap(A, 4 * MIB), mremap(A, 4 * MIB, A, 4 * MIB + 4 * KIB),
+                   mmap(A + 4 * MIB, 4 * KIB, flags=ANON | MAP_FIXED | MAP_HUGETLB),
+                   munmap(A, 4 * MIB + 4 * KIB)]),
+         _hugetlb_outcome(changed={"hugetlb_fixed_kernel_placed": 1},
+                          skipped={"hugetlb_unaligned": 1})),
+    Case("hugetlb-size-bits-inside-own-mapping.arrow", "hostile",
+         "MAP_FIXED|MAP_HUGETLB with MAP_HUGE_2MB and MAP_HUGE_1GB bits inside a replay mapping, "
+         "then partial munmap, madvise and mprotect cutting the huge page",
+         _hostile([mmap(A, 8 * MIB),
+                   mmap(A + 2 * MIB, 4 * KIB, flags=ANON | MAP_FIXED | MAP_HUGETLB | (21 << 26)),
+                   mmap(A + 4 * MIB, 4 * KIB, flags=ANON | MAP_FIXED | MAP_HUGETLB | (30 << 26)),
+                   munmap(A + 2 * MIB, 4 * KIB), madvise(A + 3 * MIB, 4 * KIB, 4),
+                   mprotect(A + 2 * MIB + 8 * KIB, MIB, 1), mremap(A + 2 * MIB, 2 * MIB, 0, 4 * MIB),
+                   munmap(A, 8 * MIB)]),
+         _hugetlb_outcome(changed={"hugetlb_fixed_kernel_placed": 1},
+                          skipped={"hugetlb_unaligned": 4, "hugetlb_mremap": 1})),
+    Case("hugetlb-size-unknown-here.arrow", "hostile",
+         "MAP_FIXED|MAP_HUGETLB with a huge page size this kernel lacks (16 GiB) over a 100 MiB "
+         "replay mapping: the kernel refuses it before unmapping anything",
+         _hostile([mmap(A, 100 * MIB),
+                   mmap(A, 100 * MIB, flags=ANON | MAP_FIXED | MAP_HUGETLB | (34 << 26) - (1 << 32)),
+                   munmap(A, 100 * MIB)]),
+         Replayed(skipped={"hugetlb_size_unsupported": 1})),
+    Case("map-fixed-refused-early.arrow", "hostile",
+         "MAP_FIXED inside a replay mapping with neither MAP_PRIVATE nor MAP_SHARED: the kernel "
+         "refuses it (EINVAL) before unmapping; the replay unmaps the target itself",
+         _hostile([mmap(A, 4 * MIB), mmap(A, 4 * MIB, flags=MAP_ANONYMOUS | MAP_FIXED),
+                   munmap(A, 4 * MIB)]),
+         Replayed(failed={"mmap": 1}, skipped={"target_mapping_failed_earlier": 1})),
+    Case("shared-anon-mremap-growth.arrow", "hostile",
+         "a shared anonymous mapping grown by mremap (touching the growth is a SIGBUS), and one "
+         "grown read-only then made writable",
+         _hostile([mmap(A, 4 * KIB, flags=MAP_SHARED | MAP_ANONYMOUS),
+                   mremap(A, 4 * KIB, A + MIB, 8 * KIB), munmap(A + MIB, 8 * KIB),
+                   mmap(A, 8 * KIB, prot=1, flags=MAP_SHARED | MAP_ANONYMOUS),
+                   mremap(A, 8 * KIB, A + MIB, 16 * KIB), mprotect(A + MIB, 16 * KIB, RW),
+                   munmap(A + MIB, 16 * KIB)]),
+         Replayed(changed={"shared_growth_not_touched": 2})),
+    Case("prot-split-then-mremap.arrow", "hostile",
+         "mremap across protection boundaries: shrink and same size (the kernel allows them, the "
+         "pieces keep their protections), grow (it refuses: EFAULT)",
+         _hostile([mmap(A, 16 * KIB), mprotect(A + 4 * KIB, 12 * KIB, 0),
+                   mremap(A, 16 * KIB, A, 8 * KIB, flags=0), munmap(A, 8 * KIB),
+                   mmap(A, 16 * KIB), mprotect(A, 4 * KIB, 0),
+                   mremap(A, 16 * KIB, A + MIB, 32 * KIB), munmap(A + MIB, 32 * KIB),
+                   mmap(A, 16 * KIB), mprotect(A + 8 * KIB, 4 * KIB, 1),
+                   mremap(A, 16 * KIB, FIXED_TARGET, 16 * KIB, flags=MREMAP_MAYMOVE | MREMAP_FIXED),
+                   munmap(FIXED_TARGET, 16 * KIB)]),
+         Replayed(failed={"mremap": 1}, skipped={"target_mapping_failed_earlier": 3},
+                  changed={"mremap_fixed_relocated": 1})),
+    Case("hidden-footer-batch.arrow", "hostile",
+         "a zstd batch of 16 rows x 2 MiB of zeros hidden behind an end-of-stream marker, listed "
+         "only in the footer",
+         hidden_footer_batch,
+         refused("a batch of 16 rows claims", "bytes once decompressed")),
     Case("failed-calls-and-brk.arrow", "hostile", "failed calls and brk (never replayed)",
          _hostile([mmap(0, 1 << 46, errno=12), brk(0, 0x5555_5555_9000),
                    brk(0x5555_5557_a000, 0x5555_5557_a000), munmap(A, 4096) | {"errno": 22}]),
