@@ -62,9 +62,11 @@ for _name in ("MAP_SHARED", "MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_32BIT", "MAP_GR
     KNOWN_MAP_BITS |= MAP[_name]
 HUGETLB_SIZE_BITS = 0x3F << 26
 MAP_HUGETLB, MAP_NORESERVE = MAP["MAP_HUGETLB"], MAP["MAP_NORESERVE"]
-# Memory compiling takes per trace event (Python lists of the columns and of the ops; ~300 bytes
-# measured on 2 million events), checked against what the machine has before starting.
-COMPILE_BYTES_PER_EVENT = 400
+# Memory compiling takes per trace event (Python lists of the columns and of the ops, the live
+# set), checked against what the machine has before starting. Measured by
+# benchmarks/hostile_scaling.py: a peak Python heap of ~540 B per event (tracemalloc), ~380 B of
+# RSS growth; issue 12 reports ~1.4 KB of RSS on a hostile trace. The estimate is above all of them.
+COMPILE_BYTES_PER_EVENT = 1536
 PROT_BITS = 0x7
 SKIPPED_FILE = -2   # id of pieces whose file mmap was skipped (--files skip)
 MAP_TYPE = 0x03     # MAP_SHARED, MAP_PRIVATE or MAP_SHARED_VALIDATE

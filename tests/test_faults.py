@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from replay.compile import COMPILE_BYTES_PER_EVENT
 from traces import read_trace, trace_metadata, write_trace
 from processes import (EXIT_BY_SIGNAL, PATIENCE_S, assert_gone, descendants, interrupt_replaying,
                        mmreplay, wait_for)
+from traces.units import fmt_bytes
 from tracegen import TracedProcess, buffers_trace
 
 MIB = 1 << 20
@@ -90,7 +92,7 @@ def test_enomem_mid_replay_is_counted_and_the_run_completes(tmp_path):
 
 
 def test_a_trace_too_big_to_prepare_is_refused_with_one_line(tmp_path):
-    """Compiling takes a few hundred bytes per event: with less memory than that left (here an
+    """Compiling takes up to COMPILE_BYTES_PER_EVENT per event: with less memory than that left (here an
     address-space limit), the replay is refused up front instead of dying in MemoryError."""
     trace = write_trace(buffers_trace(100_000, 64 << 10, alive_together=False),
                         tmp_path / "many.arrow")
@@ -100,8 +102,8 @@ def test_a_trace_too_big_to_prepare_is_refused_with_one_line(tmp_path):
                            str(64 * MIB)], capture_output=True, timeout=PATIENCE_S)
     assert done.returncode == 2, done.stderr.decode()
     assert done.stderr.decode().splitlines()[-1].startswith(
-        f"Error: {trace}: replaying 200000 events needs about 76.29 MiB of memory to prepare, "
-        "more than the ")
+        f"Error: {trace}: replaying 200000 events needs about "
+        f"{fmt_bytes(200000 * COMPILE_BYTES_PER_EVENT)} of memory to prepare, more than the ")
     assert "Traceback" not in done.stderr.decode()
     assert not (tmp_path / "r.json").exists()
 
