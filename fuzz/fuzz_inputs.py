@@ -6,7 +6,12 @@ generated hostile traces); each one goes through what mmreplay does with a file 
 - arrow:  ``read_trace`` -> ``summarize`` (``mmreplay info``) -> ``compile_trace`` -> a native
   replay of the program under a 64 MiB budget (``mmreplay replay``);
 - strace: ``import_logs`` with the reference parser, with the numba fast path and with tiny
-  chunks, which must agree; the trace it makes must pass ``validate`` and compile.
+  chunks, which must agree; the trace it makes must pass ``validate`` and compile;
+- hostile: generated traces in the shapes of issue 12's attacks (hugetlb and MAP_HUGE_* bits
+  inside the replay's own mappings, shared anonymous mremap, protection splits followed by
+  mremap, hidden footer batches, many threads and the VMA limit), replayed with touching and
+  reading (``--access stream``/``random``) under every policy. A serial replay must leave
+  /proc/self/maps exactly as it found it (foreign memory untouched); a threaded one must end.
 
 A refusal (``MmreplayError``: one clear line) is the expected answer to a bad input. A finding is
 anything else: another exception, a disagreement, an imported trace that does not validate, a
@@ -122,6 +127,94 @@ OPS_ARGS = {
     "mprotect": lambda r, n: f"{hex(n())}, {n()}, {r.choice(MPROTECT_TEXT)}",
     "brk": lambda r, n: r.choice(["NULL", hex(n())]),
 }
+# Huge page size bits (MAP_HUGE_SHIFT = 26): none (the default size), 2 MiB, 1 GiB, 16 GiB (not
+# a size this kernel has) and whatever a stranger sends.
+HUGE_BITS = [0, 21 << 26, 30 << 26, 34 << 26]
+HOSTILE_BASE = 0x7F00_0000_0000
+
+
+def _int32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def hostile_rows(r: random.Random) -> list[dict]:
+    """A trace in the shapes of issue 12's attacks, built from the trace's own mappings."""
+    sys.path.insert(0, str(ROOT / "tests" / "data" / "bad"))
+    import make_corpus as c
+
+    page, mib = 4096, 1 << 20
+    rows, live = [], []  # live: (address, length) of the trace's mappings
+    top = HOSTILE_BASE
+    tids = [1] if r.random() < 0.5 else list(range(1, r.choice([3, 17, 200]) + 1))
+
+    def pick_range():
+        address, length = r.choice(live)
+        start = address + r.randrange(0, length, page) if r.random() < 0.7 else address
+        size = r.choice([page, 2 * page, 2 * mib, r.randrange(page, 4 * mib + 1, page),
+                         length, length + page])
+        return start, size
+
+    for _ in range(r.randint(1, 24)):
+        shape = r.random()
+        tid = r.choice(tids)
+        if not live or shape < 0.2:
+            length = r.choice([page, 4 * page, 2 * mib, 2 * mib + page, 4 * mib,
+                               r.randrange(page, 8 * mib, page)])
+            shared = r.random() < 0.3
+            flags = (c.MAP_SHARED if shared else c.MAP_PRIVATE) | c.MAP_ANONYMOUS
+            rows.append(c.mmap(top, length, flags=flags, prot=r.choice([3, 3, 1, 0]), tid=tid))
+            live.append((top, length))
+            top += length + r.choice([0, page, 2 * mib])
+        elif shape < 0.4:  # hugetlb with MAP_FIXED inside (or across) an own mapping
+            start, size = pick_range()
+            bits = r.choice(HUGE_BITS + [r.randrange(64) << 26])
+            fixed = c.MAP_FIXED if r.random() < 0.8 else 0
+            flags = _int32(c.ANON | c.MAP_HUGETLB | fixed | bits
+                           | (c.MAP_NORESERVE if r.random() < 0.2 else 0))
+            rows.append(c.mmap(start, size, flags=flags, tid=tid))
+        elif shape < 0.6:  # mprotect split, then mremap over the pieces
+            start, size = pick_range()
+            rows.append(c.mprotect(start, size, r.choice([0, 1, 3, 2, 4]), tid=tid))
+            start, size = pick_range()
+            new_size = r.choice([size // 2 // page * page or page, size, 2 * size, size + page])
+            target = r.choice([start, top + 64 * mib, c.FIXED_TARGET])
+            flags = r.choice([0, c.MREMAP_MAYMOVE, c.MREMAP_MAYMOVE | c.MREMAP_FIXED,
+                              c.MREMAP_MAYMOVE | 4])
+            rows.append(c.mremap(start, size, target, new_size, flags=flags, tid=tid))
+            live.append((target, new_size))
+        elif shape < 0.75:  # partial munmap / madvise that may cut a huge page
+            start, size = pick_range()
+            if r.random() < 0.5:
+                rows.append(c.munmap(start, size, tid=tid))
+            else:
+                rows.append(c.madvise(start, size, r.choice([4, 8, 9, 14, 15, 102]), tid=tid))
+        else:  # mremap growth, shrink or move of a whole mapping (shared ones included)
+            address, length = r.choice(live)
+            new_size = r.choice([length * 2, length + page, max(page, length // 2 // page * page)])
+            target = top + r.choice([0, 32 * mib])
+            rows.append(c.mremap(address, length, target, new_size,
+                                 flags=r.choice([c.MREMAP_MAYMOVE, 0,
+                                                 c.MREMAP_MAYMOVE | c.MREMAP_FIXED]), tid=tid))
+            live.append((target, new_size))
+            top += new_size + 32 * mib
+    return rows
+
+
+def hostile_trace(r: random.Random) -> bytes:
+    sys.path.insert(0, str(ROOT / "tests" / "data" / "bad"))
+    import make_corpus as c
+
+    choice = r.random()
+    if choice < 0.05:
+        return c.hidden_footer_batch(r.choice([4096, 1 << 20, 2 << 20]), r.randint(1, 64))
+    if choice < 0.07:  # more live mappings than vm.max_map_count allows, on many threads
+        n = 70_000
+        return c.trace_bytes([c.mmap(HOSTILE_BASE + i * 8192, 4096, prot=1 + i % 2,
+                                     tid=1 + i % 300) for i in range(n)])
+    return c.trace_bytes(hostile_rows(r))
+
+
 INTERESTING = [0, 1, 4095, 4096, 8192, 1 << 20, 2 << 20, (1 << 31) - 1, 1 << 31, (1 << 32) - 1,
                1 << 47, (1 << 63) - 1, 1 << 63, (1 << 64) - 4096, (1 << 64) - 1, 1 << 64,
                0x7F00_0000_0000, 0xFFFF_8880_0000_0000]
@@ -314,6 +407,53 @@ class Worker:
         state.run(0, program.ops)
         self.finish("arrow", True)
 
+    def run_hostile(self, data: bytes, r: random.Random) -> None:
+        from replay.compile import compile_trace
+        from replay.config import Access, ReplayConfig
+        from replay.engine import EngineState
+        from replay.policy import probe_kernel_alignment
+        from replay.probes import maps_snapshot
+        from replay.session import engine_params, run_program
+        from replay.threads import plan_threads
+        from traces import MmreplayError, read_trace
+
+        self.begin("hostile", data)
+        path = self.scratch / "input.arrow"
+        path.write_bytes(data)
+        threaded = r.random() < 0.3
+        config = ReplayConfig(policy=r.choice(["kernel", "align-ge-pmd", "align-pmd-multiple"]),
+                              touch=r.choice(["pages", "full", "first"]),
+                              access=Access.parse(r.choice(["stream:1", "random:64", "none"])),
+                              threads="recorded" if threaded else "1")
+        try:
+            table = read_trace(path)
+            program = compile_trace(table, config, max_live_bytes=REPLAY_BUDGET_BYTES)
+            plan = plan_threads(program, table, "recorded") if threaded else None
+        except MmreplayError as exc:
+            if "\n" in str(exc):
+                self.record("hostile", data, "multiline-error", str(exc))
+            self.finish("hostile", False)
+            return
+        except Exception:
+            self.record("hostile", data, "exception", traceback.format_exc())
+            self.finish("hostile", False)
+            return
+        alignment = probe_kernel_alignment()
+        if threaded:
+            run = run_program(program, config, alignment, plan=plan)
+            if run["interrupted"]:
+                self.record("hostile", data, "threaded-run-stopped", str(run["interrupt_reason"]))
+        else:
+            state = EngineState(program, engine_params(config, alignment))
+            state.run(0, 0)  # numba's dispatch done before the snapshot
+            before = maps_snapshot()
+            state.run(0, program.ops)
+            after = maps_snapshot()
+            if after != before:
+                changed = sorted(set(after) ^ set(before))
+                self.record("hostile", data, "address-space-changed", "\n".join(changed[:20]))
+        self.finish("hostile", True)
+
     def run_strace(self, text: bytes, chunk_bytes: int) -> None:
         import numpy as np
 
@@ -417,7 +557,14 @@ class Worker:
         def strace_mutated(r, rounds, chunk):
             self.run_strace(mutate(seed_log, r, rounds), chunk)
 
+        @common
+        @given(r=st.randoms(use_true_random=False))
+        def hostile_generated(r):
+            self.run_hostile(hostile_trace(r), r)
+
         batches = []
+        if "hostile" in self.targets:
+            batches += [("hostile", hostile_generated)]
         if "arrow" in self.targets:
             batches += [("arrow", arrow_mutated), ("arrow", arrow_generated)]
         if "strace" in self.targets:
@@ -550,8 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executions", type=int, default=None,
                         help="stop once each target has run this many inputs (however long "
                              "it takes: what a test on a busy machine asks for)")
-    parser.add_argument("--target", nargs="+", choices=["arrow", "strace"],
-                        default=["arrow", "strace"])
+    parser.add_argument("--target", nargs="+", choices=["arrow", "strace", "hostile"],
+                        default=["arrow", "strace", "hostile"])
     parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "mmreplay-fuzz"),
                         help="folder for findings (input + traceback) and summary.json "
                              "(default: %(default)s)")

@@ -427,6 +427,10 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             kept = [(p.start - start, p.length, p.prot) for p in pieces]
             tail_prot = pieces[-1].prot
             dont_unmap = bool(flags[row] & MREMAP_DONTUNMAP)
+            if dont_unmap and target < end and start < target + grown:
+                # The old range stays: a new one over it is refused by the kernel (EINVAL).
+                _count(skipped, "mremap_overlapping_ranges")
+                continue
             if flags[row] & MREMAP_FIXED:
                 _count(notes, "mremap_fixed_relocated")
             # Whatever else the trace's target range held was unmapped by the kernel.
