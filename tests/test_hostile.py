@@ -280,23 +280,23 @@ def test_outputs_write_through_fifos_and_devices_and_keep_modes(tmp_path):
     received = []
     reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
     reader.start()
-    done = mmreplay("replay", trace, "--json", fifo, "--no-progress")
+    done = mmreplay("replay", trace, "-o", fifo, "--no-progress")
     reader.join()
     assert done.returncode == 0, done.stderr
     assert stat.S_ISFIFO(fifo.stat().st_mode) and b'"mmreplay_result"' in received[0]
 
-    done = mmreplay("replay", trace, "--json", "/dev/null", "--no-progress")
+    done = mmreplay("replay", trace, "-o", "/dev/null", "--no-progress")
     assert done.returncode == 0 and stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
     private = tmp_path / "private.json"
     private.write_text("old")
     private.chmod(0o600)
-    assert mmreplay("replay", trace, "--json", private, "--no-progress").returncode == 0
+    assert mmreplay("replay", trace, "-o", private, "--no-progress").returncode == 0
     assert stat.S_IMODE(private.stat().st_mode) == 0o600 and private.read_text() != "old"
 
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(tmp_path / "sock"))
-        assert_one_line_error(mmreplay("replay", trace, "--json", tmp_path / "sock"),
+        assert_one_line_error(mmreplay("replay", trace, "-o", tmp_path / "sock"),
                               "not a file: refusing to write to it")
 
 
@@ -340,7 +340,7 @@ def test_import_refuses_more_calls_than_max_events(tmp_path):
 def test_one_line_errors(tmp_path):
     trace = trace_file(tmp_path, [corpus.mmap(A, 4096), corpus.munmap(A, 4096)])
     good = tmp_path / "good.json"
-    assert mmreplay("replay", trace, "--json", good, "--no-progress").returncode == 0
+    assert mmreplay("replay", trace, "-o", good, "--no-progress").returncode == 0
     import json
 
     document = json.loads(good.read_text())

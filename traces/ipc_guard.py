@@ -91,16 +91,20 @@ _BLOCK = struct.Struct("<qi4xq")  # Block: offset, metaDataLength, (padding), bo
 _MESSAGE_RECORD_BATCH, _MESSAGE_DICTIONARY_BATCH = 3, 2  # MessageHeader union types
 
 
+def _damaged(detail: str) -> TraceError:
+    return TraceError(f"damaged or truncated Arrow file ({detail})")
+
+
 def _footer_blocks(data: bytes) -> tuple[list, list]:
     """The (offset, metadata length) of every dictionary and record batch block the file's footer
     lists: exactly the messages ``pyarrow.ipc.open_file`` reads, whatever the stream between
     holds (an end-of-stream marker there hides later messages from a stream reader)."""
     if len(data) < 18 or bytes(data[-6:]) != b"ARROW1":
-        raise TraceError("no Arrow file footer")
+        raise _damaged("no Arrow file footer")
     (footer_length,) = struct.unpack_from("<i", data, len(data) - 10)
     footer_start = len(data) - 10 - footer_length
     if footer_length <= 0 or footer_start < 8:
-        raise TraceError(f"Arrow file footer of {footer_length} bytes does not fit the file")
+        raise _damaged(f"Arrow file footer of {footer_length} bytes does not fit the file")
     footer = data[footer_start:footer_start + footer_length]
     (root,) = struct.unpack_from("<I", footer, 0)
     table = _Table(footer, root)
@@ -112,7 +116,7 @@ def _footer_blocks(data: bytes) -> tuple[list, list]:
 def _message_at(data: bytes, offset: int, metadata_length: int):
     """(Message flatbuffer bytes, its root table, the body as a memoryview) of one block."""
     if offset < 8 or metadata_length < 8 or offset + metadata_length > len(data):
-        raise TraceError(f"a block at offset {offset} lies outside the file")
+        raise _damaged(f"a block at offset {offset} lies outside the file")
     (marker,) = struct.unpack_from("<I", data, offset)
     flatbuffer_at = offset + 8 if marker == 0xFFFFFFFF else offset + 4
     meta = bytes(data[flatbuffer_at:offset + metadata_length])
@@ -121,7 +125,7 @@ def _message_at(data: bytes, offset: int, metadata_length: int):
     body_length = message.scalar(3, "<q")  # Message.bodyLength
     body_start = offset + metadata_length
     if body_length < 0 or body_start + body_length > len(data):
-        raise TraceError(f"the message at offset {offset} claims a body past the end of the file")
+        raise _damaged(f"the message at offset {offset} claims a body past the end of the file")
     return meta, message, memoryview(data)[body_start:body_start + body_length]
 
 
@@ -133,7 +137,7 @@ def _inflated_bytes(meta: bytes, batch: _Table, body) -> int:
     for item in batch.struct_vector(2, 16):  # RecordBatch.buffers: [Buffer]
         offset, size = struct.unpack_from("<qq", meta, item)
         if size < 0 or offset < 0 or offset + size > len(body):
-            raise TraceError("a record batch buffer lies outside its message body")
+            raise _damaged("a record batch buffer lies outside its message body")
         declared = 0
         if compressed and size >= 8:
             (declared,) = struct.unpack_from("<q", body, offset)
@@ -159,7 +163,8 @@ def check_ipc_sizes(data, max_events: int = MAX_EVENTS) -> int:
 
         def check_total() -> None:
             if available is not None and total > available // 2:
-                raise TraceError(f"read, the file would take at least {fmt_bytes(total)}, more "
+                raise TraceError(f"read and decompressed, the file would take at least "
+                                 f"{fmt_bytes(total)}, more "
                                  f"than half of the {fmt_bytes(available)} of memory available; "
                                  "refusing to load it")
 
@@ -169,14 +174,14 @@ def check_ipc_sizes(data, max_events: int = MAX_EVENTS) -> int:
             for offset, metadata_length in blocks:
                 meta, message, body = _message_at(data, offset, metadata_length)
                 if message.scalar(1, "<B") != kind:  # Message.header_type
-                    raise TraceError(f"the block at offset {offset} is not the message its "
+                    raise _damaged(f"the block at offset {offset} is not the message its "
                                      "footer entry says")
                 header = message.table(2)  # Message.header
                 if header is None:
-                    raise TraceError("batch message without a header")
+                    raise _damaged("batch message without a header")
                 batch = header.table(1) if kind == _MESSAGE_DICTIONARY_BATCH else header
                 if batch is None:
-                    raise TraceError("dictionary batch without data")
+                    raise _damaged("dictionary batch without data")
                 length = batch.scalar(0, "<q")  # RecordBatch.length
                 if length < 0:
                     raise TraceError(f"a batch claims {length} rows")

@@ -1006,7 +1006,14 @@ def _tokenized_chunks(reader: _LogReader, fast: bool | str, parsers: set[str]):
     worker.start()
     try:
         while True:
-            item = results.get()
+            try:
+                item = results.get(timeout=0.1)
+            except queue.Empty:
+                if worker.is_alive():
+                    continue
+                # Died without a word (MemoryError while reporting one): never wait forever.
+                item = results.get_nowait() if not results.empty() else MmreplayError(
+                    f"{reader.path}: the log reader stopped unexpectedly (out of memory?)")
             if item is None:
                 return
             if isinstance(item, BaseException):

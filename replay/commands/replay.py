@@ -14,7 +14,8 @@ from .options import json_option, output_option, progress_option, replay_options
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 1000),
               help="Runs of the same program; the summary gives median, min and max.")
 @click.option("--threads", default="1", show_default=True,
-              help="1 (serial), recorded (one OS thread per recorded thread) or N threads.")
+              help="1 (serial), recorded (one OS thread per recorded thread, at most 64) or N "
+                   "threads (1 to 64).")
 @click.option("--order", default="deps", show_default=True, type=click.Choice(["deps", "strict"]),
               help="With threads: wait only on real dependencies, or keep the global order.")
 @output_option("Write the full result (every run, host, command) as JSON to FILE")
