@@ -285,8 +285,16 @@ def test_outputs_write_through_fifos_and_devices_and_keep_modes(tmp_path):
     assert done.returncode == 0, done.stderr
     assert stat.S_ISFIFO(fifo.stat().st_mode) and b'"mmreplay_result"' in received[0]
 
-    done = mmreplay("replay", trace, "-o", "/dev/null", "--no-progress")
-    assert done.returncode == 0 and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    # A character device of our own (the null device's numbers): a wrong output path must never
+    # get to replace the machine's /dev/null.
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        device = None  # not root: no device node to test with
+    if device is not None:
+        done = mmreplay("replay", trace, "-o", device, "--no-progress")
+        assert done.returncode == 0 and stat.S_ISCHR(device.stat().st_mode)
 
     private = tmp_path / "private.json"
     private.write_text("old")
