@@ -218,7 +218,9 @@ THREAD_START_CHILD = textwrap.dedent("""
                                   many_threads_trace(2), "recorded"))  # warm: numba, threads
     with open("/proc/self/status") as handle:
         size = next(int(l.split()[1]) * 1024 for l in handle if l.startswith("VmSize:"))
-    # Room for a few thread stacks (8 MiB each by default), not for 64.
+    # Room for a few thread stacks of 8 MiB, not for 64.
+    import threading
+    threading.stack_size(8 << 20)
     resource.setrlimit(resource.RLIMIT_AS, (size + (40 << 20), resource.RLIM_INFINITY))
     run = run_program(program, config, alignment, plan=plan)
     print(json.dumps({"interrupted": run["interrupted"], "reason": run["interrupt_reason"],
