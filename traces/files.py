@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import stat
 import sys
 import tempfile
@@ -158,11 +159,13 @@ class _Unclosed:
 
 
 def open_input(path: str | os.PathLike, what: str, error: type = MmreplayError,
-               pipes: bool = False):
+               pipes: bool = False, interrupted=None):
     """Open ``path`` for binary reading, or raise ``error`` with one line: a folder, a missing
     file, a refused open, or anything but a regular file (a device, a socket; a FIFO too unless
-    ``pipes``). The type is checked before opening: opening a FIFO blocks until a writer comes.
-    A FIFO (``<(zcat log)``) is opened without blocking, so one nobody writes to reads as empty.
+    ``pipes``). The type is checked before opening: opening a FIFO blocks until a writer comes,
+    deaf to signals whose handler only takes note. So a FIFO (``<(zcat log)``) is opened without
+    blocking and waited on in short polls, until its writer has written or gone, or until
+    ``interrupted()`` (then ``error``; without it, Ctrl-C raises KeyboardInterrupt as usual).
     ``what`` names the expected content ("a trace file")."""
     try:
         mode = os.stat(path).st_mode
@@ -175,6 +178,12 @@ def open_input(path: str | os.PathLike, what: str, error: type = MmreplayError,
     try:
         if stat.S_ISFIFO(mode) and pipes:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            waiting = select.poll()
+            waiting.register(fd, select.POLLIN | select.POLLHUP)
+            while not waiting.poll(100):  # Linux reports no POLLHUP before a first writer
+                if interrupted is not None and interrupted():
+                    os.close(fd)
+                    raise error(f"{path}: interrupted while waiting for a writer on this FIFO")
             os.set_blocking(fd, True)
             return os.fdopen(fd, "rb")
         if not stat.S_ISREG(mode):

@@ -467,10 +467,10 @@ class _LogReader:
     """Yields (chunk of whole lines, compressed bytes consumed) from a possibly compressed log,
     a plain file or a pipe."""
 
-    def __init__(self, path: Path, chunk_bytes: int):
+    def __init__(self, path: Path, chunk_bytes: int, interrupted: Callable[[], bool] | None = None):
         self.path = path
         self.chunk_bytes = chunk_bytes
-        raw = open_input(path, "an strace log", pipes=True)
+        raw = open_input(path, "an strace log", pipes=True, interrupted=interrupted)
         try:
             head = raw.peek(8)[:8]  # sniff without consuming: a pipe cannot seek back
         except OSError as exc:
@@ -942,7 +942,8 @@ def import_logs(paths: Sequence[str | Path], *, tid: int | None = None, fast: bo
     kept = 0  # rows of the files before this one
     for index, path in enumerate(map(Path, paths)):
         state = _FileImport(names[index] if names else str(path))
-        for records, consumed in _tokenized_chunks(_LogReader(path, chunk_bytes), fast, parsers):
+        for records, consumed in _tokenized_chunks(_LogReader(path, chunk_bytes, interrupted), fast,
+                                                    parsers):
             if records is not None:
                 records[F_POS] = np.arange(state.lines + 1, state.lines + 1 + records.shape[1])
                 state.feed(records)
