@@ -44,7 +44,10 @@ def open_trace(path: str | os.PathLike, pick: int | None = None) -> TraceSource:
     """The trace ``path`` names; ``pick`` (1-based) chooses one when the input holds several."""
     path = Path(path)
     with open_input(path, "a trace file", TraceError) as handle:
-        head = handle.read(8)
+        try:
+            head = handle.read(8)
+        except OSError as exc:  # /proc/self/mem and the like
+            raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if not head:
         raise TraceError(f"{path}: empty file, not a trace")
     if head.startswith(ARROW_MAGIC):
