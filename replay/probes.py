@@ -75,6 +75,35 @@ def maps_snapshot() -> list[str]:
         return [line.rstrip("\n") for line in handle]
 
 
+class MapsReader:
+    """/proc/self/maps captured into buffers allocated beforehand, for checks around a replay:
+    ``capture(slot)`` maps nothing, and the text is only decoded (``lines(slot)``) once every
+    capture is taken. A malloc arena mapped while reading or decoding lands anywhere, even in a
+    range the replay just freed, and would show up as a change."""
+
+    def __init__(self, slots: int = 2, slot_bytes: int = 16 << 20):
+        self.fd = os.open("/proc/self/maps", os.O_RDONLY)
+        self.buffers = [bytearray(slot_bytes) for _ in range(slots)]
+        self.sizes = [0] * slots
+
+    def capture(self, slot: int) -> None:
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        view, got = memoryview(self.buffers[slot]), 0
+        while True:
+            n = os.readv(self.fd, [view[got:]])
+            if n == 0:
+                break
+            got += n
+        self.sizes[slot] = got
+
+    def lines(self, slot: int) -> list[str]:
+        text = bytes(memoryview(self.buffers[slot])[: self.sizes[slot]]).decode()
+        return [line.rstrip("\n") for line in text.splitlines()]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def owned_mask(vma_start: np.ndarray, vma_end: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     """Which VMAs intersect any of the sorted, non-overlapping replay ``ranges`` (n, 2)."""
     if len(ranges) == 0 or len(vma_start) == 0:

@@ -32,7 +32,7 @@ from replay.compile import compile_trace, hugetlb_page_sizes, huge_page_size
 from replay.config import MAX_OS_THREADS, Access, ReplayConfig
 from replay.engine import EngineState
 from replay.policy import probe_kernel_alignment
-from replay.probes import maps_snapshot
+from replay.probes import MapsReader, maps_snapshot
 from replay.program import OP_MMAP, OP_MMAP_FIXED_IN
 from replay.session import engine_params, run_program
 from replay.threads import plan_threads
@@ -99,9 +99,10 @@ def test_attack_shapes_replay_without_touching_foreign_memory(seed, policy, acce
     targets, nearby = TargetSentinels(table), NearbySentinels()
     maps = MapsReader()
     try:
-        files_before = file_backed(maps_snapshot())
+        maps.capture(0)
         state.run(0, program.ops)  # a SIGSEGV or SIGBUS here kills the test run
-        after = maps.read()  # before Python allocates again: it may reuse the freed ranges
+        maps.capture(1)  # before Python allocates again: it may reuse the freed ranges
+        files_before, after = file_backed(maps.lines(0)), maps.lines(1)
         assert targets.intact() and nearby.intact()
         assert file_backed(after) == files_before
         # Everything the replay mapped is gone again (its cleanup released all of it).
@@ -113,28 +114,6 @@ def test_attack_shapes_replay_without_touching_foreign_memory(seed, policy, acce
         maps.close()
         targets.close()
         nearby.close()
-
-
-class MapsReader:
-    """/proc/self/maps read into a buffer allocated beforehand: reading it allocates nothing
-    that could land in a range the replay just freed (a new malloc arena may go anywhere)."""
-
-    def __init__(self):
-        self.fd = os.open("/proc/self/maps", os.O_RDONLY)
-        self.buffer = bytearray(16 << 20)
-
-    def read(self) -> list[str]:
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        view, got = memoryview(self.buffer), 0
-        while True:
-            n = os.readv(self.fd, [view[got:]])
-            if n == 0:
-                break
-            got += n
-        return [line.rstrip() for line in bytes(view[:got]).decode().splitlines()]
-
-    def close(self):
-        os.close(self.fd)
 
 
 def test_hugetlb_fixed_inside_own_mapping_is_kernel_placed_and_rounded(tmp_path):
@@ -230,7 +209,7 @@ THREAD_START_CHILD = textwrap.dedent("""
     from replay.compile import compile_trace
     from replay.config import ReplayConfig
     from replay.policy import probe_kernel_alignment
-    from replay.probes import maps_snapshot
+    from replay.probes import MapsReader, maps_snapshot
     from replay.session import run_program
     from replay.threads import plan_threads
     table = many_threads_trace(64)
