@@ -6,14 +6,15 @@
 # Outputs: CACHE/<name>/{bzImage,.config,release,build-info}, CACHE defaulting to
 # ~/.cache/mmreplay/kernels (MMREPLAY_KERNEL_CACHE). One source tree, CACHE/src, is built in place:
 # the first kernel fully, the others incrementally (only mm/ files and the release string change).
-# Rerunning skips every kernel whose recipe (tarball, patches, config fragment) is unchanged.
+# Rerunning skips every kernel whose recipe (tarball, the patches' diffs, config fragment) is unchanged.
 set -euo pipefail
 
 usage() {
     cat <<EOF
-Usage: $0 [--list] [NAME...]
+Usage: $0 [--list] [--force] [NAME...]
 Builds the named kernels (default: all, in the order below) into \$MMREPLAY_KERNEL_CACHE.
   --list   print each kernel's name, image path and whether it is built, then exit
+  --force  rebuild the named kernels even if up to date (incrementally, in the same tree)
 Kernels: 6.1-plain 6.1-align-ge-pmd 6.1-align-pmd-multiple
 Environment: MMREPLAY_KERNEL_CACHE (default ~/.cache/mmreplay/kernels),
   MMREPLAY_KERNEL_SOURCE (default /usr/src/linux-source-6.1.tar.xz), JOBS (default nproc),
@@ -42,23 +43,28 @@ patches_for() {
     esac
 }
 
+# A patch's diff, without its description (editing a description rebuilds nothing).
+patch_body() { sed -n '/^--- a\//,$p' "$1"; }
+
 # sha256 of the recipe: source tarball, config fragment and this kernel's patches, in order.
 recipe_of() {
     local p
     {
         echo "tarball $tarball_sha"
         echo "fragment $(sha256sum <"$fragment" | cut -d' ' -f1)"
-        for p in $(patches_for "$1"); do echo "patch $(basename "$p") $(sha256sum <"$p" | cut -d' ' -f1)"; done
+        for p in $(patches_for "$1"); do echo "patch $(basename "$p") $(patch_body "$p" | sha256sum | cut -d' ' -f1)"; done
     } | sha256sum | cut -d' ' -f1
 }
 
 is_built() { [[ -f $cache/$1/bzImage && -f $cache/$1/recipe.sha256 && $(cat "$cache/$1/recipe.sha256") == "$(recipe_of "$1")" ]]; }
 
 list=0
+force=0
 names=()
 for arg in "$@"; do
     case $arg in
     --list) list=1 ;;
+    --force) force=1 ;;
     -h | --help) usage; exit 0 ;;
     -*) usage >&2; die "unknown option '$arg'" ;;
     *) patches_for "$arg" >/dev/null; names+=("$arg") ;;
@@ -138,7 +144,8 @@ sync_patches() {
     local want=("$@") have=() keep=0 i
     mkdir -p "$applied"
     mapfile -t have < <(find "$applied" -name '*.patch' -printf '%f\n' | sort)
-    while ((keep < ${#have[@]} && keep < ${#want[@]})) && cmp -s "$applied/${have[keep]}" "${want[keep]}"; do
+    while ((keep < ${#have[@]} && keep < ${#want[@]})) &&
+        cmp -s <(patch_body "$applied/${have[keep]}") <(patch_body "${want[keep]}"); do
         keep=$((keep + 1))
     done
     for ((i = ${#have[@]} - 1; i >= keep; i--)); do
@@ -208,7 +215,7 @@ build() {
 
 todo=()
 for name in "${names[@]}"; do
-    if is_built "$name"; then
+    if ((!force)) && is_built "$name"; then
         log "$name: up to date ($(cat "$cache/$name/release")) -> $cache/$name/bzImage"
     else
         todo+=("$name")
