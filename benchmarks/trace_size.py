@@ -13,6 +13,12 @@ Target (issue 13): each bundled trace is at most the size of `xz -9e` of its raw
 field at the recorded precision (the events' content hash is printed; the format tests check
 the round trip).
 
+It also prints the size of each trace's `mmreplay share` block (the limit commonly cited for
+vger.kernel.org lists is 100,000 characters) and the two choices behind it, measured on the
+same trace file: its payload compressed as a whole with xz, against the zstd-compressed v2 file
+as it is; and base64, against base85 as git's binary patches use it (one length character and
+up to 65 characters per 52 bytes).
+
 With --columns it also prints where the bytes go, column by column: each stored column's
 buffers compressed on their own with the file's zstd level, for v1 and v2, and the variants
 measured while choosing v2's form (zstd levels, dictionary encoding, addresses in pages).
@@ -23,6 +29,8 @@ measured while choosing v2's form (zstd levels, dictionary encoding, addresses i
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import lzma
 import shutil
 import subprocess
@@ -39,6 +47,8 @@ sys.path.insert(0, str(ROOT))
 from traces import read_trace, trace_metadata  # noqa: E402
 from traces.encoding import encode  # noqa: E402
 from traces.format import events_sha256, trace_file_bytes, validate, zstd_level  # noqa: E402
+from traces.format import parse_trace  # noqa: E402
+from traces.share import XZ_PRESET as SHARE_PRESET, find_blocks, share_block  # noqa: E402
 
 TRACES = ROOT / "traces" / "data"
 LOGS = ROOT / "tests" / "data" / "strace"
@@ -165,6 +175,21 @@ def main(argv: list[str] | None = None) -> int:
             for what, size in variants(table, stored, level):
                 print(f"    {what:<44} {size:>7,} B {size / events:6.3f} B/ev")
     print(f"target: {'met' if met else 'NOT met'} for every bundled trace")
+    print("\nmmreplay share blocks (characters; the payload is the v2 trace file, anonymised)")
+    print(f"{'trace':<18} {'block':>8} {'xz payload':>11} {'zstd file':>10} {'base64':>8} "
+          f"{'base85 (git)':>13}  limit 100,000")
+    for name, events, *_, table in rows:
+        source = (TRACES / f"{name}.arrow").read_bytes()
+        text, info = share_block(table, f"{name}.arrow",
+                                 shared_from=hashlib.sha256(source).hexdigest())
+        trace_file = find_blocks(text)[0].data  # the anonymised v2 file, uncompressed buffers
+        payload = lzma.compress(trace_file, preset=SHARE_PRESET)
+        zstd_file = trace_file_bytes(parse_trace(pa.py_buffer(trace_file), name))
+        encoded = len(base64.b64encode(payload))
+        b64 = encoded + -(-encoded // 72)  # with a newline every 72 characters
+        git85 = -(-len(payload) // 52) * 67
+        print(f"{name:<18} {info['characters']:>8,} {len(payload):>11,} {len(zstd_file):>10,} "
+              f"{b64:>8,} {git85:>13,}  {'under' if info['characters'] <= 100_000 else 'OVER'}")
     return 0
 
 

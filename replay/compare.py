@@ -63,15 +63,16 @@ def compare_trace(trace_path: str | None, values: dict, repeat: int = 5,
                   max_live_bytes: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   argv: list[str] | None = None, warmup: int = 1,
-                  perf_faults: bool = False) -> dict:
+                  perf_faults: bool = False, pick: int | None = None) -> dict:
     """Run every configuration ``repeat`` times, interleaved, after ``warmup`` uncounted rounds
     (the first touches of fresh memory cost more on a VM); return the compare document."""
     if repeat < 1 or warmup < 0:
         raise MmreplayError("--repeat must be at least 1 and --warmup at least 0")
     axis, configs = configurations(values)
     path = resolve_trace(trace_path)
-    table = read_trace(path)
-    prepared = [Prepared(path, config, max_live_bytes, table=table) for config in configs]
+    table = read_trace(path, pick)
+    prepared = [Prepared(path, config, max_live_bytes, table=table, pick=pick)
+                for config in configs]
     runs: list[list] = [[] for _ in configs]
     interrupt = Interrupt()
     total = (warmup + repeat) * len(configs)

@@ -251,7 +251,8 @@ def parse_at(text) -> str | int:
 
 def capture_layout(trace_path: str | None, config: ReplayConfig, at: str | int = "peak",
                    max_live_bytes: int | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> Layout:
+                   progress: Callable[[int, int], None] | None = None,
+                   pick: int | None = None) -> Layout:
     """Replay the trace up to ``at``, read the layout of the replay's own mappings, release them.
 
     ``at`` is 'peak' (the first moment of most live bytes), 'end' (after the last event, before
@@ -263,14 +264,15 @@ def capture_layout(trace_path: str | None, config: ReplayConfig, at: str | int =
 
     where = parse_at(at)
     path = resolve_trace(trace_path)
-    table = read_trace(path)
+    table = read_trace(path, pick)
     if isinstance(where, int):
         if where >= table.num_rows:
             raise MmreplayError(f"--at {where}: {path.name} has {table.num_rows} events"
                                 + (f", numbered 0 to {table.num_rows - 1}" if table.num_rows else ""))
-        prepared = Prepared(path, config, max_live_bytes, table=table, stop_event=where + 1)
+        prepared = Prepared(path, config, max_live_bytes, table=table, stop_event=where + 1,
+                            pick=pick)
     else:
-        prepared = Prepared(path, config, max_live_bytes, table=table)
+        prepared = Prepared(path, config, max_live_bytes, table=table, pick=pick)
     program = prepared.program
     stop_op = program.peak_op if where == "peak" else program.cleanup_start
     if isinstance(where, int):

@@ -15,6 +15,7 @@ from pathlib import Path
 from traces import MmreplayError, __version__, trace_metadata
 from traces.format import events_sha256
 from traces.files import open_input, write_text
+from traces.inputs import open_trace
 from traces.host import host_metadata
 
 RESULT_VERSION = 1
@@ -28,11 +29,17 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def trace_identity(path: str | Path, table) -> dict:
+def trace_identity(path: str | Path, table, pick: int | None = None) -> dict:
+    """What a result says about its trace. The sha256 is the trace file's: for a trace read out
+    of a mail, the file the block or attachment holds (what `mmreplay share` printed)."""
     meta = trace_metadata(table)
-    return {"path": str(path), "name": Path(path).name, "sha256": file_sha256(path),
-            "events_sha256": events_sha256(table), "events": table.num_rows, "source": meta.get("source", "unknown"),
+    source = open_trace(path, pick)
+    identity = {"path": str(path), "name": Path(path).name, "sha256": source.sha256(),
+                "events_sha256": events_sha256(table), "events": table.num_rows, "source": meta.get("source", "unknown"),
             "recorded_on": (meta.get("host") or {}).get("kernel")}
+    if source.where:
+        identity["found_in"] = source.where
+    return identity
 
 
 def command_line(argv: list[str] | None = None) -> str:

@@ -40,9 +40,9 @@ class Prepared:
     """A trace read, checked against the budget and compiled for one configuration."""
 
     def __init__(self, trace_path, config: ReplayConfig, max_live_bytes: int | None = None,
-                 table=None, stop_event: int | None = None):
+                 table=None, stop_event: int | None = None, pick: int | None = None):
         self.path = resolve_trace(trace_path)
-        self.table = table if table is not None else read_trace(self.path)
+        self.table = table if table is not None else read_trace(self.path, pick)
         self.config = config
         self.max_live_bytes = max_live_bytes if max_live_bytes is not None else default_budget_bytes()
         self.alignment = probe_kernel_alignment()
@@ -50,7 +50,7 @@ class Prepared:
             self.program = compile_trace(self.table, config, self.max_live_bytes, stop_event)
         except MmreplayError as exc:
             raise MmreplayError(f"{self.path}: {exc}") from None
-        self.identity = trace_identity(self.path, self.table)
+        self.identity = trace_identity(self.path, self.table, pick)
         self.plan = None
         if config.threads != "1":
             if config.access.kind == "lockstep":
@@ -84,14 +84,16 @@ class Prepared:
 def replay_trace(trace_path: str | None, config: ReplayConfig, repeat: int = 1,
                  max_live_bytes: int | None = None,
                  progress: Callable[[int, int, int], None] | None = None,
-                 argv: list[str] | None = None, perf_faults: bool = False) -> dict:
+                 argv: list[str] | None = None, perf_faults: bool = False,
+                 pick: int | None = None) -> dict:
     """Replay a trace ``repeat`` times; returns the result document (partial if interrupted).
 
-    ``progress(run_index, events_done, events_total)`` is called between chunks.
+    ``progress(run_index, events_done, events_total)`` is called between chunks; ``pick``
+    chooses among several traces in one mail input.
     """
     if repeat < 1:
         raise MmreplayError("--repeat must be at least 1")
-    prepared = Prepared(trace_path, config, max_live_bytes)
+    prepared = Prepared(trace_path, config, max_live_bytes, pick=pick)
     runs = []
     interrupt = Interrupt()
     with catch_signals(interrupt):

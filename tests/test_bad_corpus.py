@@ -134,10 +134,14 @@ def test_the_corpus_covers_the_issue():
     groups = {}
     for case in corpus.CASES:
         groups.setdefault(case.group, []).append(case)
-        assert case.what and case.name.split(".")[-1] in ("arrow", "log", "gz")
+        assert case.what and case.name.split(".")[-1] in ("arrow", "log", "gz", "txt", "eml",
+                                                          "mbox")
     assert len(corpus.CASES) >= 30
     assert len(groups["arrow"]) >= 15 and len(groups["hostile"]) >= 12
     assert len(groups["strace"]) >= 6
+    # Issue 13: every new door (blocks, mails, mboxes) and format v2's stored columns.
+    assert len(groups["mail"]) >= 12
+    assert sum(case.name.startswith("v2-") for case in groups["arrow"]) >= 6
     names = set(CASES)
     for required in ("truncated-64.arrow", "truncated-half.arrow", "truncated-footer.arrow",
                      "bitflip-compressed-data.arrow", "bitflip-metadata-json.arrow",

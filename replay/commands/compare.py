@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from .common import Progress, check_outputs, emit, exit_if_interrupted, is_stdout
-from .options import SIZE, json_option, output_option, progress_option
+from .options import SIZE, json_option, output_option, pick_option, progress_option
 
 
 @click.command("compare")
 @click.argument("trace", required=False, type=click.Path(dir_okay=False))
+@pick_option
 @click.option("--policies", "policy", default="kernel,align-ge-pmd", show_default=True,
               help="Comma-separated placement policies: kernel, no-align, align-ge-pmd, "
                    "align-pmd-multiple.")
@@ -37,9 +38,12 @@ from .options import SIZE, json_option, output_option, progress_option
               help="Also count page faults with a perf_event_open software counter (~3% slower "
                    "faults).")
 @progress_option
-def command(trace, policy, thp, touch, access, files, threads, repeat, warmup, max_live, output,
+def command(trace, pick, policy, thp, touch, access, files, threads, repeat, warmup, max_live, output,
             as_json, fmt, perf_faults, progress):
     """Replay TRACE under several configurations and print one A/B table.
+
+    TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay
+    share` block, quoted or not, or the trace attached).
 
     Exactly one option takes several comma-separated values; the first value is the base.
     The table follows the kernel test robot's format: mean +- %stddev, %change, and a * where
@@ -62,7 +66,7 @@ def command(trace, policy, thp, touch, access, files, threads, repeat, warmup, m
     with Progress(progress, "replaying") as bar:
         document = compare_trace(trace, values, repeat, max_live,
                                  progress=bar.update if bar else None, warmup=warmup,
-                                 perf_faults=perf_faults)
+                                 perf_faults=perf_faults, pick=pick)
     if output:
         write_result(document, output)
     results = document["results"]

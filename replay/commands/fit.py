@@ -7,17 +7,21 @@ import json
 import click
 
 from .common import check_outputs, emit, is_stdout
-from .options import json_option, output_option
+from .options import json_option, output_option, pick_option
 
 
 @click.command("fit")
 @click.argument("trace", type=click.Path(dir_okay=False, path_type=str))
+@pick_option
 @output_option("Spec file to write (.toml); without it the spec is printed")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed written into the spec (and used for the quality check).")
 @json_option("the spec and the quality figures")
-def command(trace: str, output: str | None, seed: int, as_json: bool) -> None:
+def command(trace: str, pick: int | None, output: str | None, seed: int, as_json: bool) -> None:
     """Fit a synth spec (at most 4 KiB of TOML) to TRACE's anonymous memory.
+
+    TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay
+    share` block, quoted or not, or the trace attached).
 
     The spec holds the anonymous mmap length distribution (the exact count of each distinct
     length when that fits, else up to 129 quantiles), their count and peak live bytes, the
@@ -40,7 +44,7 @@ def command(trace: str, output: str | None, seed: int, as_json: bool) -> None:
     from synth.fit import fit_trace
 
     check_outputs(output)
-    result = fit_trace(read_trace(trace), trace, seed=seed)
+    result = fit_trace(read_trace(trace, pick), trace, seed=seed)
     if output:
         emit(result.toml, output)
     q = result.quality

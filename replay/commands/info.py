@@ -7,18 +7,23 @@ import json
 import click
 
 from .common import check_outputs, emit
-from .options import json_option, output_option
+from .options import json_option, output_option, pick_option
 
 
 @click.command("info")
 # A plain string: read_trace gives the one-line error for a folder or a missing file.
 @click.argument("trace", type=str)
+@pick_option
 @json_option("the summary (stable keys)")
 @output_option("Write the summary to FILE instead of stdout")
 @click.option("--png", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True),
               help="Also plot mmap sizes and live bytes ('-': the PNG on stdout).")
-def command(trace: str, as_json: bool, output: str | None, png: str | None) -> None:
+def command(trace: str, pick: int | None, as_json: bool, output: str | None,
+            png: str | None) -> None:
     """Summarize TRACE: events per op, failures, threads, peak live bytes, mmap sizes.
+
+    TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay
+    share` block, quoted or not, or the trace attached).
 
     \b
     Examples:
@@ -35,7 +40,7 @@ def command(trace: str, as_json: bool, output: str | None, png: str | None) -> N
             from replay.pictures import plot_trace
         except ImportError as exc:
             raise MmreplayError(f"--png {png}: plotting is not available ({exc})") from None
-    table = read_trace(trace)
+    table = read_trace(trace, pick)
     summary = summarize(table)
     if png:
         plot_trace(table, summary, png, title=trace)

@@ -9,11 +9,12 @@ import click
 from traces.text import escape
 
 from .common import Progress, check_outputs, emit
-from .options import json_option, output_option, progress_option, replay_options
+from .options import json_option, output_option, pick_option, progress_option, replay_options
 
 
 @click.command("layout")
 @click.argument("trace", required=False, type=str)
+@pick_option
 @replay_options()
 @click.option("--at", "at", default="peak", show_default=True, metavar="peak|end|EVENT",
               help="When to look: peak (first moment of most live bytes), end (after the last "
@@ -27,11 +28,14 @@ from .options import json_option, output_option, progress_option, replay_options
 @json_option("the layout (every VMA, hole, huge-page range, mapping)")
 @output_option("Write the picture (or the --json layout) to FILE instead of stdout")
 @progress_option
-def command(trace, policy, thp, touch, access, files, max_live, at, width, png, as_json, output,
+def command(trace, pick, policy, thp, touch, access, files, max_live, at, width, png, as_json, output,
             progress):
     """Replay TRACE (default: the bundled BERT inference trace) up to --at and draw the replay's
     address space as the kernel sees it: its mappings, the holes between them, every 2 MiB
     boundary and which ranges huge pages back (from /proc/self/smaps and PAGEMAP_SCAN).
+
+    TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay
+    share` block, quoted or not, or the trace attached).
 
     The ASCII picture is plain text of at most --width columns, ready for a mail.
 
@@ -57,7 +61,8 @@ def command(trace, policy, thp, touch, access, files, max_live, at, width, png, 
     config = ReplayConfig(policy=policy, thp=thp, touch=touch, access=Access.parse(access),
                           files=files)
     with Progress(progress, "replaying") as bar:
-        layout = capture_layout(trace, config, at, max_live, progress=bar.update if bar else None)
+        layout = capture_layout(trace, config, at, max_live, progress=bar.update if bar else None,
+                                pick=pick)
     if png:
         from replay.pictures import plot_layout
         plot_layout(layout, png)

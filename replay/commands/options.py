@@ -61,6 +61,13 @@ def replay_options(multi: bool = False):
     return decorate
 
 
+def pick_option(func):
+    """--pick N: which trace, when the input (a mail, an mbox, a text) holds several."""
+    return click.option("--pick", type=click.IntRange(min=1), metavar="N", default=None,
+                        help="When TRACE is a mail, an mbox or a text holding several traces, "
+                             "use the Nth (mmreplay lists them when this is missing).")(func)
+
+
 def progress_option(func):
     """--progress/--no-progress, on every command that draws a bar (see common.Progress)."""
     return click.option("--progress/--no-progress", default=None,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from .common import Progress, check_outputs, emit, exit_if_interrupted, is_stdout
-from .options import json_option, output_option, progress_option, replay_options
+from .options import json_option, output_option, pick_option, progress_option, replay_options
 
 
 @click.command("replay")
 @click.argument("trace", required=False, type=click.Path(dir_okay=False))
+@pick_option
 @replay_options()
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 1000),
               help="Runs of the same program; the summary gives median, min and max.")
@@ -24,10 +25,13 @@ from .options import json_option, output_option, progress_option, replay_options
               help="Also count page faults with a perf_event_open software counter (it slows "
                    "each fault by ~3%; minor faults from getrusage are always reported).")
 @progress_option
-def command(trace, policy, thp, touch, access, files, max_live, repeat, threads, order, output,
+def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, threads, order, output,
             as_json, perf_faults, progress):
     """Replay TRACE natively (default: the bundled BERT inference trace) and measure page faults,
     THP coverage, VMA layout, syscall latency and memory speed.
+
+    TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay
+    share` block, quoted or not, or the trace attached).
 
     \b
     Examples:
@@ -49,7 +53,8 @@ def command(trace, policy, thp, touch, access, files, max_live, repeat, threads,
             bar.update(done, total, f"replaying run {run + 1} of {repeat}" if repeat > 1 else None)
 
         result = replay_trace(trace, config, repeat, max_live,
-                              progress=on_progress if bar else None, perf_faults=perf_faults)
+                              progress=on_progress if bar else None, perf_faults=perf_faults,
+                              pick=pick)
     if output:
         write_result(result, output)
     if as_json:

@@ -19,14 +19,20 @@ by the tests into a temporary one, or by hand:
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import csv
+import email.policy
 import gzip
+import hashlib
 import io
 import json
+import lzma
 import random
 import struct
 import sys
+import zlib
+from email.message import EmailMessage
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,7 +43,9 @@ import pyarrow.parquet as pq
 if __package__ in (None, ""):  # run as a script from anywhere: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from traces.format import build_table, with_metadata  # noqa: E402
+from traces.encoding import encode  # noqa: E402
+from traces.format import build_table, validate, with_metadata  # noqa: E402
+from traces.share import share_block  # noqa: E402
 from traces.schema import (COLUMN_NAMES, COLUMNS, MADV, MAP, MAP_ANONYMOUS,  # noqa: E402
                            MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MREMAP_FIXED,
                            MREMAP_MAYMOVE)
@@ -94,7 +102,8 @@ class Case:
 
     @property
     def command(self) -> str:
-        """The mmreplay command that meets the file: import for logs, replay for traces."""
+        """The mmreplay command that meets the file: import for logs, replay for traces (and for
+    mails carrying them)."""
         return "import" if self.group == "strace" else "replay"
 
 
@@ -483,7 +492,8 @@ ARROW_CASES = [
     Case("parquet.arrow", "arrow", "a Parquet file of a good trace", _parquet,
          refused("a Parquet file")),
     Case("csv.arrow", "arrow", "a CSV file of a good trace", _csv,
-         refused("a text file (an strace log? use `mmreplay import`)")),
+         refused("a text file with no mmreplay trace in it", "(an strace log? use `mmreplay "
+                 "import`)")),
     Case("gzip.arrow", "arrow", "a gzip-compressed trace", lambda: gzip.compress(good(), mtime=0),
          refused("not an Arrow IPC file")),
 ]
@@ -824,7 +834,230 @@ STRACE_CASES = [
          refused("damaged gzip data", by=("import",))),
 ]
 
-CASES: list[Case] = ARROW_CASES + HOSTILE_CASES + STRACE_CASES
+# ---------------------------------------------------------------------------------------------
+# Format v2 files whose stored columns lie (the logical table cannot be rebuilt from them).
+
+V2_METADATA = {**METADATA, "format_version": 2}
+
+
+def _v2(change: Callable[[pa.Table], pa.Table]) -> bytes:
+    """The good trace's v2 columns, changed, written with its metadata where v2 puts it."""
+    stored = change(encode(validate(table(GOOD_ROWS))))
+    stored = stored.replace_schema_metadata({b"mmreplay": b'{"format_version": 2}'})
+    sink = pa.BufferOutputStream()
+    footer = {b"mmreplay": json.dumps(V2_METADATA).encode()}
+    with pa.ipc.new_file(sink, stored.schema, metadata=footer,
+                         options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(stored)
+    return sink.getvalue().to_pybytes()
+
+
+def _set(name: str, values, typ=None) -> Callable[[pa.Table], pa.Table]:
+    def change(stored: pa.Table) -> pa.Table:
+        array = pa.array(values, typ or stored.schema.field(name).type)
+        index = stored.schema.get_field_index(name)
+        if index < 0:
+            return stored.append_column(name, array)
+        return stored.set_column(index, pa.field(name, array.type), array)
+    return change
+
+
+def _time(name: str, values, typ) -> Callable[[pa.Table], pa.Table]:
+    """Replace the stored time column (dt_us or dt_ns, whichever the writer chose)."""
+    def change(stored: pa.Table) -> pa.Table:
+        stored = stored.drop_columns([n for n in ("dt_us", "dt_ns") if n in stored.column_names])
+        return _set(name, values, typ)(stored)
+    return change
+
+
+V2_CASES = [
+    Case("v2-unknown-null-flip-bit.arrow", "arrow", "format v2: null_flips with bit 12 set",
+         lambda: _v2(_set("null_flips", [0, 0, 0, 1 << 12, 0, 0, 0])),
+         refused("row 3, column null_flips: bits format v2 does not define")),
+    Case("v2-time-overflow.arrow", "arrow",
+         "format v2: dt_ns deltas of 2^62 whose sum passes the 64-bit clock",
+         lambda: _v2(_time("dt_ns", [1 << 62] * 7, pa.int64())),
+         refused("overflow the 64-bit nanosecond clock")),
+    Case("v2-two-time-columns.arrow", "arrow", "format v2: both dt_us and dt_ns",
+         lambda: _v2(lambda t: _set("dt_us", [1] * 7, pa.int32())(_time("dt_ns", [1] * 7,
+                                                                         pa.int64())(t))),
+         refused("needs exactly one of the columns dt_us, dt_ns")),
+    Case("v2-time-as-float.arrow", "arrow", "format v2: dt_us stored as float64",
+         lambda: _v2(_time("dt_us", [1.0] * 7, pa.float64())),
+         refused("column dt_us: type double, expected int32 or int64")),
+    Case("v2-no-null-flips.arrow", "arrow", "format v2 without its null_flips column",
+         lambda: _v2(lambda t: t.drop_columns(["null_flips"])),
+         refused("missing column(s) null_flips")),
+    Case("v2-negative-delta.arrow", "arrow",
+         "format v2: a negative time delta taking row 2 below zero",
+         lambda: _v2(_time("dt_us", [5, 5, -20, 5, 5, 5, 5], pa.int32())),
+         refused("row 2, column ts_ns: negative timestamp")),
+    Case("v2-duration-overflow.arrow", "arrow",
+         "format v2: duration_us of 2^62 (2^62 * 1000 ns does not fit 64 bits)",
+         lambda: _v2(lambda t: _set("null_flips", [f & ~(1 << 8) for f in  # durations present
+                                                   t.column("null_flips").to_pylist()])(
+             _set("duration_us", [1 << 62] * 7, pa.int64())(t.drop_columns(
+                 [n for n in ("duration_us", "duration_ns") if n in t.column_names])))),
+         refused("durations this large would overflow")),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Mail: share blocks (mmreplay share) and mails or mboxes carrying them, damaged or lying.
+
+def _good_block() -> str:
+    return share_block(validate(table(GOOD_ROWS)), "good.arrow")[0]
+
+
+def _block_parts(block: str) -> tuple[list[str], list[str], list[str]]:
+    """(header lines up to the blank line, payload lines, the checksum and END lines)."""
+    lines = block.splitlines()
+    blank = lines.index("")
+    checksum = next(i for i, line in enumerate(lines) if line.startswith("Checksum:"))
+    return lines[:blank + 1], lines[blank + 1:checksum], lines[checksum:]
+
+
+def _reblock(header: list[str], payload_text: str) -> bytes:
+    """A block with this header and payload, its checksum line right (so later checks run)."""
+    lines = header + [payload_text[i:i + 72] for i in range(0, len(payload_text), 72)]
+    lines.append(f"Checksum: crc32 {zlib.crc32(payload_text.encode()):08x} of {len(payload_text)} "
+                 "base64 characters")
+    return ("\n".join(lines + ["-----END MMREPLAY TRACE-----"]) + "\n").encode()
+
+
+def _with_header(field: str, value: str) -> bytes:
+    header, payload, _ = _block_parts(_good_block())
+    header = [f"{field}: {value}" if line.startswith(f"{field}:") else line for line in header]
+    return _reblock(header, "".join(payload))
+
+
+def _with_payload(data: bytes, size: int | None = None) -> bytes:
+    header, _, _ = _block_parts(_good_block())
+    header = [line for line in header if not line.startswith(("Size:", "Sha256:"))]
+    header[-1:-1] = [f"Size: {len(data) if size is None else size} bytes",
+                     f"Sha256: {hashlib.sha256(data).hexdigest()}"]
+    return _reblock(header, base64.b64encode(lzma.compress(data)).decode())
+
+
+def _block_cut() -> bytes:
+    lines = _good_block().splitlines()
+    return ("\n".join(lines[: len(lines) * 2 // 3]) + "\n").encode()
+
+
+def _block_bad_character() -> bytes:
+    lines = _good_block().splitlines()
+    at = lines.index("") + 2
+    lines[at] = lines[at][:10] + "~" + lines[at][11:]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _block_changed_in_transit() -> bytes:
+    lines = _good_block().splitlines()
+    at = lines.index("") + 2
+    swapped = "B" if lines[at][20] != "B" else "C"
+    lines[at] = lines[at][:20] + swapped + lines[at][21:]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _block_line_lost() -> bytes:
+    lines = _good_block().splitlines()
+    del lines[lines.index("") + 2]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _block_not_xz() -> bytes:
+    header, _, _ = _block_parts(_good_block())
+    return _reblock(header, base64.b64encode(b"this is not xz data at all").decode())
+
+
+def _mail(subject: str, body: str, attachment: tuple[str, bytes] | None = None) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "Reporter <reporter@example.org>"
+    message["To"] = "linux-mm@kvack.org"
+    message["Subject"] = subject
+    message["Date"] = "Mon, 06 Jan 2025 10:00:00 +0000"
+    message["Message-ID"] = f"<{zlib.crc32(subject.encode()):08x}@example.org>"
+    message.set_content(body)
+    if attachment:
+        message.add_attachment(attachment[1], maintype="application", subtype="octet-stream",
+                               filename=attachment[0])
+        message.set_boundary("mmreplay-bad-corpus")  # not a random one: the corpus is fixed
+    return message
+
+
+def _mbox(*messages: EmailMessage) -> bytes:
+    out = io.BytesIO()
+    for message in messages:
+        out.write(b"From mboxrd@z Thu Jan  1 00:00:00 1970\n")
+        for line in message.as_bytes(policy=email.policy.SMTP.clone(linesep="\n")).splitlines():
+            out.write((b">" + line if line.startswith((b"From ", b">From ")) else line) + b"\n")
+        out.write(b"\n")
+    return out.getvalue()
+
+
+def _quoted(text: str, depth: int = 1) -> str:
+    return "".join(">" * depth + " " + line + "\n" for line in text.splitlines())
+
+
+MAIL_CASES = [
+    Case("block-cut.txt", "mail", "a share block cut a third of the way from its end",
+         _block_cut, refused("block at line 1: the block is cut short")),
+    Case("block-bad-character.txt", "mail", "a share block with a '~' in its base64",
+         _block_bad_character, refused("which base64 does not use")),
+    Case("block-changed-in-transit.txt", "mail", "a share block with one base64 letter changed",
+         _block_changed_in_transit, refused("its checksum does not match")),
+    Case("block-line-lost.txt", "mail", "a share block that lost one payload line",
+         _block_line_lost, refused("where its checksum line counts")),
+    Case("block-wrong-sha256.txt", "mail", "a share block whose Sha256 line names another trace",
+         lambda: _with_header("Sha256", "0" * 64),
+         refused("does not match its Sha256 line")),
+    Case("block-huge-size-claim.txt", "mail",
+         "a share block claiming a 1 PB trace (refused before decompressing)",
+         lambda: _with_header("Size", f"{10**15} bytes"),
+         refused("claims a trace of 1000000000000000 bytes", "refusing to decompress")),
+    Case("block-size-lie.txt", "mail", "a share block whose Size is 100 bytes less than its data",
+         lambda: _with_payload(trace_bytes(GOOD_ROWS), len(trace_bytes(GOOD_ROWS)) - 100),
+         refused("decompresses to more than")),
+    Case("block-not-xz.txt", "mail", "a share block whose payload is not xz data",
+         _block_not_xz, refused("its xz data does not decompress")),
+    Case("block-not-a-trace.txt", "mail", "a share block carrying an strace log, not a trace",
+         lambda: _with_payload(b"1 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 3, 0) = 0x7f00\n"),
+         refused("block at line 1: damaged or truncated Arrow file")),
+    Case("block-future-format.txt", "mail", "a share block of a format this mmreplay predates",
+         lambda: _with_header("Format", "mmreplay share 2 (zstd, base85)"),
+         refused("a newer mmreplay wrote it?")),
+    Case("block-invalid-trace.txt", "mail",
+         "a share block carrying a trace with a negative timestamp",
+         lambda: _with_payload(trace_bytes([mmap(TRACE_BASE, MIB, ts_ns=-5)])),
+         refused("block at line 1: row 0, column ts_ns: negative timestamp")),
+    Case("mbox-without-trace.mbox", "mail", "an mbox of two messages and no trace",
+         lambda: _mbox(_mail("[PATCH] mm: something", "A patch, no trace.\n"),
+                       _mail("Re: [PATCH] mm: something", "> A patch, no trace.\nAcked.\n")),
+         refused("an mbox of 2 messages with no mmreplay trace in it")),
+    Case("mail-without-trace.eml", "mail", "a saved message with neither block nor attachment",
+         lambda: _mail("hello", "Just words.\n").as_bytes(),
+         refused("a mail with no mmreplay trace in it")),
+    Case("reply-quoting-a-cut-block.eml", "mail",
+         "a reply that quotes only the first half of a block, > at depth 2",
+         lambda: _mail("Re: Re: repro", "You wrote:\n" + _quoted(
+             "\n".join(_good_block().splitlines()[:12]), depth=2)).as_bytes(),
+         refused("the message (\"Re: Re: repro\"), block at line 2: the block is cut short")),
+    Case("two-traces.mbox", "mail", "an mbox whose two messages carry different traces",
+         lambda: _mbox(_mail("trace one", _good_block()),
+                       _mail("trace two", share_block(validate(table(GOOD_ROWS[:3])),
+                                                      "three.arrow")[0])),
+         refused("holding 2 different traces; choose one with --pick N", "[1] message 1",
+                 "[2] message 2")),
+    Case("attached-damaged-trace.eml", "mail", "a mail with a trace attached, cut in half",
+         lambda: _mail("trace", "attached", ("t.arrow", good()[: len(good()) // 2])).as_bytes(),
+         refused("attachment t.arrow: damaged or truncated Arrow file")),
+    Case("block-hostile-trace.txt", "mail",
+         "a valid block carrying a trace of zero-length calls (the replay skips them)",
+         lambda: _with_payload(HOSTILE_CASES[0].make()),
+         HOSTILE_CASES[0].outcome),
+]
+
+CASES: list[Case] = ARROW_CASES + V2_CASES + HOSTILE_CASES + STRACE_CASES + MAIL_CASES
 
 
 def write_corpus(folder: str | Path) -> dict[str, Path]:
