@@ -54,7 +54,7 @@ class MmreplayGroup(click.Group):
         except MmreplayError as exc:
             message = " ".join(str(exc).split("\n"))
             click.echo(f"Error: {escape(message, 2000)}", err=True)
-            ctx.exit(2)
+            ctx.exit(getattr(exc, "exit_code", 2))  # 130/143: a VM stopped by Ctrl-C/SIGTERM
         except KeyboardInterrupt:
             # Ctrl-C outside a replay's own handler (reading, compiling): the shell's convention.
             click.echo("Interrupted (SIGINT)", err=True)

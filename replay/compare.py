@@ -14,7 +14,7 @@ from traces import MmreplayError, read_trace
 from .config import Access, ReplayConfig
 from .result import build_result
 from .runs import Prepared, resolve_trace
-from .session import Interrupt, catch_signals, run_program
+from .session import Interrupt, catch_signals, run_rounds
 
 AXES = ("policy", "thp", "touch", "access", "files", "threads")
 COMPARE_VERSION = 1
@@ -63,45 +63,121 @@ def compare_trace(trace_path: str | None, values: dict, repeat: int = 5,
                   max_live_bytes: int | None = None,
                   progress: Callable[[int, int], None] | None = None,
                   argv: list[str] | None = None, warmup: int = 1,
-                  perf_faults: bool = False, pick: int | None = None) -> dict:
+                  perf_faults: bool = False, pick: int | None = None,
+                  kernels: list | None = None, vm_options=None, notify=None) -> dict:
     """Run every configuration ``repeat`` times, interleaved, after ``warmup`` uncounted rounds
-    (the first touches of fresh memory cost more on a VM); return the compare document."""
+    (the first touches of fresh memory cost more on a VM); return the compare document.
+
+    ``kernels``: "host" or ``vm.image.KernelImage`` entries. One image runs every configuration
+    in that kernel (one guest); two or more entries are the compared axis, one column each (the
+    host natively, each image in a guest of its own running all of that column's runs)."""
     if repeat < 1 or warmup < 0:
         raise MmreplayError("--repeat must be at least 1 and --warmup at least 0")
+    kernels = list(kernels or [])
+    if len(kernels) > 1:
+        return _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
+                                warmup, perf_faults, kernels, vm_options, notify, pick)
     axis, configs = configurations(values)
     path = resolve_trace(trace_path)
     table = read_trace(path, pick)
     prepared = [Prepared(path, config, max_live_bytes, table=table, pick=pick)
                 for config in configs]
-    runs: list[list] = [[] for _ in configs]
-    interrupt = Interrupt()
     total = (warmup + repeat) * len(configs)
-    with catch_signals(interrupt):
-        for round_index in range(warmup + repeat):
-            this_round = []
-            for index, item in enumerate(prepared):
-                run = run_program(item.program, item.config, item.alignment, interrupt,
-                                  item.max_live_bytes, plan=item.plan,
-                                  recorded_duration_ns=item.recorded_duration_ns,
-                                  perf_faults=perf_faults)
-                this_round.append(run)
-                if round_index >= warmup:
-                    runs[index].append(run)
-                if progress is not None:
-                    progress(round_index * len(configs) + index + 1, total)
-                if interrupt:
-                    break
-            if interrupt:
-                if round_index < warmup:
-                    # Stopped while warming up: keep this round's runs (marked), so the partial
-                    # document has results, for the first configurations in order.
-                    for index, run in enumerate(this_round):
-                        runs[index].append({**run, "warmup": True})
+    extra = {"interleaved": True, "warmup": warmup}
+    if kernels and kernels[0] != "host":
+        from .vm.run import guest_results, run_items
+
+        def on_progress(index, round_index, done):
+            if progress is not None and done == item_events[index]:
+                progress(round_index * len(configs) + index + 1, total)
+
+        item_events = [item.program.events for item in prepared]
+        output, interrupted = run_items(kernels[0], prepared, repeat, warmup, vm_options,
+                                        perf_faults, on_progress, notify)
+        results = guest_results(prepared, output, repeat, argv, extra)
+    else:
+        interrupt = Interrupt()
+        on_run = None
+        if progress is not None:
+            def on_run(index, round_index):
+                progress(round_index * len(configs) + index + 1, total)
+        with catch_signals(interrupt):
+            runs = run_rounds(prepared, repeat, warmup, interrupt, perf_faults, on_run=on_run)
+        interrupted = interrupt.reason
+        results = [build_result(item.identity, item.config_info(repeat), item_runs,
+                                item.program_info(), {**item.extra_info(), **extra}, argv)
+                   for item, item_runs in zip(prepared, runs) if item_runs]
+    values_list = [str(getattr(c, axis)) for c in configs]
+    return {"mmreplay_compare": COMPARE_VERSION, "axis": axis, "values": values_list,
+            "labels": values_list[: len(results)], "repeat": repeat, "warmup": warmup,
+            "interleaved": True, "interrupted": interrupted, "results": results, "failed": []}
+
+
+def kernel_labels(kernels: list) -> list[str]:
+    """Column names: 'host', then each image's release ('6.1.0-50-amd64'), or what the user
+    wrote when two images share a release."""
+    releases = [k if k == "host" else k.release for k in kernels]
+    return [label if releases.count(label) == 1 or kernel == "host" else kernel.given
+            for label, kernel in zip(releases, kernels)]
+
+
+def _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv, warmup,
+                     perf_faults, kernels, vm_options, notify, pick=None) -> dict:
+    """--kernels host,IMAGE,...: one configuration, one column per kernel. A column whose guest
+    fails is listed with its reason; the others are kept."""
+    from .vm.run import guest_results, run_items
+    from .vm.runner import VmInterrupted
+
+    axis, choices, fixed = split_axis(values)
+    if axis is not None:
+        raise MmreplayError(f"compare varies one option at a time; several values were given "
+                            f"for --kernels and --{axis}")
+    config = ReplayConfig(policy=fixed["policy"], thp=fixed["thp"], touch=fixed["touch"],
+                          access=Access.parse(fixed["access"]), files=fixed["files"],
+                          threads=fixed.get("threads", "1"))
+    path = resolve_trace(trace_path)
+    table = read_trace(path, pick)
+    prepared = Prepared(path, config, max_live_bytes, table=table, pick=pick)
+    labels = kernel_labels(kernels)
+    rounds = warmup + repeat
+    total = rounds * len(kernels)
+    extra = {"interleaved": False, "warmup": warmup}
+    results, shown, failed, interrupted = [], [], [], None
+    for column, (label, kernel) in enumerate(zip(labels, kernels)):
+        def report(round_index, column=column):
+            if progress is not None:
+                progress(column * rounds + round_index + 1, total)
+
+        if kernel == "host":
+            interrupt = Interrupt()
+            with catch_signals(interrupt):
+                runs = run_rounds([prepared], repeat, warmup, interrupt, perf_faults,
+                                  on_run=lambda _item, round_index: report(round_index))[0]
+            interrupted = interrupt.reason
+            column_results = [build_result(prepared.identity, prepared.config_info(repeat), runs,
+                                           prepared.program_info(),
+                                           {**prepared.extra_info(), **extra}, argv)] if runs else []
+        else:
+            events = prepared.program.events
+
+            def on_progress(_item, round_index, done):
+                if done == events:
+                    report(round_index)
+            try:
+                output, interrupted = run_items(kernel, [prepared], repeat, warmup, vm_options,
+                                                perf_faults, on_progress, notify)
+            except VmInterrupted as exc:
+                failed.append({"value": label, "reason": str(exc)})
+                interrupted = exc.reason
                 break
-    results = [build_result(item.identity, item.config_info(repeat), item_runs,
-                            item.program_info(), {**item.extra_info(), "interleaved": True, "warmup": warmup}, argv)
-               for item, item_runs in zip(prepared, runs) if item_runs]
-    return {"mmreplay_compare": COMPARE_VERSION, "axis": axis,
-            "values": [str(getattr(c, axis)) for c in configs], "repeat": repeat,
-            "warmup": warmup,
-            "interleaved": True, "interrupted": interrupt.reason, "results": results}
+            except MmreplayError as exc:  # this kernel's column only: the others are kept
+                failed.append({"value": label, "reason": " ".join(str(exc).split())})
+                continue
+            column_results = guest_results([prepared], output, repeat, argv, extra)
+        results += column_results
+        shown += [label] * len(column_results)
+        if interrupted:
+            break
+    return {"mmreplay_compare": COMPARE_VERSION, "axis": "kernel", "values": labels,
+            "labels": shown, "repeat": repeat, "warmup": warmup, "interleaved": False,
+            "interrupted": interrupted, "results": results, "failed": failed}

@@ -74,6 +74,11 @@ class ReplayConfig:
         data["access"] = str(self.access)
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "ReplayConfig":
+        """The inverse of ``as_dict`` (a VM guest receives its configuration this way)."""
+        return cls(**{**data, "access": Access.parse(data.get("access", "none"))})
+
     def label(self, fields=("policy", "thp", "touch", "access", "files", "threads")) -> str:
         data = self.as_dict()
         return " ".join(f"{name}={data[name]}" for name in fields)

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from traces import MmreplayError, read_trace
+from traces.errors import MmreplayError
 from traces.host import describe_thp, host_metadata
 from traces.schema import PMD_SIZE
 from traces.units import fmt_bytes
@@ -81,6 +81,7 @@ class Layout:
     mapping_anon: np.ndarray      # bool: anonymous in the trace (else a file mapping replayed
     #                               as anonymous)
     metrics: dict                 # probes.layout_metrics: the figures ``replay`` reports
+    vm: dict | None = None        # the ``vm`` section of a result, when read inside a guest
 
     @property
     def empty(self) -> bool:
@@ -126,6 +127,7 @@ class Layout:
             "trace": self.trace_name, "trace_events": self.trace_events,
             "at": self.at, "events_replayed": self.events_replayed, "config": self.config,
             "host": {"kernel": self.host.get("kernel"), "thp": describe_thp(self.host)},
+            **({"vm": self.vm} if self.vm else {}),
             "figures": {**self.metrics, "large_mappings": large,
                         "pmd_aligned_large_mappings": aligned,
                         "large_file_mappings": self.large_file_mappings(),
@@ -252,15 +254,20 @@ def parse_at(text) -> str | int:
 def capture_layout(trace_path: str | None, config: ReplayConfig, at: str | int = "peak",
                    max_live_bytes: int | None = None,
                    progress: Callable[[int, int], None] | None = None,
-                   pick: int | None = None) -> Layout:
+                   pick: int | None = None,
+                   in_guest: Callable | None = None) -> Layout:
     """Replay the trace up to ``at``, read the layout of the replay's own mappings, release them.
 
     ``at`` is 'peak' (the first moment of most live bytes), 'end' (after the last event, before
     the cleanup) or an event number N (just after event N). ``progress(events_done,
-    events_to_replay)`` is called between chunks.
+    events_to_replay)`` is called between chunks. ``in_guest(prepared, stop_op)`` runs the capture
+    inside a VM guest instead and returns (captured arrays, the guest's host metadata, its vm
+    section): ``layout --kernel``.
     """
+    from traces import read_trace
+
     from .runs import Prepared, resolve_trace
-    from .session import Interrupt, catch_signals, run_program
+    from .session import Interrupt, catch_signals
 
     where = parse_at(at)
     path = resolve_trace(trace_path)
@@ -282,13 +289,50 @@ def capture_layout(trace_path: str | None, config: ReplayConfig, at: str | int =
     else:
         events_replayed = int(program.trace_row[stop_op - 1]) + 1 if stop_op else 0
 
+    host, vm = host_metadata(), None
+    if in_guest is not None:  # layout --kernel: the same capture, inside a VM guest
+        captured, host, vm = in_guest(prepared, stop_op)
+        reason = None
+    elif stop_op > 0:
+        interrupt = Interrupt()
+        with catch_signals(interrupt):
+            captured, reason = capture_live(
+                program, config, prepared.alignment, stop_op, prepared.max_live_bytes, interrupt,
+                None if progress is None else (lambda done: progress(done, events_replayed)))
+    else:  # nothing is mapped yet at that point: nothing to run
+        captured, reason = nothing_captured(), None
+    if captured is None:
+        raise MmreplayError(f"the replay stopped before --at {at} was reached "
+                            f"({reason or 'unknown reason'})")
+    layout = layout_from_capture(captured, trace_name=Path(path).name,
+                                 trace_events=table.num_rows, config=config.as_dict(),
+                                 at=where if isinstance(where, str) else "event",
+                                 events_replayed=events_replayed, host=host)
+    layout.vm = vm
+    return layout
+
+
+def capture_live(program, config: ReplayConfig, alignment, stop_op: int,
+                 max_live_bytes: int | None, interrupt,
+                 on_progress: Callable[[int], None] | None = None) -> tuple[dict | None, str | None]:
+    """Run ops [0, stop_op) and read the replay's layout while its mappings are live;
+    ``on_progress(events_done)`` between chunks.
+
+    Returns (the arrays ``layout_from_capture`` takes, or None if the run stopped first; the
+    interrupt reason). Runs on the host, or inside a VM guest (replay/vm/guest.py)."""
+    from .session import run_program
+
     captured: dict = {}
 
     def on_stop(state, pieces) -> None:
         # Read everything while the mappings are live: run_program releases them afterwards.
         replay = state.ranges(pieces)
-        captured["vmas"] = read_smaps()
-        captured["huge"] = huge_ranges(replay)
+        vmas = read_smaps()
+        captured.update(vmas_start=vmas.start, vmas_end=vmas.end, vmas_rss=vmas.rss,
+                        vmas_anon_huge=vmas.anon_huge, vmas_thp_eligible=vmas.thp_eligible)
+        huge = huge_ranges(replay)
+        if huge is not None:
+            captured["huge"] = huge
         captured["replay"] = replay
         ids = np.unique(pieces[:, 0].astype(np.int64)) if len(pieces) else np.zeros(0, np.int64)
         ids = ids[(state.id_state[ids] & ID_MAPPED) != 0]
@@ -296,28 +340,26 @@ def capture_layout(trace_path: str | None, config: ReplayConfig, at: str | int =
         captured["mapping_length"] = program.id_length[ids].copy()
         captured["mapping_anon"] = program.id_anon[ids].copy()
 
-    if stop_op > 0:
-        interrupt = Interrupt()
-        with catch_signals(interrupt):
-            run = run_program(program, config, prepared.alignment, interrupt,
-                              prepared.max_live_bytes, stop_op=stop_op, on_stop=on_stop,
-                              on_progress=None if progress is None else
-                              (lambda done: progress(done, events_replayed)))
-        if not captured:
-            raise MmreplayError(f"the replay stopped before --at {at} was reached "
-                                f"({run['interrupt_reason'] or 'unknown reason'})")
-    else:  # nothing is mapped yet at that point: nothing to run
-        empty = np.zeros(0, np.int64)
-        captured = {"vmas": Vmas(empty, empty, empty, empty, np.zeros(0, np.int8)),
-                    "huge": _ranges(empty), "replay": _ranges(empty),
-                    "mapping_start": empty, "mapping_length": empty,
-                    "mapping_anon": np.zeros(0, bool)}
-    return layout_from(captured["vmas"], captured["replay"], captured["huge"],
-                       captured["mapping_start"], captured["mapping_length"],
-                       trace_name=Path(path).name, trace_events=table.num_rows,
-                       config=config.as_dict(), at=where if isinstance(where, str) else "event",
-                       events_replayed=events_replayed, host=host_metadata(),
-                       mapping_anon=captured["mapping_anon"])
+    run = run_program(program, config, alignment, interrupt, max_live_bytes, stop_op=stop_op,
+                      on_stop=on_stop, on_progress=on_progress)
+    return (captured or None), run["interrupt_reason"]
+
+
+def nothing_captured() -> dict:
+    empty = np.zeros(0, np.int64)
+    return {"vmas_start": empty, "vmas_end": empty, "vmas_rss": empty, "vmas_anon_huge": empty,
+            "vmas_thp_eligible": np.zeros(0, np.int8), "huge": _ranges(empty),
+            "replay": _ranges(empty), "mapping_start": empty, "mapping_length": empty,
+            "mapping_anon": np.zeros(0, bool)}
+
+
+def layout_from_capture(captured: dict, **fields) -> Layout:
+    """A ``Layout`` from ``capture_live``'s arrays (a plain dict of arrays: it travels back from
+    a VM guest as an .npz file); ``fields`` are ``layout_from``'s keyword arguments."""
+    vmas = Vmas(captured["vmas_start"], captured["vmas_end"], captured["vmas_rss"],
+                captured["vmas_anon_huge"], captured["vmas_thp_eligible"])
+    return layout_from(vmas, captured["replay"], captured.get("huge"), captured["mapping_start"],
+                       captured["mapping_length"], mapping_anon=captured["mapping_anon"], **fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -655,6 +697,9 @@ def render_ascii(layout: Layout, width: int = DEFAULT_WIDTH, max_rows: int = DEF
                   f"access={cfg.get('access')} files={cfg.get('files')}", width, "  ")
     head += _wrap(f"Linux {layout.host.get('kernel', '?')}; THP {describe_thp(layout.host)}",
                   width, "  ")
+    if layout.vm:
+        head += _wrap(f"in a QEMU {str(layout.vm.get('accel')).upper()} guest booted from "
+                      f"{(layout.vm.get('image') or {}).get('given')}", width, "  ")
     if layout.empty:
         return _ascii("\n".join(head + ["", "No replay mapping is live at this point."]) + "\n")
 

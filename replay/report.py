@@ -62,11 +62,53 @@ def header_lines(result: dict) -> list[str]:
     ]
 
 
+TCG_NOTE = ("times are not comparable with native runs (full emulation); counts are: "
+            "alignment, VMAs, holes, faults, THP pages")
+
+
+def _seconds(value) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
+
+
+def vm_description(vm: dict) -> str:
+    """'QEMU TCG guest, 2 CPUs, 2048 MiB, on HOST (why TCG)'."""
+    runner = (vm.get("runner") or {}).get("hostname", "?")
+    return (f"QEMU {str(vm.get('accel', '?')).upper()} guest, {vm.get('cpus')} CPUs, "
+            f"{vm.get('memory_mib')} MiB, on {runner} ({vm.get('accel_reason')})")
+
+
+def vm_startup(vm: dict) -> str:
+    """'guest command at 41.3 s, first replayed event at 98.2 s after the command started ...'."""
+    timings = vm.get("timings") or {}
+    cache = vm.get("numba_cache") or {}
+    warm = "warm" if cache.get("warm_at_start") else "prepared by this command"
+    return (f"boot {_seconds(timings.get('boot_s'))}; guest command at "
+            f"{_seconds(timings.get('command_to_guest_command_s'))}, first replayed event at "
+            f"{_seconds(timings.get('command_to_first_event_s'))} after the command started "
+            f"(numba cache {warm})")
+
+
+def vm_lines(result: dict, label: str = "vm      ", width: int = 100) -> list[str]:
+    vm = result.get("vm")
+    if not vm:
+        return []
+    lines = wrap_ascii(label, vm_description(vm), width)
+    lines += wrap_ascii(" " * len(label), "image " + str((vm.get("image") or {}).get("given")), width)
+    if vm.get("guest_sysfs"):
+        lines += wrap_ascii(" " * len(label), "guest sysfs " + ", ".join(
+            f"{path}={entry.get('written')}" for path, entry in vm["guest_sysfs"].items()), width)
+    lines += wrap_ascii(" " * len(label), vm_startup(vm), width)
+    if vm.get("accel") == "tcg":
+        lines += wrap_ascii(" " * len(label), "TCG: " + TCG_NOTE, width)
+    return lines
+
+
 def format_replay(result: dict) -> str:
     """The text summary ``mmreplay replay`` prints: one line per metric, median over runs."""
     config = result["config"]
     runs = result["runs"]
     lines = header_lines(result)
+    lines += vm_lines(result)
     lines.append(f"config  policy={config['policy']} thp={config['thp']} touch={config['touch']} "
                  f"access={config['access']} files={config['files']}")
     emulation = result.get("policy_emulation") or {}
@@ -218,6 +260,16 @@ def repro_header(results: list[dict], labels: list[str], commands: list[str], ti
     else:
         for label, (kernel, hostname, thp, cpu) in zip(labels, kernels):
             lines += wrap_ascii(f"[{label}] ", f"Linux {kernel} on {hostname}; {thp}; {cpu}")
+    in_vm = [(label, result) for label, result in zip(labels, results) if result.get("vm")]
+    for label, result in in_vm:
+        vm = result["vm"]
+        lines += wrap_ascii(f"[{label}] ", f"vm: {vm_description(vm)}; image "
+                            f"{(vm.get('image') or {}).get('given')}"
+                            + "".join(f"; guest sysfs {path}={entry.get('written')}"
+                                      for path, entry in (vm.get("guest_sysfs") or {}).items())
+                            + f"; {vm_startup(vm)}")
+    if any(result["vm"].get("accel") == "tcg" for _, result in in_vm):
+        lines += wrap_ascii("", "TCG guest: " + TCG_NOTE + ".")
     traces = []
     for result in results:
         trace = result["trace"]

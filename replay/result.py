@@ -80,13 +80,15 @@ def summarize_runs(runs: list[dict]) -> dict:
 
 
 def build_result(trace: dict, config: dict, runs: list[dict], program: dict, extra: dict,
-                 argv: list[str] | None = None) -> dict:
+                 argv: list[str] | None = None, host: dict | None = None) -> dict:
+    """``host``: the machine the runs ran on as it saw itself (default: this one; a VM guest's
+    own view for runs inside a guest, whose ``vm`` section then names the real machine)."""
     return {
         "mmreplay_result": RESULT_VERSION,
         "tool_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "trace": trace,
-        "host": host_metadata(),
+        "host": host if host is not None else host_metadata(),
         "command": command_line(argv),
         "config": config,
         "program": program,

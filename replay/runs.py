@@ -15,7 +15,7 @@ from .compile import compile_trace
 from .config import ReplayConfig
 from .policy import probe_kernel_alignment
 from .result import build_result, trace_identity
-from .session import Interrupt, catch_signals, run_program
+from .session import Interrupt, catch_signals, run_rounds
 
 
 def pc_max(column) -> int:
@@ -94,19 +94,12 @@ def replay_trace(trace_path: str | None, config: ReplayConfig, repeat: int = 1,
     if repeat < 1:
         raise MmreplayError("--repeat must be at least 1")
     prepared = Prepared(trace_path, config, max_live_bytes, pick=pick)
-    runs = []
     interrupt = Interrupt()
+    on_progress = None
+    if progress is not None:
+        def on_progress(_item, round_index, done):
+            progress(round_index, done, prepared.program.events)
     with catch_signals(interrupt):
-        for index in range(repeat):
-            report = None
-            if progress is not None:
-                def report(done, index=index):
-                    progress(index, done, prepared.program.events)
-            runs.append(run_program(prepared.program, config, prepared.alignment, interrupt,
-                                    prepared.max_live_bytes, report, plan=prepared.plan,
-                                    recorded_duration_ns=prepared.recorded_duration_ns,
-                                    perf_faults=perf_faults))
-            if interrupt:
-                break
+        runs = run_rounds([prepared], repeat, 0, interrupt, perf_faults, on_progress)[0]
     return build_result(prepared.identity, prepared.config_info(repeat), runs,
                         prepared.program_info(), prepared.extra_info(), argv)

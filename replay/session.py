@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from traces.schema import OPS, PMD_SIZE
-from traces.summary import SIZE_BUCKETS
+from traces.units import SIZE_BUCKETS
 
 from .config import ACCESS_CODE, TOUCH_CODE, ReplayConfig
 from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C_LIVE_BYTES,
@@ -298,3 +298,44 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
         run["wait_s"] = sum(wait_by_thread) / 1e9
         run["thread_loop_s"] = thread_loop_s
     return run
+
+
+def run_rounds(items, repeat: int, warmup: int = 0, interrupt: Interrupt | None = None,
+               perf_faults: bool = False,
+               on_progress: Callable[[int, int, int], None] | None = None,
+               on_run: Callable[[int, int], None] | None = None) -> list[list[dict]]:
+    """Run every item ``warmup + repeat`` times, interleaved (A B C A B C ...); the runs of each.
+
+    An item has ``program``, ``config``, ``alignment``, ``max_live_bytes``, ``plan`` and
+    ``recorded_duration_ns`` (a ``runs.Prepared``, or its copy inside a VM guest). Warm-up runs
+    are not returned, except when an interrupt stops a warm-up round: that round's runs are kept,
+    marked ``warmup``, so that a partial result has something to show.
+    ``on_progress(item, round, events_done)`` is called between chunks, ``on_run(item, round)``
+    after each run.
+    """
+    interrupt = Interrupt() if interrupt is None else interrupt
+    runs: list[list[dict]] = [[] for _ in items]
+    for round_index in range(warmup + repeat):
+        this_round = []
+        for index, item in enumerate(items):
+            report = None
+            if on_progress is not None:
+                def report(done, index=index, round_index=round_index):
+                    on_progress(index, round_index, done)
+            run = run_program(item.program, item.config, item.alignment, interrupt,
+                              item.max_live_bytes, report, plan=item.plan,
+                              recorded_duration_ns=item.recorded_duration_ns,
+                              perf_faults=perf_faults)
+            this_round.append(run)
+            if round_index >= warmup:
+                runs[index].append(run)
+            if on_run is not None:
+                on_run(index, round_index)
+            if interrupt:
+                break
+        if interrupt:
+            if round_index < warmup:
+                for index, run in enumerate(this_round):
+                    runs[index].append({**run, "warmup": True})
+            break
+    return runs

@@ -21,14 +21,15 @@ from __future__ import annotations
 import _thread
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 
 from traces import MmreplayError
-from traces.format import column_np
 from traces.liveset import LiveSet
-from traces.summary import page_round
+
+if TYPE_CHECKING:  # planning reads the trace; running a plan (inside a VM guest too) does not
+    import pyarrow as pa
 
 from .config import MAX_OS_THREADS
 from .engine import N_COUNTERS, NOT_ADDITIVE, C_RNG
@@ -74,6 +75,8 @@ def assign_threads(tids_of_rows: np.ndarray, mode: str) -> tuple[np.ndarray, lis
 
 def plan_threads(program: OpProgram, table: pa.Table, mode: str, order: str = "deps") -> ThreadPlan:
     """Assign ops to OS threads and compute the cross-thread dependencies, once, before running."""
+    from traces.format import column_np
+
     rows_tid = column_np(table, "tid").astype(np.int64)
     thread_of_row, groups = assign_threads(rows_tid, mode)
     n = program.ops
@@ -108,6 +111,9 @@ def _dependencies(program: OpProgram, table: pa.Table, thread_of_op: np.ndarray,
     if order == "strict":
         dep[1:trace_ops] = np.arange(trace_ops - 1)
         return dep
+    from traces.format import column_np
+    from traces.summary import page_round
+
     addr = column_np(table, "addr").tolist()
     length = page_round(column_np(table, "length")).tolist()
     code = program.code.tolist()

@@ -9,8 +9,6 @@ names (x86-64 Linux values).
 
 from __future__ import annotations
 
-import pyarrow as pa
-
 FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
 READABLE_MAJORS = (1, 2)
@@ -20,29 +18,42 @@ METADATA_KEY = b"mmreplay"
 OPS = ("mmap", "munmap", "mremap", "madvise", "mprotect", "brk")
 OP_CODE = {name: code for code, name in enumerate(OPS)}
 
-OP_TYPE = pa.dictionary(pa.int8(), pa.utf8())
-
-# (name, type, nullable). Non-nullable columns are required on every row.
-COLUMNS = (
-    ("ts_ns", pa.int64(), False),
-    ("tid", pa.int32(), False),
-    ("op", OP_TYPE, False),
-    ("addr", pa.uint64(), False),
-    ("length", pa.uint64(), False),
-    ("new_addr", pa.uint64(), True),
-    ("new_length", pa.uint64(), True),
-    ("hint", pa.uint64(), True),
-    ("prot", pa.int32(), True),
-    ("flags", pa.int32(), True),
-    ("fd", pa.int32(), True),
-    ("offset", pa.int64(), True),
-    ("advice", pa.int32(), True),
-    ("errno", pa.int32(), False),
-    ("duration_ns", pa.int64(), True),
+# (name, Arrow type, nullable). Non-nullable columns are required on every row. The Arrow types
+# (OP_TYPE, COLUMNS, SCHEMA) are built on first use, by __getattr__ below, so that code needing
+# only the constants of this module (the replay engine inside a VM guest) does not import pyarrow.
+_COLUMN_SPECS = (
+    ("ts_ns", "int64", False),
+    ("tid", "int32", False),
+    ("op", "op", False),
+    ("addr", "uint64", False),
+    ("length", "uint64", False),
+    ("new_addr", "uint64", True),
+    ("new_length", "uint64", True),
+    ("hint", "uint64", True),
+    ("prot", "int32", True),
+    ("flags", "int32", True),
+    ("fd", "int32", True),
+    ("offset", "int64", True),
+    ("advice", "int32", True),
+    ("errno", "int32", False),
+    ("duration_ns", "int64", True),
 )
-COLUMN_NAMES = tuple(name for name, _, _ in COLUMNS)
-SCHEMA = pa.schema([pa.field(name, typ, nullable=nullable) for name, typ, nullable in COLUMNS])
-NULLABLE_COLUMNS = tuple(name for name, _, nullable in COLUMNS if nullable)
+COLUMN_NAMES = tuple(name for name, _, _ in _COLUMN_SPECS)
+NULLABLE_COLUMNS = tuple(name for name, _, nullable in _COLUMN_SPECS if nullable)
+
+
+def __getattr__(name):
+    """OP_TYPE (dictionary<int8, utf8>), COLUMNS ((name, type, nullable), ...) and SCHEMA."""
+    if name not in ("OP_TYPE", "COLUMNS", "SCHEMA"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import pyarrow as pa
+
+    op_type = pa.dictionary(pa.int8(), pa.utf8())
+    columns = tuple((column, op_type if kind == "op" else getattr(pa, kind)(), nullable)
+                    for column, kind, nullable in _COLUMN_SPECS)
+    globals().update(OP_TYPE=op_type, COLUMNS=columns,
+                     SCHEMA=pa.schema([pa.field(n, t, nullable=z) for n, t, z in columns]))
+    return globals()[name]
 
 # Fields each op must carry (beyond the always-required columns), as recorded by strace.
 REQUIRED_BY_OP = {
@@ -115,5 +126,6 @@ def is_anonymous(flags: int | None, fd: int | None) -> bool:
     return fd is None or fd < 0
 
 
-def empty_table() -> pa.Table:
-    return SCHEMA.empty_table()
+def empty_table():
+    """An empty pyarrow.Table with the format's schema."""
+    return (globals().get("SCHEMA") or __getattr__("SCHEMA")).empty_table()

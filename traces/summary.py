@@ -13,12 +13,7 @@ from .host import describe_thp
 from .liveset import LiveSet
 from .text import escape, escape_lines
 from .schema import MAP_ANONYMOUS, MREMAP_DONTUNMAP, OP_CODE, OPS, PAGE_SIZE, PMD_SIZE
-from .units import fmt_bytes, fmt_duration_ns
-
-KIB, MIB = 1 << 10, 1 << 20
-# (label, lower bound inclusive) of the mmap length histogram; each bucket ends at the next bound.
-SIZE_BUCKETS = (("<128K", 0), ("128K-512K", 128 * KIB), ("512K-1.5M", 512 * KIB),
-                ("1.5M-2M", 1536 * KIB), ("2M-4M", 2 * MIB), ("4M-16M", 4 * MIB), (">=16M", 16 * MIB))
+from .units import KIB, MIB, SIZE_BUCKETS, fmt_bytes, fmt_duration_ns  # noqa: F401 (re-export)
 
 
 def page_round(length: np.ndarray) -> np.ndarray:

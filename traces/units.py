@@ -6,6 +6,12 @@ import re
 
 from .errors import MmreplayError
 
+KIB, MIB = 1 << 10, 1 << 20
+# (label, lower bound inclusive) of the mmap length histogram of ``info`` and of the results'
+# alignment per size; each bucket ends at the next bound.
+SIZE_BUCKETS = (("<128K", 0), ("128K-512K", 128 * KIB), ("512K-1.5M", 512 * KIB),
+                ("1.5M-2M", 1536 * KIB), ("2M-4M", 2 * MIB), ("4M-16M", 4 * MIB), (">=16M", 16 * MIB))
+
 _SUFFIX = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20,
            "MIB": 1 << 20, "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30, "T": 1 << 40, "TB": 1 << 40,
            "TIB": 1 << 40}

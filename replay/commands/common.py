@@ -68,6 +68,11 @@ class Progress:
         return False
 
 
+def status_line(text: str) -> None:
+    """One line on stderr about a long step that has no bar (preparing a VM guest, a fallback)."""
+    click.echo(f"mmreplay: {text}", err=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Interrupts
 

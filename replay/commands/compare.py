@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import click
 
-from .common import Progress, check_outputs, emit, exit_if_interrupted, is_stdout
-from .options import SIZE, json_option, output_option, pick_option, progress_option
+from traces.errors import MmreplayError
+
+from .common import Progress, check_outputs, emit, exit_if_interrupted, is_stdout, status_line
+from .options import (SIZE, VM_OPTION_NAMES, json_option, output_option, pick_option,
+                      progress_option, vm_options, vm_settings)
 
 
 @click.command("compare")
 @click.argument("trace", required=False, type=click.Path(dir_okay=False))
 @pick_option
-@click.option("--policies", "policy", default="kernel,align-ge-pmd", show_default=True,
+@click.option("--policies", "policy", default=None,
+              show_default="kernel,align-ge-pmd; kernel with --kernels",
               help="Comma-separated placement policies: kernel, no-align, align-ge-pmd, "
                    "align-pmd-multiple.")
 @click.option("--thp", default="as-recorded", show_default=True,
@@ -38,8 +42,14 @@ from .options import SIZE, json_option, output_option, pick_option, progress_opt
               help="Also count page faults with a perf_event_open software counter (~3% slower "
                    "faults).")
 @progress_option
+@click.option("--kernels", default=None, metavar="host,IMAGE,...",
+              help="Compare kernels: one column each, 'host' (this machine, no VM) or a kernel "
+                   "image (bzImage/vmlinuz or a built tree) booted in a QEMU guest that runs all "
+                   "of that column's runs. The other options take one value each.")
+@vm_options("Run every configuration inside this kernel, booted in one QEMU guest with "
+            "virtme-ng: a bzImage/vmlinuz file or a built kernel tree.")
 def command(trace, pick, policy, thp, touch, access, files, threads, repeat, warmup, max_live, output,
-            as_json, fmt, perf_faults, progress):
+            as_json, fmt, perf_faults, progress, kernels, **vm):
     """Replay TRACE under several configurations and print one A/B table.
 
     TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay
@@ -55,28 +65,45 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
       mmreplay compare t.arrow --policies kernel,no-align,align-ge-pmd --repeat 10
       mmreplay compare t.arrow --thp always,never --touch full --format markdown
       mmreplay compare t.arrow --policies kernel,no-align -o ab.json
+      mmreplay compare t.arrow --kernels host,/boot/vmlinuz-6.1.0-50-amd64 --repeat 2
     """
     from replay.compare import compare_trace
     from replay.report import comparison_table
     from replay.result import command_line, result_json, write_result
 
     check_outputs(output)
+    kernel_list = parse_kernels(kernels, vm)
+    _, vm_options_ = vm_settings({**{name: vm[name] for name in VM_OPTION_NAMES}, "kernel": None,
+                                  "guest_sysfs": () if not kernel_list else vm["guest_sysfs"],
+                                  "vm_append": () if not kernel_list else vm["vm_append"]})
+    if not kernel_list and (vm["guest_sysfs"] or vm["vm_append"]):
+        raise MmreplayError("--guest-sysfs and --vm-append apply to a guest: give --kernel or "
+                            "--kernels too")
+    if policy is None:
+        policy = "kernel" if len(kernel_list) > 1 else "kernel,align-ge-pmd"
     values = {"policy": policy, "thp": thp, "touch": touch, "access": access, "files": files,
               "threads": threads}
     with Progress(progress, "replaying") as bar:
         document = compare_trace(trace, values, repeat, max_live,
                                  progress=bar.update if bar else None, warmup=warmup,
-                                 perf_faults=perf_faults, pick=pick)
+                                 perf_faults=perf_faults, pick=pick, kernels=kernel_list,
+                                 vm_options=vm_options_, notify=status_line)
     if output:
         write_result(document, output)
     results = document["results"]
+    if not results:
+        raise MmreplayError("no column has a result: " + "; ".join(
+            f"{f['value']}: {f['reason']}" for f in document["failed"]))
     if as_json:
         if not is_stdout(output):
             emit(result_json(document))
     else:
-        labels = document["values"][: len(results)]
+        labels = document["labels"]
         title = f"mmreplay compare: {document['axis']} on {results[0]['trace']['name']}"
-        notes = []
+        notes = [f"FAILED {failed['value']}: {failed['reason']}" for failed in document["failed"]]
+        if document["axis"] == "kernel":
+            notes.append("Each kernel's runs ran one kernel after the other (a guest per image), "
+                         "not interleaved.")
         if document["interrupted"]:
             notes.append(f"INTERRUPTED ({document['interrupted']}): partial runs")
         for value, result in zip(labels, results):
@@ -85,3 +112,23 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
                 notes.append(f"WARNING: {value} is not exact here: {emulation.get('why')}")
         emit(comparison_table(results, labels, fmt, [command_line()], title, notes), None, output)
     exit_if_interrupted(document["interrupted"])
+
+
+def parse_kernels(kernels: str | None, vm: dict) -> list:
+    """--kernels host,IMAGE,... or --kernel IMAGE -> ["host" | KernelImage, ...], each image
+    checked before anything runs."""
+    from replay.vm.image import resolve_kernel
+
+    if kernels and vm.get("kernel"):
+        raise MmreplayError("give --kernel (every configuration in one kernel) or --kernels "
+                            "(one column per kernel), not both")
+    if vm.get("kernel"):
+        return [resolve_kernel(vm["kernel"])]
+    if not kernels:
+        return []
+    entries = [entry.strip() for entry in kernels.split(",") if entry.strip()]
+    if len(entries) < 2:
+        raise MmreplayError("--kernels needs two or more entries, e.g. host,/boot/vmlinuz-6.1.0-50-amd64")
+    if len(set(entries)) != len(entries):
+        raise MmreplayError("--kernels: the same kernel is listed twice")
+    return [entry if entry == "host" else resolve_kernel(entry) for entry in entries]

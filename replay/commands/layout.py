@@ -9,7 +9,8 @@ import click
 from traces.text import escape
 
 from .common import Progress, check_outputs, emit
-from .options import json_option, output_option, pick_option, progress_option, replay_options
+from .options import (VM_OPTION_NAMES, json_option, output_option, pick_option, progress_option,
+                      replay_options, vm_options, vm_settings)
 
 
 @click.command("layout")
@@ -28,8 +29,10 @@ from .options import json_option, output_option, pick_option, progress_option, r
 @json_option("the layout (every VMA, hole, huge-page range, mapping)")
 @output_option("Write the picture (or the --json layout) to FILE instead of stdout")
 @progress_option
+@vm_options("Draw the layout inside this kernel, booted in a QEMU guest with virtme-ng: a "
+            "bzImage/vmlinuz file or a built kernel tree.")
 def command(trace, pick, policy, thp, touch, access, files, max_live, at, width, png, as_json, output,
-            progress):
+            progress, **vm):
     """Replay TRACE (default: the bundled BERT inference trace) up to --at and draw the replay's
     address space as the kernel sees it: its mappings, the holes between them, every 2 MiB
     boundary and which ranges huge pages back (from /proc/self/smaps and PAGEMAP_SCAN).
@@ -45,6 +48,7 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, at, width,
       mmreplay layout t.arrow --policy align-pmd-multiple --thp always --png layout.png
       mmreplay layout t.arrow --at 120 --width 100
       mmreplay layout t.arrow --json | jq .figures
+      mmreplay layout t.arrow --kernel /boot/vmlinuz-6.1.0-50-amd64
     """
     from replay.config import Access, ReplayConfig
     from replay.layout import MAX_WIDTH, MIN_WIDTH, capture_layout, parse_at, render_ascii
@@ -55,6 +59,15 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, at, width,
         raise MmreplayError(f"--width {escape(width, 40)}: the picture needs {MIN_WIDTH} to "
                             f"{MAX_WIDTH} columns")
     check_outputs(output, png)
+    kernel, vm_options_ = vm_settings({name: vm[name] for name in VM_OPTION_NAMES})
+    in_guest = None
+    if kernel is not None:
+        from replay.vm.run import layout_in_vm
+
+        from .common import status_line
+
+        def in_guest(prepared, stop_op):
+            return layout_in_vm(prepared, stop_op, kernel, vm_options_, status_line)
     if png:
         from replay.pictures import require_matplotlib
         require_matplotlib()
@@ -62,7 +75,7 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, at, width,
                           files=files)
     with Progress(progress, "replaying") as bar:
         layout = capture_layout(trace, config, at, max_live, progress=bar.update if bar else None,
-                                pick=pick)
+                                pick=pick, in_guest=in_guest)
     if png:
         from replay.pictures import plot_layout
         plot_layout(layout, png)

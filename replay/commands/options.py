@@ -85,3 +85,59 @@ def output_option(what: str):
     return click.option("-o", "--output", metavar="FILE",
                         type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
                         help=f"{what} ('-' writes it to stdout; reports then go to stderr).")
+
+
+VM_OPTION_NAMES = ("kernel", "vm_memory", "vm_cpus", "vm_timeout", "vm_accel", "guest_sysfs",
+                   "vm_append")
+
+
+def vm_options(kernel_help: str | None = None):
+    """--kernel and the options of the guest it boots (replay, layout, compare)."""
+    options = [
+        click.option("--kernel", metavar="IMAGE", default=None,
+                     help=kernel_help or "Replay inside this kernel, booted in a QEMU guest with "
+                     "virtme-ng: a bzImage/vmlinuz file or a built kernel tree. The guest sees "
+                     "this machine's files read-only and runs the same mmreplay."),
+        click.option("--vm-memory", type=SIZE, default=None, metavar="BYTES",
+                     help="Guest memory, e.g. 2G (default: the trace's peak live bytes plus "
+                          "512 MiB, at least 1 GiB). A trace that cannot fit is refused before "
+                          "booting."),
+        click.option("--vm-cpus", type=click.IntRange(1, 64), default=2, show_default=True,
+                     help="Guest CPUs."),
+        click.option("--vm-timeout", type=click.FloatRange(1), default=600, show_default=True,
+                     metavar="SECONDS",
+                     help="Stop a guest that shows no progress for this long (booting, "
+                          "starting Python or replaying)."),
+        click.option("--vm-accel", type=click.Choice(["auto", "kvm", "tcg"]), default="auto",
+                     show_default=True,
+                     help="auto: KVM where it works here (else TCG, saying why), else force one."),
+        click.option("--guest-sysfs", multiple=True, metavar="PATH=VALUE",
+                     help="Write a setting under /sys/kernel/mm in the guest before replaying "
+                          "(repeatable), e.g. transparent_hugepage/enabled=always."),
+        click.option("--vm-append", multiple=True, metavar="ARGS",
+                     help="Extra guest kernel command-line arguments (repeatable)."),
+    ]
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def vm_settings(values: dict):
+    """(KernelImage or None, VmOptions) from the vm_options values; the image is checked here,
+    before any work. ``values`` may hold other keys."""
+    from replay.vm.image import resolve_kernel
+    from replay.vm.runner import VmOptions, parse_guest_sysfs
+
+    kernel = resolve_kernel(values["kernel"]) if values.get("kernel") else None
+    options = VmOptions(memory_mib=(values["vm_memory"] >> 20) if values.get("vm_memory") else None,
+                        cpus=values.get("vm_cpus") or 2, timeout_s=values.get("vm_timeout") or 600,
+                        accel=values.get("vm_accel") or "auto",
+                        sysfs=parse_guest_sysfs(values.get("guest_sysfs")),
+                        append=tuple(values.get("vm_append") or ()))
+    if kernel is None and (options.sysfs or options.append):
+        raise MmreplayError("--guest-sysfs and --vm-append apply to a guest: give --kernel too")
+    return kernel, options

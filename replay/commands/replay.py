@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .common import Progress, check_outputs, emit, exit_if_interrupted, is_stdout
-from .options import json_option, output_option, pick_option, progress_option, replay_options
+from .common import Progress, check_outputs, emit, exit_if_interrupted, is_stdout, status_line
+from .options import (VM_OPTION_NAMES, json_option, output_option, pick_option, progress_option,
+                      replay_options, vm_options, vm_settings)
 
 
 @click.command("replay")
@@ -25,8 +26,9 @@ from .options import json_option, output_option, pick_option, progress_option, r
               help="Also count page faults with a perf_event_open software counter (it slows "
                    "each fault by ~3%; minor faults from getrusage are always reported).")
 @progress_option
+@vm_options()
 def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, threads, order, output,
-            as_json, perf_faults, progress):
+            as_json, perf_faults, progress, **vm):
     """Replay TRACE natively (default: the bundled BERT inference trace) and measure page faults,
     THP coverage, VMA layout, syscall latency and memory speed.
 
@@ -39,6 +41,8 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, th
       mmreplay replay t.arrow --policy align-ge-pmd -o a.json
       mmreplay replay t.arrow --thp always --touch full --access stream:2 --repeat 5
       mmreplay replay t.arrow --json | jq .summary
+      mmreplay replay t.arrow --kernel /boot/vmlinuz-6.1.0-50-amd64 \\
+          --guest-sysfs transparent_hugepage/enabled=always
     """
     from replay.config import Access, ReplayConfig
     from replay.report import format_replay
@@ -46,15 +50,23 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, th
     from replay.runs import replay_trace
 
     check_outputs(output)
+    kernel, vm_options_ = vm_settings({name: vm[name] for name in VM_OPTION_NAMES})
     config = ReplayConfig(policy=policy, thp=thp, touch=touch, access=Access.parse(access),
                           files=files, threads=threads, order=order)
     with Progress(progress, "replaying") as bar:
         def on_progress(run, done, total):
             bar.update(done, total, f"replaying run {run + 1} of {repeat}" if repeat > 1 else None)
 
-        result = replay_trace(trace, config, repeat, max_live,
-                              progress=on_progress if bar else None, perf_faults=perf_faults,
-                              pick=pick)
+        if kernel is None:
+            result = replay_trace(trace, config, repeat, max_live,
+                                  progress=on_progress if bar else None, perf_faults=perf_faults,
+                                  pick=pick)
+        else:
+            from replay.vm.run import replay_in_vm
+
+            result = replay_in_vm(trace, config, repeat, max_live, kernel, vm_options_,
+                                  progress=on_progress if bar else None, perf_faults=perf_faults,
+                                  notify=status_line, pick=pick)
     if output:
         write_result(result, output)
     if as_json:

@@ -1,0 +1,92 @@
+"""replay, compare and layout with ``--kernel``: the same prepared replay, run inside a guest.
+
+The trace is read, checked and compiled on the host exactly as for a native run
+(``runs.Prepared``); the guest runs those programs and the host builds the same result document
+from the runs it brings back, with the guest's own view of the machine as ``host`` (its kernel,
+its THP settings) and a ``vm`` section naming the image, the accelerator and the real machine.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from traces.errors import MmreplayError
+
+from ..config import ReplayConfig
+from ..result import build_result
+from .image import KernelImage
+from .runner import VmOptions, run_guest
+
+
+def _peak(items) -> int:
+    return max((item.program.peak_live_bytes for item in items), default=0)
+
+
+def guest_results(items, output, repeat: int, argv, extra: dict | None = None) -> list[dict]:
+    """One result per item that has runs, built from what the guest sent back."""
+    results = []
+    for item, sent in zip(items, output.document["items"]):
+        if not sent["runs"]:
+            continue
+        config = item.config_info(repeat)
+        config["max_live_bytes"] = min(config["max_live_bytes"], output.vm["replay_budget_bytes"])
+        result = build_result(item.identity, config, sent["runs"],
+                              item.program_info(),
+                              {"kernel_alignment": sent["kernel_alignment"],
+                               "policy_emulation": sent["policy_emulation"], **(extra or {})},
+                              argv, host=output.document["host"])
+        result["vm"] = output.vm
+        results.append(result)
+    return results
+
+
+def run_items(kernel: KernelImage, items: list, repeat: int, warmup: int, options: VmOptions,
+              perf_faults: bool = False,
+              progress: Callable[[int, int, int], None] | None = None,
+              notify: Callable[[str], None] | None = None):
+    """Run ``items`` (``runs.Prepared``) interleaved in one guest; returns (the guest's output,
+    the interrupt reason or None). ``progress(item, round, events_done)``."""
+    def on_marker(marker):
+        if progress is not None and marker.get("event") == "progress":
+            progress(marker["item"], marker["round"], marker["done"])
+
+    output = run_guest(kernel, items, {"kind": "runs", "repeat": repeat, "warmup": warmup,
+                                       "perf_faults": perf_faults},
+                       options, _peak(items), on_marker, notify)
+    return output, output.document.get("interrupted")
+
+
+def replay_in_vm(trace_path, config: ReplayConfig, repeat: int, max_live_bytes, kernel: KernelImage,
+                 options: VmOptions, progress=None, argv=None, perf_faults: bool = False,
+                 notify=None, pick: int | None = None) -> dict:
+    """``replay --kernel``: the result document, as ``runs.replay_trace`` returns it."""
+    from ..runs import Prepared
+
+    if repeat < 1:
+        raise MmreplayError("--repeat must be at least 1")
+    prepared = Prepared(trace_path, config, max_live_bytes, pick=pick)
+    on_progress = None
+    if progress is not None:
+        def on_progress(_item, round_index, done):
+            progress(round_index, done, prepared.program.events)
+    output, _ = run_items(kernel, [prepared], repeat, 0, options, perf_faults, on_progress, notify)
+    results = guest_results([prepared], output, repeat, argv)
+    if not results:
+        raise MmreplayError(f"the guest was interrupted ({output.document.get('interrupted')}) "
+                            "before a run finished")
+    return results[0]
+
+
+def layout_in_vm(prepared, stop_op: int, kernel: KernelImage, options: VmOptions, notify=None):
+    """``layout --kernel``: (the arrays ``layout.capture_live`` returns, the guest's host view,
+    the vm section); ``layout.capture_layout``'s ``in_guest``."""
+    output = run_guest(kernel, [prepared], {"kind": "layout", "stop_op": stop_op}, options,
+                       prepared.program.peak_live_bytes, None, notify)
+    layout = output.document.get("layout") or {}
+    if output.layout_arrays is None:
+        from ..layout import nothing_captured
+        if stop_op == 0:
+            return nothing_captured(), output.document["host"], output.vm
+        raise MmreplayError(f"the replay stopped in the guest before the layout was read "
+                            f"({layout.get('stopped') or output.document.get('interrupted')})")
+    return output.layout_arrays, output.document["host"], output.vm

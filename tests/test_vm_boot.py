@@ -1,0 +1,187 @@
+"""--kernel for real: Debian's 6.1 image booted under QEMU (TCG here) with virtme-ng.
+
+One guest runs the replay all the checks of the first group read (booting is the expensive
+part); the faults boot guests that never start Python (a panic, a hang, Ctrl-C while booting),
+which is cheap. The guest's Python and its numba cache are prepared on the host, in a cache
+directory private to this module, before the first boot: the guest compiles nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.processes import PATIENCE_S, wait_for
+
+IMAGE = "/boot/vmlinuz-6.1.0-50-amd64"
+RELEASE = "6.1.0-50-amd64"
+
+
+def _missing() -> str | None:
+    if not os.path.exists(IMAGE):
+        return f"{IMAGE} is not installed (apt-get install linux-image-6.1.0-50-amd64)"
+    if not shutil.which("qemu-system-x86_64"):
+        return "QEMU is not installed (apt-get install qemu-system-x86)"
+    if not (Path(sys.executable).parent / "vng").exists() and not shutil.which("vng"):
+        return "virtme-ng is not installed (pip install -e '.[test]')"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+
+
+def _command(*args) -> list[str]:
+    script = Path(sys.executable).with_name("mmreplay")
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "replay.cli"]
+    return [*base, *map(str, args)]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A private mmreplay cache: the guest's Python and numba cache are built here, on the host."""
+    return {**os.environ, "MMREPLAY_CACHE_DIR": str(tmp_path_factory.mktemp("mmreplay-cache"))}
+
+
+@pytest.fixture(scope="module")
+def small_trace(tmp_path_factory, env):
+    path = tmp_path_factory.mktemp("vm") / "buffers.arrow"
+    subprocess.run(_command("synth", "--count", "48", "--size", "uniform:512K,5M", "--seed", "7",
+                            "-o", path), env=env, check=True, capture_output=True)
+    return path
+
+
+def _our_qemus(tag: str) -> list[int]:
+    """QEMU processes whose kernel command line carries ``tag`` (given with --vm-append)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"qemu-system" in cmdline and tag.encode() in cmdline:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(scope="module")
+def guest_run(small_trace, env, tmp_path_factory):
+    """One boot: replay the small trace inside 6.1 with a guest sysfs write."""
+    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
+    out = tmp_path_factory.mktemp("vm-result") / "result.json"
+    done = subprocess.run(_command("replay", small_trace, "--kernel", IMAGE, "--touch", "none",
+                                   "--guest-sysfs", "transparent_hugepage/enabled=madvise",
+                                   "--vm-append", tag, "-o", out, "--no-progress"),
+                          env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr
+    return json.loads(out.read_text()), done, tag
+
+
+def test_the_guest_runs_the_image_it_was_given(guest_run):
+    result, done, _ = guest_run
+    vm = result["vm"]
+    assert vm["kernel_release"] == RELEASE
+    assert result["host"]["kernel"] == RELEASE  # the guest's own view of the machine
+    assert vm["image"]["header_release"] == RELEASE
+    assert vm["accel"] in ("kvm", "tcg") and vm["accel_reason"]
+    assert "virtme" in vm["cmdline"] and vm["memory_mib"] >= 1024 and vm["cpus"] == 2
+    assert vm["runner"]["kernel"] == os.uname().release  # the machine that ran QEMU
+    assert f"Linux {RELEASE}" in done.stdout
+    if vm["accel"] == "tcg":
+        assert "times are not comparable with native runs" in done.stdout
+
+
+def test_guest_sysfs_is_written_and_recorded(guest_run):
+    result, _, _ = guest_run
+    assert result["vm"]["guest_sysfs"]["transparent_hugepage/enabled"]["reads"] \
+        == "always [madvise] never"
+    assert result["host"]["thp"]["enabled"] == "madvise"
+
+
+def test_6_1_aligns_as_the_no_align_emulation_does(guest_run, small_trace, env, tmp_path):
+    """Linux 6.1 predates efa7df3e3bb5: its 2 MiB-aligned counts per size bucket are the ones
+    the host gets emulating the pre-6.7 rule."""
+    result, _, _ = guest_run
+    out = tmp_path / "host.json"
+    subprocess.run(_command("replay", small_trace, "--policy", "no-align", "--touch", "none",
+                            "-o", out, "--no-progress"), env=env, check=True, capture_output=True)
+    host = json.loads(out.read_text())
+    guest_buckets = result["runs"][0]["pmd_aligned_by_size"]
+    host_buckets = host["runs"][0]["pmd_aligned_by_size"]
+    assert guest_buckets == host_buckets
+    assert sum(b["mappings"] for b in guest_buckets.values()) == 48
+
+
+def test_the_startup_is_measured(guest_run):
+    timings = guest_run[0]["vm"]["timings"]
+    assert 0 < timings["command_to_guest_command_s"] < timings["command_to_first_event_s"]
+    assert guest_run[0]["vm"]["numba_cache"]["built"] is True  # on the host, before the boot
+
+
+def test_no_qemu_is_left_behind(guest_run):
+    assert _our_qemus(guest_run[2]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: guests that never start the replay
+
+
+def _fails(args, env, tag):
+    done = subprocess.run(_command(*args, "--vm-append", tag, "--no-progress"), env=env,
+                          capture_output=True, text=True, timeout=PATIENCE_S)
+    assert _our_qemus(tag) == []
+    assert "Traceback" not in done.stderr
+    return done
+
+
+def test_a_kernel_that_panics_ends_in_one_line(small_trace, env, guest_run):
+    # rdinit=/bin/sleep: the initramfs's init exits at once, so the kernel panics.
+    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
+    done = _fails(["replay", small_trace, "--kernel", IMAGE, "--vm-append", "rdinit=/bin/sleep"],
+                  env, tag)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: the guest kernel panicked: Kernel panic")
+
+
+def test_a_guest_that_hangs_is_stopped_by_the_timeout(small_trace, env, guest_run):
+    # The same panic with panic=0 (wait forever instead of rebooting): the guest never starts
+    # its command; the timeout ends it.
+    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
+    done = _fails(["replay", small_trace, "--kernel", IMAGE, "--vm-timeout", "20",
+                   "--vm-append", "rdinit=/bin/sleep", "--vm-append", "panic=0"], env, tag)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("Error: the guest made no progress for 20 s while booting "
+                               "(--vm-timeout); it was stopped")
+
+
+def test_ctrl_c_while_booting_stops_the_vm(small_trace, env, guest_run):
+    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
+    child = subprocess.Popen(_command("replay", small_trace, "--kernel", IMAGE, "--vm-append", tag,
+                                      "--no-progress"),
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _our_qemus(tag) or child.poll() is not None, "QEMU to start")
+        assert child.poll() is None
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=PATIENCE_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        "Error: interrupted (SIGINT) while the guest was booting; the VM was stopped and nothing "
+        "was measured"]
+    assert _our_qemus(tag) == []
