@@ -35,8 +35,8 @@ from traces.host import meminfo_bytes
 from traces.ipc_guard import available_memory_bytes
 from traces.liveset import LiveSet
 from traces.schema import (MADV, MAP, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE,
-                           MAP_HUGE_SHIFT, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, OP_CODE, PROT_READ,
-                           PROT_WRITE)
+                           MAP_HUGE_SHIFT, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
+                           OP_CODE, PMD_SIZE, PROT_READ, PROT_WRITE)
 from traces.summary import page_round
 from traces.units import fmt_bytes
 
@@ -213,6 +213,15 @@ def _single_mapping_span(pieces, start: int, end: int):
     return first.map_id, first.map_offset + (start - first.start)
 
 
+def _file_offset(table: pa.Table, cache: list, row: int, anon: bool) -> int:
+    """The recorded file offset of a file mmap (0 for anonymous ones); the column is read once."""
+    if anon:
+        return 0
+    if not cache:
+        cache.append(column_np(table, "offset"))
+    return int(cache[0][row])
+
+
 def _count(bucket: dict, reason: str, n: int = 1) -> None:
     bucket[reason] = bucket.get(reason, 0) + n
 
@@ -242,6 +251,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     flags = column_np(table, "flags").tolist()
     fd = column_np(table, "fd", -1).tolist()
     advice = column_np(table, "advice").tolist()
+    file_offsets = []  # the offset column, read at the first file mmap (as a numpy array)
 
     out = _Emitter(config)
     huge_default, huge_supported = hugetlb_page_sizes()
@@ -255,6 +265,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     mmap_c, munmap_c, mremap_c = OP_CODE["mmap"], OP_CODE["munmap"], OP_CODE["mremap"]
     madvise_c, mprotect_c, brk_c = OP_CODE["madvise"], OP_CODE["mprotect"], OP_CODE["brk"]
     thp_override = config.thp != "as-recorded"
+    top_residue = None
 
     for row in range(n_events):
         op = codes[row]
@@ -326,9 +337,10 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                              length=size, prot=map_prot, flags=mmap_flags, mode=mode)
                 else:
                     out.unmap_pieces(live.isolate(start, end), row)
-                    out.emit(OP_MMAP, row, new, length=size, prot=map_prot, flags=mmap_flags,
-                             mode=mode | placement(config.policy, size, placement_flags, 0, anon),
-                             live_delta=size)
+                    place, residue = placement(config.policy, size, placement_flags, 0, anon,
+                                               start, _file_offset(table, file_offsets, row, anon))
+                    out.emit(OP_MMAP, row, new, offset=residue, length=size, prot=map_prot,
+                             flags=mmap_flags, mode=mode | place, live_delta=size)
                     _count(notes, "hugetlb_fixed_kernel_placed" if huge else "fixed_relocated")
                 _new_mapping(out, new, size, mmap_flags, huge)
                 live.map(start, end, new, map_prot, anon)
@@ -338,13 +350,16 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 out.unmap_pieces(live.isolate(start, end), row)
                 _count(notes, "overlap_implicit_unmap")
             new = out.new_id(size, anon)
+            if top_residue is None and not hint[row]:
+                top_residue = end % PMD_SIZE
             map_hint = hint[row]
             if map_hint >= USER_SPACE_END:
                 map_hint = 0  # not a user-space address: the kernel would ignore it anyway
                 _count(notes, "hint_outside_user_space_dropped")
-            out.emit(OP_MMAP, row, new, length=size, arg=map_hint, prot=map_prot, flags=mmap_flags,
-                     mode=mode | placement(config.policy, size, placement_flags, map_hint, anon),
-                     live_delta=size)
+            place, residue = placement(config.policy, size, placement_flags, map_hint, anon,
+                                       start, _file_offset(table, file_offsets, row, anon))
+            out.emit(OP_MMAP, row, new, offset=residue, length=size, arg=map_hint, prot=map_prot,
+                     flags=mmap_flags, mode=mode | place, live_delta=size)
             _new_mapping(out, new, size, mmap_flags, huge)
             live.map(start, end, new, map_prot, anon)
 
@@ -506,7 +521,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
         id_length=np.array(out.id_length, np.int64), id_anon=np.array(out.id_anon, bool),
         events=n_events, peak_live_bytes=out.peak_bytes, peak_op=out.peak_op,
         cleanup_start=cleanup_start, peak_pieces=peak_pieces, end_pieces=end_pieces,
-        skipped=skipped, notes=notes)
+        skipped=skipped, notes=notes, top_residue=top_residue or 0)
 
 
 def _new_mapping(out: _Emitter, map_id: int, size: int, mmap_flags: int, huge: int) -> None:

@@ -5,7 +5,8 @@ compiled code is cacheable across runs, unlike ctypes function pointers. Pointer
 integers; ``_u8_ptr``/``_i64_ptr`` turn them into typed pointers for touching and reading memory.
 
 Safety rules the loop keeps (the compiler guarantees the rest):
-- MAP_FIXED is only used inside a mapping this replay created (OP_MMAP_FIXED_IN);
+- MAP_FIXED is only used inside a mapping this replay created (OP_MMAP_FIXED_IN, and the
+  PROT_NONE window of an emulated THP-aligned placement);
 - memory is only read or written right after a successful call that mapped it, or while the
   mapping is known intact; any failed call on a mapping "taints" it and its memory is never
   touched again.
@@ -41,9 +42,13 @@ PMD = PMD_SIZE
 MAP_FIXED = 0x10
 MADV_GUARD_INSTALL = 102
 
+# The emulator's padding window: no access, no memory reserved, never populated.
+WINDOW_FLAGS = 0x02 | 0x20 | 0x4000  # MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+
 # params[]
-P_TOUCH, P_ACCESS_KIND, P_ACCESS_AMOUNT, P_THP_ADVICE, P_PAD_PMD_MULTIPLES = 0, 1, 2, 3, 4
-N_PARAMS = 5
+(P_TOUCH, P_ACCESS_KIND, P_ACCESS_AMOUNT, P_THP_ADVICE, P_PAD_PMD_MULTIPLES, P_PLAIN_BY_HINT,
+ P_TOPDOWN_FIX) = range(7)
+N_PARAMS = 7
 TOUCH_NONE, TOUCH_FIRST, TOUCH_PAGES, TOUCH_FULL = 0, 1, 2, 3
 ACCESS_NONE, ACCESS_STREAM, ACCESS_RANDOM, ACCESS_LOCKSTEP = 0, 1, 2, 3
 
@@ -249,49 +254,95 @@ def _lockstep_remove(m, live_ids, live_pos, counters):
 
 
 @njit(cache=True, nogil=True)
-def _map_plain(length, prot, flags, pad_pmd_multiples, counters, clock):
-    """mmap(NULL) where the plain top-down search puts it, even on kernels that align 2 MiB
-    multiples: map one extra page and unmap it, so the kernel sees a non-multiple length.
+def _plain_search(length, prot, flags, params, counters, clock):
+    """mmap where the plain top-down search of a <= 6.6 kernel puts it (no THP alignment).
 
-    The mmap itself is timed into counters[C_MMAP_NS]; the emulation's trims are counted and
-    timed apart (C_POLICY_CALLS, C_POLICY_NS): the kernels emulated make one call, not three."""
-    if pad_pmd_multiples and length % PMD == 0:
-        t0 = now_ns(clock)
+    The search is the running kernel's own: a hint inside a mapping that exists (the page of
+    ``counters``) is never granted, so the kernel falls back to its plain top-down search, the
+    same search as before 6.7. Kernels that still align hinted calls (6.7-6.12.0) cannot do this
+    (the probe in policy.py finds out): there a 2 MiB-multiple length is mapped one page longer
+    and the extra page given back, the only way left to dodge the rule. Returns the address and
+    counts/times the extra call under C_POLICY_*."""
+    if params[P_PLAIN_BY_HINT] != 0:
+        occupied = (clock >> 12) << 12
+        return c_mmap(occupied, length, prot, flags, -1, 0)
+    if params[P_PAD_PMD_MULTIPLES] != 0 and length % PMD == 0:
         p = c_mmap(0, length + PAGE, prot, flags, -1, 0)
-        t1 = now_ns(clock)
-        counters[C_MMAP_NS] = t1 - t0
         if p == -1:
             return -1
+        t0 = now_ns(clock)
         c_munmap(p, PAGE)
-        counters[C_POLICY_NS] += now_ns(clock) - t1
+        counters[C_POLICY_NS] += now_ns(clock) - t0
         counters[C_POLICY_CALLS] += 1
         return p + PAGE
+    return c_mmap(0, length, prot, flags, -1, 0)
+
+
+@njit(cache=True, nogil=True)
+def _map_plain(length, prot, flags, params, counters, clock):
+    """A hint-less mmap placed as <= 6.6 placed it; the call is timed into C_MMAP_NS."""
+    policy_ns = counters[C_POLICY_NS]
     t0 = now_ns(clock)
-    p = c_mmap(0, length, prot, flags, -1, 0)
-    counters[C_MMAP_NS] = now_ns(clock) - t0
+    p = _plain_search(length, prot, flags, params, counters, clock)
+    counters[C_MMAP_NS] = now_ns(clock) - t0 - (counters[C_POLICY_NS] - policy_ns)
     return p
 
 
 @njit(cache=True, nogil=True)
-def _map_aligned(length, prot, flags, pad_pmd_multiples, counters, clock):
-    """The 6.7+ THP rule: search length + 2 MiB, start at the next 2 MiB boundary, or 2 MiB up
-    when the window is already aligned (top-down preference), and leave the rest unmapped."""
-    total = length + PMD
-    r = _map_plain(total, prot, flags, pad_pmd_multiples, counters, clock)
-    if r == -1:
-        return -1
+def _map_aligned(length, prot, flags, hint, residue, params, counters, clock):
+    """__thp_get_unmapped_area() of 6.7-6.11 (and of file mappings on every kernel): search a
+    window of length + 2 MiB (honouring ``hint`` if the whole window fits there), keep a granted
+    hint, else start at the first address in the window congruent to ``residue`` modulo 2 MiB
+    (0 for anonymous memory, the file offset for files); with the 6.8 top-down fix
+    (params[P_TOPDOWN_FIX]) an already-congruent window start moves 2 MiB up, flush against
+    the upper neighbour. The rest of the window stays unmapped.
+
+    The window is claimed first as PROT_NONE (no MAP_POPULATE, no memory), the mapping is then
+    made with MAP_FIXED inside that window, which only this replay owns, and the padding is given
+    back: nothing else can take the window meanwhile, and MAP_POPULATE fills only the mapping.
+    Only the MAP_FIXED call is the workload's mmap (C_MMAP_NS); the window and the trims are
+    counted and timed apart (C_POLICY_CALLS, C_POLICY_NS)."""
+    window_length = length + PMD
+    policy_ns = counters[C_POLICY_NS]
     t0 = now_ns(clock)
-    below = (PMD - r % PMD) % PMD
-    if below == 0:
-        below = PMD
-    start = r + below
-    c_munmap(r, below)
+    if hint != 0:
+        window = c_mmap(hint, window_length, 0, WINDOW_FLAGS, -1, 0)
+    else:
+        window = _plain_search(window_length, 0, WINDOW_FLAGS, params, counters, clock)
+    t1 = now_ns(clock)
+    counters[C_POLICY_NS] = policy_ns + (t1 - t0)
     counters[C_POLICY_CALLS] += 1
-    tail = total - below - length
+    if window == -1:
+        # The kernel retries without the padding: a plain placement (or the hint).
+        if hint != 0:
+            t0 = now_ns(clock)
+            p = c_mmap(hint, length, prot, flags, -1, 0)
+            counters[C_MMAP_NS] = now_ns(clock) - t0
+            return p
+        return _map_plain(length, prot, flags, params, counters, clock)
+    if hint != 0 and window == hint:
+        start = hint
+    else:
+        below = (residue - window) & (PMD - 1)
+        if below == 0 and params[P_TOPDOWN_FIX] != 0:
+            below = PMD
+        start = window + below
+    p = c_mmap(start, length, prot, flags | MAP_FIXED, -1, 0)
+    t2 = now_ns(clock)
+    counters[C_MMAP_NS] = t2 - t1
+    if p == -1:
+        c_munmap(window, window_length)
+        counters[C_POLICY_CALLS] += 1
+        counters[C_POLICY_NS] += now_ns(clock) - t2
+        return -1
+    if start > window:
+        c_munmap(window, start - window)
+        counters[C_POLICY_CALLS] += 1
+    tail = window + window_length - (start + length)
     if tail > 0:
         c_munmap(start + length, tail)
         counters[C_POLICY_CALLS] += 1
-    counters[C_POLICY_NS] += now_ns(clock) - t0
+    counters[C_POLICY_NS] += now_ns(clock) - t2
     return start
 
 
@@ -318,7 +369,6 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
     access_kind = params[P_ACCESS_KIND]
     access_amount = params[P_ACCESS_AMOUNT]
     thp_advice = params[P_THP_ADVICE]
-    pad = params[P_PAD_PMD_MULTIPLES] != 0
     engine_t0 = now_ns(clock)
     reached = kstop
     for k in range(kstart, kstop):
@@ -369,10 +419,12 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
             else:
                 place = md & PLACE_MASK
                 if place == PLACE_PLAIN:
-                    p = _map_plain(size, prot[i], flags[i], pad, counters, clock)
+                    p = _map_plain(size, prot[i], flags[i], params, counters, clock)
                     latency[i] = counters[C_MMAP_NS]
                 elif place == PLACE_ALIGNED:
-                    p = _map_aligned(size, prot[i], flags[i], pad, counters, clock)
+                    # offset[i]: the start's residue modulo 2 MiB (a file's offset, else 0)
+                    p = _map_aligned(size, prot[i], flags[i], arg[i], offset[i], params,
+                                     counters, clock)
                     latency[i] = counters[C_MMAP_NS]
                 else:
                     t0 = now_ns(clock)
@@ -514,6 +566,13 @@ class EngineState:
                        p.flags, p.id_length, self.base, self.id_state, self.latency, self.err,
                        counters, self.live_ids, self.live_pos, self.params, order, kstart, kstop,
                        deps.dep_thread, deps.dep_pos, progress, thread_index, stop_flag)
+
+    def warm(self) -> None:
+        """Load (or compile) the native code of every engine function without running an op."""
+        self.run(0, 0)
+        lockstep_sweep(self.base, self.program.id_length, self.live_ids,
+                       np.zeros(N_COUNTERS, np.int64), 0)
+        release_pieces(np.zeros((0, 3), np.int64), self.base, self.id_state)
 
     def lockstep(self, passes: int) -> None:
         lockstep_sweep(self.base, self.program.id_length, self.live_ids, self.counters, passes)

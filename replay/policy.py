@@ -2,31 +2,45 @@
 
 The rules (see ../shared/context/kernel-thp-alignment.md):
 - ``no-align`` (Linux <= 6.6): a private anonymous mapping goes where the plain top-down search
-  puts it; it starts 2 MiB-aligned only by chance.
+  puts it (the highest free gap below mmap_base that fits); it starts 2 MiB-aligned only by
+  chance, and a freed hole of exactly its size is reused.
 - ``align-ge-pmd`` (6.7-6.11, efa7df3e3bb5 plus the 6.8 top-down fix): a private anonymous mapping
-  of 2 MiB or more with no hint gets a 2 MiB-aligned start. The kernel searches for length + 2 MiB
-  and leaves the unused padding as a hole; when the window found is already aligned the mapping
-  goes 2 MiB higher, flush against its upper neighbour.
+  of 2 MiB or more gets a 2 MiB-aligned start. The kernel searches for length + 2 MiB and leaves
+  the unused padding as a hole; when the window found is already aligned the mapping goes 2 MiB
+  higher, flush against its upper neighbour. A hint is kept when the whole padded window fits
+  there; otherwise the call is aligned elsewhere, even if the hint alone would have fitted.
 - ``align-pmd-multiple`` (6.12+, d4148aeab412): the same, but only for lengths that are exact
-  multiples of 2 MiB.
+  multiples of 2 MiB and, as in 6.13+ ("mm: respect mmap hint address when aligning for THP",
+  also in 6.12.y), only without a hint.
 - ``kernel``: whatever the running kernel does with the recorded call.
 
-They are emulated in user space without MAP_FIXED over anything the replay does not own: a
-"plain" placement maps the length (plus one page when this kernel would otherwise align it, the
-extra page being unmapped at once), an "aligned" placement maps length + 2 MiB the plain way and
-unmaps the padding on each side, which reproduces the kernel's arithmetic exactly.
+File mappings are replayed as anonymous memory, but under every policy they keep the placement
+the recording host gave them: where the recorded start was congruent to the file offset modulo
+2 MiB and the mapping covers a whole 2 MiB-aligned stretch of the file (the rule of
+thp_get_unmapped_area() for files on THP-capable file systems, in 6.1 as in 6.18), the start is
+placed by that rule; otherwise by the plain search.
+
+The emulation runs the kernel's own search, never a model of it, and never uses MAP_FIXED over
+memory the replay does not own:
+- plain: mmap() with a hint inside a mapping that exists (always refused), so the running kernel
+  falls back to its plain top-down search. On 6.13+ a hint disables THP alignment and on
+  <= 6.6 there is none, so this is exactly the <= 6.6 search, in one call.
+- aligned: the padded window is claimed PROT_NONE by the same plain search, the mapping is made
+  with MAP_FIXED inside it, and the padding is unmapped (see engine._map_aligned).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
-from traces.schema import MAP, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_SHARED, PMD_SIZE
+from traces.schema import (MAP, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED,
+                           PMD_SIZE)
 
 from .program import PLACE_ALIGNED, PLACE_KERNEL, PLACE_PLAIN
 
-MAP_HUGETLB = MAP["MAP_HUGETLB"]
+MAP_HUGETLB, MAP_32BIT, MAP_NORESERVE = MAP["MAP_HUGETLB"], MAP["MAP_32BIT"], MAP["MAP_NORESERVE"]
 POLICIES = ("kernel", "no-align", "align-ge-pmd", "align-pmd-multiple")
 POLICY_HELP = {
     "kernel": "plain mmap(hint, ...) as recorded: whatever this kernel does",
@@ -34,48 +48,98 @@ POLICY_HELP = {
     "align-ge-pmd": "as 6.7-6.11 (efa7df3e3bb5): anonymous >= 2 MiB start 2 MiB-aligned",
     "align-pmd-multiple": "as 6.12+ (d4148aeab412): only exact 2 MiB multiples aligned",
 }
+# Kernels whose emulated THP placement has the 6.8 top-down fix (an already aligned window puts
+# the mapping at its top); no-align stands for 6.1-6.6, which align only files, without it.
+TOPDOWN_FIX = {"no-align": False, "align-ge-pmd": True, "align-pmd-multiple": True}
 
 
-def placement(policy: str, length: int, flags: int, hint: int, replayed_anon: bool) -> int:
-    """How the engine places one mmap under ``policy`` (PLACE_KERNEL, PLACE_PLAIN, PLACE_ALIGNED).
+def file_was_thp_aligned(recorded_addr: int, length: int, offset: int) -> bool:
+    """Whether the recording host placed a file mapping by the THP rule for files: the mapping
+    covers a whole 2 MiB-aligned stretch of the file and starts congruent to its offset."""
+    off_align = -(-offset // PMD_SIZE) * PMD_SIZE
+    covers = offset + length - off_align >= PMD_SIZE
+    return covers and (recorded_addr - offset) % PMD_SIZE == 0
 
-    Hinted, shared, MAP_FIXED_NOREPLACE and hugetlb calls always go to the kernel as recorded:
-    the anonymous THP alignment rule never applied to them in the kernels being emulated.
+
+def placement(policy: str, length: int, flags: int, hint: int, replayed_anon: bool,
+              recorded_addr: int = 0, file_offset: int = 0) -> tuple[int, int]:
+    """How the engine places one mmap under ``policy``: (PLACE_* mode, start residue mod 2 MiB).
+
+    Shared, MAP_FIXED_NOREPLACE, MAP_32BIT and hugetlb calls always go to the kernel as recorded:
+    the anonymous THP alignment rule never applied to them in the kernels emulated (hugetlb
+    mappings cannot be trimmed by 4 KiB either). ``replayed_anon`` is False for a file mapping
+    replayed as anonymous memory, whose recorded start and offset decide its placement.
     """
-    if policy == "kernel" or hint or flags & (MAP_SHARED | MAP_FIXED_NOREPLACE | MAP_HUGETLB):
-        # hugetlb mappings cannot be trimmed by 4 KiB: the emulation's padding does not apply.
-        return PLACE_KERNEL
+    if flags & (MAP_SHARED | MAP_FIXED_NOREPLACE | MAP_HUGETLB | MAP_32BIT):
+        return PLACE_KERNEL, 0
     if not replayed_anon:
-        return PLACE_PLAIN
+        if file_was_thp_aligned(recorded_addr, length, file_offset):
+            return PLACE_ALIGNED, file_offset % PMD_SIZE
+        return (PLACE_KERNEL if hint else PLACE_PLAIN), 0
+    if policy == "kernel":
+        return PLACE_KERNEL, 0
     if policy == "align-ge-pmd" and length >= PMD_SIZE:
-        return PLACE_ALIGNED
+        return PLACE_ALIGNED, 0
+    if hint:
+        return PLACE_KERNEL, 0  # <= 6.6 and 6.13+: a free hint is granted, else plain search
     if policy == "align-pmd-multiple" and length % PMD_SIZE == 0:
-        return PLACE_ALIGNED
-    return PLACE_PLAIN
+        return PLACE_ALIGNED, 0
+    return PLACE_PLAIN, 0
+
+
+def release_at_least(release: str, major: int, minor: int) -> bool:
+    """Whether a kernel release string such as '6.18.44-fc' is major.minor or later."""
+    numbers = []
+    for part in release.split("-", 1)[0].split(".")[:2]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        numbers.append(int(digits) if digits else 0)
+    while len(numbers) < 2:
+        numbers.append(0)
+    return tuple(numbers) >= (major, minor)
 
 
 class KernelAlignment:
-    """What this kernel does with hint-less private anonymous mmaps, measured with real calls."""
+    """What this kernel does with private anonymous mmaps, measured with real calls."""
 
-    def __init__(self, aligns_pmd_multiples: bool, aligns_large: bool, samples: int):
+    def __init__(self, aligns_pmd_multiples: bool, aligns_large: bool, samples: int,
+                 plain_by_hint: bool = False, release: str | None = None):
         self.aligns_pmd_multiples = aligns_pmd_multiples
         self.aligns_large = aligns_large
         self.samples = samples
+        # A hint inside an existing mapping makes this kernel run its plain top-down search
+        # with no THP alignment (<= 6.6, 6.13+): the emulation's way to place as <= 6.6 did.
+        self.plain_by_hint = plain_by_hint
+        self.release = release if release is not None else os.uname().release
+        # Whether this kernel's THP placement (files) has the 6.8 top-down fix.
+        self.topdown_fix = release_at_least(self.release, 6, 8)
 
     def as_dict(self) -> dict:
         return {"aligns_pmd_multiples": self.aligns_pmd_multiples,
-                "aligns_large_non_multiples": self.aligns_large, "samples": self.samples}
+                "aligns_large_non_multiples": self.aligns_large, "samples": self.samples,
+                "plain_search_by_occupied_hint": self.plain_by_hint}
 
     def emulation(self, policy: str) -> dict:
-        """Whether ``policy`` can be emulated exactly here, and why not when it cannot."""
+        """Whether ``policy`` can be emulated exactly here, how, and why not when it cannot."""
+        files = ("file mappings (replayed as anonymous) keep the THP alignment the recording "
+                 "host gave them")
         if policy == "kernel":
-            return {"emulated": True, "how": "this kernel's own placement"}
-        if self.aligns_large:
+            return {"emulated": True, "how": f"this kernel's own placement; {files}"}
+        if not self.plain_by_hint and self.aligns_large:
             return {"emulated": False,
-                    "why": "this kernel aligns every anonymous mmap >= 2 MiB (6.7-6.11 rule), so a "
-                           "plain top-down placement of large mappings cannot be obtained"}
-        return {"emulated": True, "how": "user-space placement: plain mmap, or length + 2 MiB "
-                                         "then the padding unmapped (no MAP_FIXED)"}
+                    "why": "this kernel aligns every anonymous mmap >= 2 MiB, hinted or not "
+                           "(6.7-6.11 rule), so a plain top-down placement of large mappings "
+                           "cannot be obtained"}
+        if self.plain_by_hint:
+            how = ("the kernel's own plain top-down search (mmap with a hint inside an existing "
+                   "mapping, which the kernel refuses); a THP-aligned start: a PROT_NONE window "
+                   "of length + 2 MiB found by that search, the mapping made with MAP_FIXED "
+                   "inside it, the padding unmapped")
+        else:
+            how = ("plain mmap, a 2 MiB multiple mapped one page longer and the page unmapped "
+                   "(a freed hole of exactly that size is then not reused); a THP-aligned start: "
+                   "a PROT_NONE window of length + 2 MiB, the mapping made with MAP_FIXED inside "
+                   "it, the padding unmapped")
+        return {"emulated": True, "how": f"{how}; {files}"}
 
 
 _libc = None
@@ -92,19 +156,52 @@ def _libc_mmap():
     return _libc
 
 
+MAP_FAILED = ctypes.c_void_p(-1).value
+PROBE_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+
+
 def _all_aligned(length: int, samples: int) -> bool:
     libc = _libc_mmap()
     addresses = []
     try:
         for _ in range(samples):
-            address = libc.mmap(None, length, 0, 0x02 | MAP_ANONYMOUS, -1, 0)  # PROT_NONE, private
-            if address in (None, ctypes.c_void_p(-1).value):
+            address = libc.mmap(None, length, 0, PROBE_FLAGS, -1, 0)  # PROT_NONE
+            if address in (None, MAP_FAILED):
                 return False
             addresses.append(address)
         return all(a % PMD_SIZE == 0 for a in addresses)
     finally:
         for address in addresses:
             libc.munmap(address, length)
+
+
+def _occupied_hint_gives_plain_search() -> bool:
+    """Find the gap the plain search would use (map length + 8 KiB hint-less: never aligned on a
+    kernel that aligns only multiples, and give it back), put a page of ours at its top such that
+    the top left is off any 2 MiB boundary, then ask for a 2 MiB multiple with that page as the
+    hint: the plain search puts it right below the page, off any boundary; a kernel that aligns
+    hinted calls (6.7-6.12.0) puts it on one."""
+    libc = _libc_mmap()
+    for length in (4 * PMD_SIZE, 3 * PMD_SIZE, 5 * PMD_SIZE):
+        first = libc.mmap(None, length + 8192, 0, PROBE_FLAGS, -1, 0)
+        if first in (None, MAP_FAILED):
+            return False
+        libc.munmap(first, length + 8192)
+        top = first + length + 8192
+        page = top - (8192 if (top - 4096) % PMD_SIZE == 0 else 4096)
+        if libc.mmap(page, 4096, 0, PROBE_FLAGS | MAP_FIXED_NOREPLACE, -1, 0) != page:
+            continue  # taken meanwhile (or no MAP_FIXED_NOREPLACE: the page went elsewhere)
+        try:
+            hinted = libc.mmap(page, length, 0, PROBE_FLAGS, -1, 0)
+            if hinted in (None, MAP_FAILED):
+                return False
+            libc.munmap(hinted, length)
+        finally:
+            libc.munmap(page, 4096)
+        if hinted == page - length:
+            return hinted % PMD_SIZE != 0
+        # Elsewhere: aligned by this kernel, or a higher gap of exactly this length: ask again.
+    return False
 
 
 _probed: KernelAlignment | None = None
@@ -116,5 +213,6 @@ def probe_kernel_alignment(samples: int = 8) -> KernelAlignment:
     if _probed is None:
         _probed = KernelAlignment(aligns_pmd_multiples=_all_aligned(4 * PMD_SIZE, samples),
                                   aligns_large=_all_aligned(4 * PMD_SIZE + 4096, samples),
-                                  samples=samples)
+                                  samples=samples,
+                                  plain_by_hint=_occupied_hint_gives_plain_search())
     return _probed

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # Op codes of the engine (not the trace's op dictionary codes).
-OP_MMAP = 0           # create mapping `map_id`: length, prot, flags, arg=hint
+OP_MMAP = 0           # create mapping `map_id`: length, prot, flags, arg=hint, offset=start
+                      # residue mod 2 MiB of an emulated THP placement (a file offset, else 0)
 OP_MMAP_FIXED_IN = 1  # MAP_FIXED inside live mapping `ref_id` at `offset`: creates `map_id`
 OP_MUNMAP = 2         # unmap (map_id, offset, length)
 OP_MREMAP = 3         # remap (map_id, offset, length) to arg=new length, creating `ref_id`
@@ -57,6 +58,9 @@ class OpProgram:
     end_pieces: np.ndarray         # (n, 3) int64: id, offset, length live at end of trace
     skipped: dict = field(default_factory=dict)   # reason -> trace events not replayed
     notes: dict = field(default_factory=dict)     # reason -> trace events replayed differently
+    # End of the trace's first kernel-placed mmap modulo 2 MiB: where the recorded process's
+    # top-down placement started (region.py starts the replay at the same residue).
+    top_residue: int = 0
 
     @property
     def ops(self) -> int:

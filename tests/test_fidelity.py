@@ -20,7 +20,7 @@ import pytest
 from replay.compile import KNOWN_MAP_BITS, compile_trace
 from replay.config import ReplayConfig
 from replay.program import (CLEANUP, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT,
-                            OP_MREMAP, OP_MUNMAP)
+                            OP_MREMAP, OP_MUNMAP, PLACE_ALIGNED, PLACE_MASK)
 from traces import read_trace
 from traces.format import column_np, op_names
 from traces.schema import MAP_ANONYMOUS, MAP_FIXED, OPS
@@ -89,7 +89,10 @@ def visible_calls(program, stop: int) -> list[tuple]:
         code = int(program.code[i])
         length = int(program.length[i])
         if code in (OP_MMAP, OP_MMAP_FIXED_IN):
-            flags = int(program.flags[i]) | (MAP_FIXED if code == OP_MMAP_FIXED_IN else 0)
+            # An emulated THP placement (file mappings keep their recorded alignment) maps with
+            # MAP_FIXED inside the PROT_NONE window it claimed first.
+            fixed = code == OP_MMAP_FIXED_IN or int(program.mode[i]) & PLACE_MASK == PLACE_ALIGNED
+            flags = int(program.flags[i]) | (MAP_FIXED if fixed else 0)
             calls.append(("mmap", length, int(program.prot[i]), flags))
         elif code == OP_MUNMAP:
             calls.append(("munmap", length))
