@@ -36,7 +36,9 @@ def replay_options(multi: bool = False):
     options = [
         click.option("--policy" + ("s" if multi else ""), "policy",
                      default="kernel", show_default=True, type=choice(POLICIES),
-                     help=f"{plural}anonymous-mapping placement: " + ", ".join(POLICIES) + "."),
+                     help=f"{plural}anonymous-mapping placement: kernel (this one), no-align "
+                          "(<= 6.6), align-ge-pmd (6.7-6.11), align-pmd-multiple (6.12+), "
+                          "emulated with this kernel's own search (README: the emulation)."),
         click.option("--thp", default="as-recorded", show_default=True, type=choice(THP_MODES),
                      help=f"{plural}as-recorded (the trace's madvise calls), always "
                           "(MADV_HUGEPAGE on every new anonymous mapping) or never."),
@@ -47,7 +49,8 @@ def replay_options(multi: bool = False):
                      help=f"{plural}reads: none, stream:N (N passes before unmap), random:K (K reads "
                           "per MiB) or lockstep:N (sweeps over all live mappings per chunk)."),
         click.option("--files", default="anon", show_default=True, type=choice(FILE_MODES),
-                     help=f"{plural}file-backed mmaps: replay as anonymous, or skip."),
+                     help=f"{plural}file-backed mmaps: replay as anonymous (keeping the 2 MiB "
+                          "alignment the recording host gave them), or skip."),
         click.option("--max-live", type=SIZE, default=None,
                      help="Refuse traces keeping more than this mapped (default: half of "
                           "MemAvailable). Accepts K/M/G suffixes."),
