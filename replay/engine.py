@@ -44,11 +44,12 @@ MADV_GUARD_INSTALL = 102
 
 # The emulator's padding window: no access, no memory reserved, never populated.
 WINDOW_FLAGS = 0x02 | 0x20 | 0x4000  # MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+ZERO_WINDOW_FLAGS = 0x02 | 0x4000    # MAP_PRIVATE | MAP_NORESERVE, of /dev/zero
 
 # params[]
 (P_TOUCH, P_ACCESS_KIND, P_ACCESS_AMOUNT, P_THP_ADVICE, P_PAD_PMD_MULTIPLES, P_PLAIN_BY_HINT,
- P_TOPDOWN_FIX) = range(7)
-N_PARAMS = 7
+ P_TOPDOWN_FIX, P_ZERO_FD) = range(8)
+N_PARAMS = 8
 TOUCH_NONE, TOUCH_FIRST, TOUCH_PAGES, TOUCH_FULL = 0, 1, 2, 3
 ACCESS_NONE, ACCESS_STREAM, ACCESS_RANDOM, ACCESS_LOCKSTEP = 0, 1, 2, 3
 
@@ -254,38 +255,84 @@ def _lockstep_remove(m, live_ids, live_pos, counters):
 
 
 @njit(cache=True, nogil=True)
-def _plain_search(length, prot, flags, params, counters, clock):
-    """mmap where the plain top-down search of a <= 6.6 kernel puts it (no THP alignment).
+def _search_window(length, hint, params, counters, clock):
+    """A PROT_NONE mapping of ``length`` where a <= 6.6 kernel's search would put it: at the
+    hint if it fits there, else by the plain top-down search, with no THP alignment. -1 if none.
 
-    The search is the running kernel's own: a hint inside a mapping that exists (the page of
-    ``counters``) is never granted, so the kernel falls back to its plain top-down search, the
-    same search as before 6.7. Kernels that still align hinted calls (6.7-6.12.0) cannot do this
-    (the probe in policy.py finds out): there a 2 MiB-multiple length is mapped one page longer
-    and the extra page given back, the only way left to dodge the rule. Returns the address and
-    counts/times the extra call under C_POLICY_*."""
+    The search is always the running kernel's own, reached in the first way this kernel allows
+    (policy.KernelAlignment probes them):
+    - a hint inside a mapping that exists (the page of ``counters``), which the kernel refuses
+      and answers with its plain search: 6.13+ never THP-align hinted calls, <= 6.6 nothing;
+    - a private mapping of /dev/zero (params[P_ZERO_FD]): a file mapping, which the anonymous
+      rule of 6.7-6.12 never applied to (6.18 aligns these too, so it comes second);
+    - else a 2 MiB multiple is searched one page longer and the page given back (a kernel that
+      aligns only multiples), or the length as is.
+    Every call here is the emulator's own: counted and timed under C_POLICY_*."""
+    t0 = now_ns(clock)
+    calls = 1
+    zero = params[P_ZERO_FD]
     if params[P_PLAIN_BY_HINT] != 0:
-        occupied = (clock >> 12) << 12
-        return c_mmap(occupied, length, prot, flags, -1, 0)
-    if params[P_PAD_PMD_MULTIPLES] != 0 and length % PMD == 0:
-        p = c_mmap(0, length + PAGE, prot, flags, -1, 0)
-        if p == -1:
-            return -1
-        t0 = now_ns(clock)
-        c_munmap(p, PAGE)
-        counters[C_POLICY_NS] += now_ns(clock) - t0
+        if hint == 0:
+            hint = (clock >> 12) << 12
+        window = c_mmap(hint, length, 0, WINDOW_FLAGS, -1, 0)
+    elif zero >= 0:
+        window = c_mmap(hint, length, 0, ZERO_WINDOW_FLAGS, np.int32(zero), 0)
+    elif hint == 0 and params[P_PAD_PMD_MULTIPLES] != 0 and length % PMD == 0:
+        window = c_mmap(0, length + PAGE, 0, WINDOW_FLAGS, -1, 0)
+        if window != -1:
+            c_munmap(window, PAGE)
+            calls += 1
+            window += PAGE
+    else:
+        window = c_mmap(hint, length, 0, WINDOW_FLAGS, -1, 0)
+    counters[C_POLICY_NS] += now_ns(clock) - t0
+    counters[C_POLICY_CALLS] += calls
+    return window
+
+
+@njit(cache=True, nogil=True)
+def _map_in_window(window, window_length, start, length, prot, flags, counters, clock):
+    """Make the workload's mapping with MAP_FIXED at ``start`` inside the emulator's own PROT_NONE
+    ``window`` (nothing else can be there), then give back the rest of the window. The MAP_FIXED
+    call is the workload's mmap (C_MMAP_NS); the trims are the emulator's (C_POLICY_*)."""
+    t0 = now_ns(clock)
+    p = c_mmap(start, length, prot, flags | MAP_FIXED, -1, 0)
+    t1 = now_ns(clock)
+    counters[C_MMAP_NS] = t1 - t0
+    if p == -1:
+        c_munmap(window, window_length)
         counters[C_POLICY_CALLS] += 1
-        return p + PAGE
-    return c_mmap(0, length, prot, flags, -1, 0)
+    else:
+        if start > window:
+            c_munmap(window, start - window)
+            counters[C_POLICY_CALLS] += 1
+        tail = window + window_length - (start + length)
+        if tail > 0:
+            c_munmap(start + length, tail)
+            counters[C_POLICY_CALLS] += 1
+    counters[C_POLICY_NS] += now_ns(clock) - t1
+    return p
 
 
 @njit(cache=True, nogil=True)
 def _map_plain(length, prot, flags, params, counters, clock):
-    """A hint-less mmap placed as <= 6.6 placed it; the call is timed into C_MMAP_NS."""
-    policy_ns = counters[C_POLICY_NS]
-    t0 = now_ns(clock)
-    p = _plain_search(length, prot, flags, params, counters, clock)
-    counters[C_MMAP_NS] = now_ns(clock) - t0 - (counters[C_POLICY_NS] - policy_ns)
-    return p
+    """A hint-less mmap placed as <= 6.6 placed it: in one call where a hint inside an existing
+    mapping gets the plain search, else in a window found by _search_window."""
+    if params[P_PLAIN_BY_HINT] != 0:
+        t0 = now_ns(clock)
+        p = c_mmap((clock >> 12) << 12, length, prot, flags, -1, 0)
+        counters[C_MMAP_NS] = now_ns(clock) - t0
+        return p
+    if params[P_ZERO_FD] < 0 and (params[P_PAD_PMD_MULTIPLES] == 0 or length % PMD != 0):
+        t0 = now_ns(clock)  # this kernel places this length plainly by itself
+        p = c_mmap(0, length, prot, flags, -1, 0)
+        counters[C_MMAP_NS] = now_ns(clock) - t0
+        return p
+    window = _search_window(length, 0, params, counters, clock)
+    if window == -1:
+        counters[C_MMAP_NS] = 0
+        return -1
+    return _map_in_window(window, length, window, length, prot, flags, counters, clock)
 
 
 @njit(cache=True, nogil=True)
@@ -299,21 +346,11 @@ def _map_aligned(length, prot, flags, hint, residue, params, counters, clock):
 
     The window is claimed first as PROT_NONE (no MAP_POPULATE, no memory), the mapping is then
     made with MAP_FIXED inside that window, which only this replay owns, and the padding is given
-    back: nothing else can take the window meanwhile, and MAP_POPULATE fills only the mapping.
-    Only the MAP_FIXED call is the workload's mmap (C_MMAP_NS); the window and the trims are
-    counted and timed apart (C_POLICY_CALLS, C_POLICY_NS)."""
+    back: nothing else can take the window meanwhile, and MAP_POPULATE fills only the mapping."""
     window_length = length + PMD
-    policy_ns = counters[C_POLICY_NS]
-    t0 = now_ns(clock)
-    if hint != 0:
-        window = c_mmap(hint, window_length, 0, WINDOW_FLAGS, -1, 0)
-    else:
-        window = _plain_search(window_length, 0, WINDOW_FLAGS, params, counters, clock)
-    t1 = now_ns(clock)
-    counters[C_POLICY_NS] = policy_ns + (t1 - t0)
-    counters[C_POLICY_CALLS] += 1
+    window = _search_window(window_length, hint, params, counters, clock)
     if window == -1:
-        # The kernel retries without the padding: a plain placement (or the hint).
+        # The kernel retries without the padding: the hint if free, else a plain placement.
         if hint != 0:
             t0 = now_ns(clock)
             p = c_mmap(hint, length, prot, flags, -1, 0)
@@ -327,23 +364,8 @@ def _map_aligned(length, prot, flags, hint, residue, params, counters, clock):
         if below == 0 and params[P_TOPDOWN_FIX] != 0:
             below = PMD
         start = window + below
-    p = c_mmap(start, length, prot, flags | MAP_FIXED, -1, 0)
-    t2 = now_ns(clock)
-    counters[C_MMAP_NS] = t2 - t1
-    if p == -1:
-        c_munmap(window, window_length)
-        counters[C_POLICY_CALLS] += 1
-        counters[C_POLICY_NS] += now_ns(clock) - t2
-        return -1
-    if start > window:
-        c_munmap(window, start - window)
-        counters[C_POLICY_CALLS] += 1
-    tail = window + window_length - (start + length)
-    if tail > 0:
-        c_munmap(start + length, tail)
-        counters[C_POLICY_CALLS] += 1
-    counters[C_POLICY_NS] += now_ns(clock) - t2
-    return start
+    p = _map_in_window(window, window_length, start, length, prot, flags, counters, clock)
+    return -1 if p == -1 else start
 
 
 @njit(cache=True, nogil=True)

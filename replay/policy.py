@@ -102,13 +102,17 @@ class KernelAlignment:
     """What this kernel does with private anonymous mmaps, measured with real calls."""
 
     def __init__(self, aligns_pmd_multiples: bool, aligns_large: bool, samples: int,
-                 plain_by_hint: bool = False, release: str | None = None):
+                 plain_by_hint: bool = False, plain_by_zero: bool = False,
+                 release: str | None = None):
         self.aligns_pmd_multiples = aligns_pmd_multiples
         self.aligns_large = aligns_large
         self.samples = samples
         # A hint inside an existing mapping makes this kernel run its plain top-down search
         # with no THP alignment (<= 6.6, 6.13+): the emulation's way to place as <= 6.6 did.
         self.plain_by_hint = plain_by_hint
+        # A private mapping of /dev/zero gets the plain search (6.7-6.12: the anonymous THP
+        # rule never applied to files): the way when hints do not work.
+        self.plain_by_zero = plain_by_zero
         self.release = release if release is not None else os.uname().release
         # Whether this kernel's THP placement (files) has the 6.8 top-down fix.
         self.topdown_fix = release_at_least(self.release, 6, 8)
@@ -116,7 +120,8 @@ class KernelAlignment:
     def as_dict(self) -> dict:
         return {"aligns_pmd_multiples": self.aligns_pmd_multiples,
                 "aligns_large_non_multiples": self.aligns_large, "samples": self.samples,
-                "plain_search_by_occupied_hint": self.plain_by_hint}
+                "plain_search_by_occupied_hint": self.plain_by_hint,
+                "plain_search_by_dev_zero": self.plain_by_zero}
 
     def emulation(self, policy: str) -> dict:
         """Whether ``policy`` can be emulated exactly here, how, and why not when it cannot."""
@@ -124,21 +129,23 @@ class KernelAlignment:
                  "host gave them")
         if policy == "kernel":
             return {"emulated": True, "how": f"this kernel's own placement; {files}"}
-        if not self.plain_by_hint and self.aligns_large:
-            return {"emulated": False,
-                    "why": "this kernel aligns every anonymous mmap >= 2 MiB, hinted or not "
-                           "(6.7-6.11 rule), so a plain top-down placement of large mappings "
-                           "cannot be obtained"}
         if self.plain_by_hint:
             how = ("the kernel's own plain top-down search (mmap with a hint inside an existing "
-                   "mapping, which the kernel refuses); a THP-aligned start: a PROT_NONE window "
-                   "of length + 2 MiB found by that search, the mapping made with MAP_FIXED "
-                   "inside it, the padding unmapped")
+                   "mapping, which the kernel refuses)")
+        elif self.plain_by_zero:
+            how = ("the kernel's own plain top-down search (a PROT_NONE window mapped from "
+                   "/dev/zero, a file mapping the anonymous THP rule never applied to, then the "
+                   "mapping made with MAP_FIXED inside it)")
+        elif self.aligns_large:
+            return {"emulated": False,
+                    "why": "this kernel aligns every anonymous mmap >= 2 MiB, hinted or not, and "
+                           "/dev/zero mappings too, so a plain top-down placement of large "
+                           "mappings cannot be obtained"}
         else:
-            how = ("plain mmap, a 2 MiB multiple mapped one page longer and the page unmapped "
-                   "(a freed hole of exactly that size is then not reused); a THP-aligned start: "
-                   "a PROT_NONE window of length + 2 MiB, the mapping made with MAP_FIXED inside "
-                   "it, the padding unmapped")
+            how = ("plain mmap; a 2 MiB multiple is searched one page longer and the page given "
+                   "back (a freed hole of exactly that size is then not reused)")
+        how += ("; a THP-aligned start: a PROT_NONE window of length + 2 MiB found by that "
+                "search, the mapping made with MAP_FIXED inside it, the padding unmapped")
         return {"emulated": True, "how": f"{how}; {files}"}
 
 
@@ -175,12 +182,29 @@ def _all_aligned(length: int, samples: int) -> bool:
             libc.munmap(address, length)
 
 
-def _occupied_hint_gives_plain_search() -> bool:
-    """Find the gap the plain search would use (map length + 8 KiB hint-less: never aligned on a
+_zero_fd: int | None = None
+
+
+def dev_zero_fd() -> int:
+    """A descriptor of /dev/zero kept open for the process (-1 if it cannot be opened): the
+    engine maps its windows from it where that gets the plain search."""
+    global _zero_fd
+    if _zero_fd is None:
+        try:
+            _zero_fd = os.open("/dev/zero", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            _zero_fd = -1
+    return _zero_fd
+
+
+def _gives_plain_search(search) -> bool:
+    """Whether ``search(hint, length)`` (a PROT_NONE mmap) is the plain top-down search.
+
+    Find the gap the plain search would use (map length + 8 KiB hint-less, never aligned on a
     kernel that aligns only multiples, and give it back), put a page of ours at its top such that
-    the top left is off any 2 MiB boundary, then ask for a 2 MiB multiple with that page as the
-    hint: the plain search puts it right below the page, off any boundary; a kernel that aligns
-    hinted calls (6.7-6.12.0) puts it on one."""
+    the top left is off any 2 MiB boundary, then search for a 2 MiB multiple with that page as the
+    hint: the plain search puts it right below the page, off any boundary; a search with THP
+    alignment puts it on one."""
     libc = _libc_mmap()
     for length in (4 * PMD_SIZE, 3 * PMD_SIZE, 5 * PMD_SIZE):
         first = libc.mmap(None, length + 8192, 0, PROBE_FLAGS, -1, 0)
@@ -192,16 +216,31 @@ def _occupied_hint_gives_plain_search() -> bool:
         if libc.mmap(page, 4096, 0, PROBE_FLAGS | MAP_FIXED_NOREPLACE, -1, 0) != page:
             continue  # taken meanwhile (or no MAP_FIXED_NOREPLACE: the page went elsewhere)
         try:
-            hinted = libc.mmap(page, length, 0, PROBE_FLAGS, -1, 0)
-            if hinted in (None, MAP_FAILED):
+            found = search(page, length)
+            if found in (None, MAP_FAILED):
                 return False
-            libc.munmap(hinted, length)
+            libc.munmap(found, length)
         finally:
             libc.munmap(page, 4096)
-        if hinted == page - length:
-            return hinted % PMD_SIZE != 0
+        if found == page - length:
+            return True
         # Elsewhere: aligned by this kernel, or a higher gap of exactly this length: ask again.
     return False
+
+
+def _occupied_hint_gives_plain_search() -> bool:
+    """An anonymous mmap with a hint inside an existing mapping (6.13+ and <= 6.6: yes)."""
+    libc = _libc_mmap()
+    return _gives_plain_search(lambda hint, length: libc.mmap(hint, length, 0, PROBE_FLAGS, -1, 0))
+
+
+def _dev_zero_gives_plain_search() -> bool:
+    """A private mapping of /dev/zero, no hint (6.7-6.12 and <= 6.6: yes; 6.18 aligns it)."""
+    libc, fd = _libc_mmap(), dev_zero_fd()
+    if fd < 0:
+        return False
+    return _gives_plain_search(lambda hint, length: libc.mmap(
+        None, length, 0, MAP_PRIVATE | MAP_NORESERVE, fd, 0))
 
 
 _probed: KernelAlignment | None = None
@@ -214,5 +253,6 @@ def probe_kernel_alignment(samples: int = 8) -> KernelAlignment:
         _probed = KernelAlignment(aligns_pmd_multiples=_all_aligned(4 * PMD_SIZE, samples),
                                   aligns_large=_all_aligned(4 * PMD_SIZE + 4096, samples),
                                   samples=samples,
-                                  plain_by_hint=_occupied_hint_gives_plain_search())
+                                  plain_by_hint=_occupied_hint_gives_plain_search(),
+                                  plain_by_zero=_dev_zero_gives_plain_search())
     return _probed

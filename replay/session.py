@@ -22,9 +22,9 @@ from .config import ACCESS_CODE, TOUCH_CODE, ReplayConfig
 from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C_LIVE_BYTES,
                      C_POLICY_CALLS, C_POLICY_NS, C_RUNTIME_SKIPPED, C_THP_ADVICE_FAILED, C_TOUCH_BYTES,
                      C_TOUCH_NS, C_WAIT_NS, N_PARAMS, P_ACCESS_AMOUNT, P_ACCESS_KIND, P_PAD_PMD_MULTIPLES,
-                     P_PLAIN_BY_HINT, P_THP_ADVICE, P_TOPDOWN_FIX, P_TOUCH, EngineState)
+                     P_PLAIN_BY_HINT, P_THP_ADVICE, P_TOPDOWN_FIX, P_TOUCH, P_ZERO_FD, EngineState)
 from .model import live_pieces
-from .policy import TOPDOWN_FIX, KernelAlignment
+from .policy import TOPDOWN_FIX, KernelAlignment, dev_zero_fd
 from .region import FreshAddressSpace
 from .probes import (FAULT_PERF_COUNTERS, HARDWARE_PERF_COUNTERS, PerfCounters, layout_metrics, read_smaps, read_vmstat, rss_bytes,
                      rusage_faults, vmstat_delta)
@@ -79,6 +79,8 @@ def engine_params(config: ReplayConfig, alignment: KernelAlignment) -> np.ndarra
     params[P_THP_ADVICE] = THP_ADVICE[config.thp]
     params[P_PAD_PMD_MULTIPLES] = int(alignment.aligns_pmd_multiples)
     params[P_PLAIN_BY_HINT] = int(alignment.plain_by_hint)
+    params[P_ZERO_FD] = dev_zero_fd() if alignment.plain_by_zero and not alignment.plain_by_hint \
+        else -1
     params[P_TOPDOWN_FIX] = int(TOPDOWN_FIX.get(config.policy, alignment.topdown_fix))
     return params
 

@@ -261,3 +261,43 @@ def test_the_emulators_own_calls_are_counted_apart_from_the_workloads(tmp_path):
     assert run["policy_extra_calls"] == windows + trims
     assert run["policy_extra_s"] > 0
     assert run["events_per_s"] == pytest.approx(run["events"] / run["engine_s"])
+
+
+@pytest.mark.parametrize("method", ["occupied-hint", "dev-zero", "one-page-pad"])
+@pytest.mark.parametrize("policy", ["no-align", "align-ge-pmd"])
+def test_every_way_to_the_plain_search_maps_everything_and_leaves_nothing(method, policy):
+    """The engine's three ways to a plain search (policy.KernelAlignment picks the first this
+    kernel allows) each replay the mixed sequence: every mmap succeeds, an aligned placement
+    starts on a boundary, and nothing is left mapped. Where a way is not the plain search on this
+    kernel (6.18 aligns /dev/zero mappings), only its safety is checked."""
+    from replay.policy import KernelAlignment
+
+    probed = probe_kernel_alignment()
+    alignment = KernelAlignment(probed.aligns_pmd_multiples, probed.aligns_large, 0,
+                                plain_by_hint=method == "occupied-hint",
+                                plain_by_zero=method == "dev-zero")
+    real = real_kernel_output("debian-6.1.0-50-amd64.txt")
+    table = table_of([("mmap", address, length) for length, address in real[:34]])
+    config = ReplayConfig(policy=policy, touch="pages")
+    program = compile_trace(table, config)
+    seen = {}
+
+    def inaccessible():  # windows and placeholders are PROT_NONE anonymous mappings
+        return [line for line in open("/proc/self/maps") if " ---p 00000000 00:00 0" in line]
+
+    before = inaccessible()
+    run = run_program(program, config, alignment,
+                      on_released=lambda state: seen.update(base=state.base.copy()))
+    assert inaccessible() == before
+    assert run["ops"]["mmap"]["count"] == 34 and run["ops"]["mmap"]["failed"] == 0
+    assert run["release_failures"] == 0 and run["address_space"]["release_failures"] == 0
+    ids = program.map_id[program.code == OP_MMAP]
+    if policy == "align-ge-pmd":
+        assert all(seen["base"][i] % PMD_SIZE == 0 for i in ids if program.id_length[i] >= PMD_SIZE)
+    lines = open("/proc/self/maps").read().splitlines()
+    vmas = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in lines
+            if len(line.split("-")[0]) <= 12]
+    ranges = [(seen["base"][i], seen["base"][i] + program.id_length[i]) for i in ids]
+    assert not [r for r in ranges for a, b in vmas if a < r[1] and r[0] < b]
+    if method == "occupied-hint" and probed.plain_by_hint and policy == "no-align":
+        assert run["policy_extra_calls"] == 0
