@@ -79,7 +79,7 @@ def input_path(name: str) -> Path:
 
 def replay_command(name: str, policy: str, thp: str, json_out: Path) -> list[str]:
     return [str(MMREPLAY), "replay", str(input_path(name)), "--policy", policy, "--thp", thp,
-            "--touch", INPUTS[name][1], "--json", str(json_out), "--no-progress"]
+            "--touch", INPUTS[name][1], "-o", str(json_out), "--no-progress"]
 
 
 def guest_script(kernel: str, out: Path) -> str:
