@@ -41,7 +41,7 @@ from traces.summary import page_round
 from traces.units import fmt_bytes
 
 from .config import ReplayConfig
-from .policy import placement
+from .policy import emulated_flags, placement
 from .program import (ACCESS_BEFORE, CLEANUP, LOCKSTEP, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN,
                       OP_MPROTECT, OP_MREMAP, OP_MUNMAP, THP_ADVISE, TOUCH_READ, TOUCH_WRITE,
                       OpProgram)
@@ -301,6 +301,9 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             if mmap_flags & MAP_FIXED_NOREPLACE:
                 mmap_flags &= ~MAP_FIXED_NOREPLACE
                 _count(notes, "fixed_noreplace_as_hint")
+            if mmap_flags != emulated_flags(config.policy, mmap_flags):
+                mmap_flags = emulated_flags(config.policy, mmap_flags)
+                _count(notes, "map_stack_as_before_6_7")
             if flags[row] & 0xFFFFFFFF & ~(KNOWN_MAP_BITS | HUGETLB_SIZE_BITS | MAP_FIXED | 0x800
                                            | 0x1000):
                 _count(notes, "unknown_map_flags_dropped")

@@ -41,6 +41,7 @@ from traces.schema import (MAP, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE,
 from .program import PLACE_ALIGNED, PLACE_KERNEL, PLACE_PLAIN
 
 MAP_HUGETLB, MAP_32BIT, MAP_NORESERVE = MAP["MAP_HUGETLB"], MAP["MAP_32BIT"], MAP["MAP_NORESERVE"]
+MAP_STACK = MAP["MAP_STACK"]
 POLICIES = ("kernel", "no-align", "align-ge-pmd", "align-pmd-multiple")
 POLICY_HELP = {
     "kernel": "plain mmap(hint, ...) as recorded: whatever this kernel does",
@@ -51,6 +52,17 @@ POLICY_HELP = {
 # Kernels whose emulated THP placement has the 6.8 top-down fix (an already aligned window puts
 # the mapping at its top); no-align stands for 6.1-6.6, which align only files, without it.
 TOPDOWN_FIX = {"no-align": False, "align-ge-pmd": True, "align-pmd-multiple": True}
+
+
+def emulated_flags(policy: str, flags: int) -> int:
+    """The mmap flags that give, on this kernel, the mapping the emulated kernel made.
+
+    Before 6.7.5 MAP_STACK did nothing; since "mm: mmap: map MAP_STACK to VM_NOHUGEPAGE" a
+    MAP_STACK mapping is VM_NOHUGEPAGE: no THP, and no merging with its anonymous neighbours.
+    ``no-align`` (<= 6.6) therefore maps thread stacks without it."""
+    if policy == "no-align":
+        return flags & ~MAP_STACK
+    return flags
 
 
 def file_was_thp_aligned(recorded_addr: int, length: int, offset: int) -> bool:
