@@ -86,7 +86,13 @@ def replay_command(name: str, policy: str, thp: str, json_out: Path) -> list[str
             "--no-progress"]
 
 
-def guest_script(kernel: str, out: Path, inputs: list[str]) -> str:
+def layout_command(name: str, policy: str, json_out: Path) -> list[str]:
+    """The address space at the peak, every VMA (to explain a VMA or hole count that differs)."""
+    return [str(MMREPLAY), "layout", str(input_path(name)), "--policy", policy, "--touch",
+            INPUTS[name][1], "--max-live", MAX_LIVE, "--json", "-o", str(json_out)]
+
+
+def guest_script(kernel: str, out: Path, inputs: list[str], layouts: list[str]) -> str:
     """The shell script one guest runs: its facts, its sysfs settings, then every replay."""
     lines = ["#!/bin/sh", "# written by benchmarks/real_kernels.py", f"cd {shlex.quote(str(ROOT))}",
              f"OUT={shlex.quote(str(out))}", 'mkdir -p "$OUT"',
@@ -103,11 +109,12 @@ def guest_script(kernel: str, out: Path, inputs: list[str]) -> str:
     # engine takes minutes, the replays themselves much less.
     python = ROOT / ".venv" / "bin" / "python"
     lines.append(shlex.join([str(python), str(Path(__file__).resolve()), "in-guest", str(out),
-                             "--inputs", ",".join(inputs)]) + ' >> "$OUT/status.txt" 2>&1')
+                             "--inputs", ",".join(inputs), "--layouts", ",".join(layouts)])
+                 + ' >> "$OUT/status.txt" 2>&1')
     return "\n".join(lines) + "\n"
 
 
-def run_guest(kernel: str, inputs: list[str]) -> None:
+def run_guest(kernel: str, inputs: list[str], layouts: list[str]) -> None:
     image, _, _ = KERNELS[kernel]
     if not image.exists():
         print(f"{kernel}: no image at {image} (kernels/build.sh builds it)", file=sys.stderr)
@@ -117,7 +124,7 @@ def run_guest(kernel: str, inputs: list[str]) -> None:
     out = WORK / "guest" / kernel
     out.mkdir(parents=True, exist_ok=True)
     script = WORK / f"guest-{kernel}.sh"
-    script.write_text(guest_script(kernel, out, inputs))
+    script.write_text(guest_script(kernel, out, inputs, layouts))
     command = [str(VNG), "--run", str(image), "--user", "root", "--disable-kvm",
                "--memory", VM["memory"], "--cpus", VM["cpus"], "--rwdir", str(ROOT),
                "--rwdir", str(WORK), "--", "sh", str(script)]
@@ -129,27 +136,32 @@ def run_guest(kernel: str, inputs: list[str]) -> None:
     target = DATA / kernel
     target.mkdir(parents=True, exist_ok=True)
     for path in out.iterdir():
-        if path.suffix in (".json", ".txt"):
+        if path.suffix in (".json", ".txt") and not path.name.startswith("layout-"):
             (target / path.name).write_text(path.read_text())
     tag = "all" if len(inputs) == len(INPUTS) else "-".join(inputs)
     (target / f"boot-{tag}.json").write_text(json.dumps(
         {"kernel": kernel, "image": str(image), "vng": shlex.join(command),
-         "script": guest_script(kernel, out, inputs), "wall_s": round(seconds, 1),
+         "script": guest_script(kernel, out, inputs, layouts), "wall_s": round(seconds, 1),
          "exit": done.returncode}, indent=1) + "\n")
     print(f"{kernel}: {seconds:.0f} s, exit {done.returncode}; "
           f"{(out / 'status.txt').read_text() if (out / 'status.txt').exists() else 'no status'}")
 
 
-def replay_here(out: Path, inputs: list[str]) -> None:
-    """Inside a guest: ``mmreplay replay INPUT --policy kernel ...`` for each input, in this
-    process (the CLI's own code, called in turn), each result and printed table kept in OUT."""
+def replay_here(out: Path, inputs: list[str], layouts: list[str]) -> None:
+    """Inside a guest: ``mmreplay replay INPUT --policy kernel ...`` for each input (and
+    ``mmreplay layout`` for each of ``layouts``), in this process (the CLI's own code, called in
+    turn), each result and printed table kept in OUT."""
     import contextlib
     import io
 
     from replay.cli import cli
 
-    for name in inputs:
-        args = replay_command(name, "kernel", "as-recorded", out / f"{name}.json")[1:]
+    jobs = [(name, replay_command(name, "kernel", "as-recorded", out / f"{name}.json"))
+            for name in inputs]
+    jobs += [(f"layout-{name}", layout_command(name, "kernel", out / f"layout-{name}.json"))
+             for name in layouts if name]
+    for name, command in jobs:
+        args = command[1:]
         text = io.StringIO()
         started = time.time()
         try:
@@ -164,9 +176,14 @@ def replay_here(out: Path, inputs: list[str]) -> None:
         print(f"{name} exit={status} seconds={time.time() - started:.0f}", flush=True)
 
 
-def run_host(inputs: list[str]) -> None:
+def run_host(inputs: list[str], layouts: list[str]) -> None:
     target = DATA / "host"
     target.mkdir(parents=True, exist_ok=True)
+    for name in layouts:
+        for policy in HOST_POLICIES:
+            out = WORK / "host" / f"layout-{name}-{policy}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(layout_command(name, policy, out), check=True, capture_output=True)
     for name in inputs:
         for policy in HOST_POLICIES:
             for thp in ("as-recorded", "always"):
@@ -306,6 +323,24 @@ def write_between_markers(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
+def diff_vmas(kernel: str, name: str) -> list[str]:
+    """The replay's VMAs at the peak that only one side has (guest ``kernel`` against the host's
+    emulation), as offsets from the top of the replay's address space."""
+    _, policy, _ = KERNELS[kernel]
+    sides = []
+    for path in (WORK / "guest" / kernel / f"layout-{name}.json",
+                 WORK / "host" / f"layout-{name}-{policy}.json"):
+        vmas = [v for v in json.loads(path.read_text())["vmas"] if v["owner"] == "replay"]
+        top = max(v["end"] for v in vmas)
+        sides.append({(v["start"] - top, v["end"] - top) for v in vmas})
+    lines = [f"{kernel} {name}: {len(sides[0])} VMAs real, {len(sides[1])} emulated"]
+    for label, only in (("real only", sides[0] - sides[1]), ("emulated only", sides[1] - sides[0])):
+        for start, end in sorted(only):
+            lines.append(f"  {label:13} top{start / MIB:+11.3f} MiB .. top{end / MIB:+11.3f} MiB "
+                         f"({(end - start) // 1024} KiB)")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -317,16 +352,25 @@ def main(argv=None) -> int:
     for command in (guest, host, here):
         command.add_argument("--inputs", default=",".join(INPUTS),
                              help=f"comma-separated, some of: {', '.join(INPUTS)}")
+        command.add_argument("--layouts", default="",
+                             help="also dump the address space at the peak (mmreplay layout "
+                                  "--json, kept in WORK) for these inputs")
+    diff = sub.add_parser("diff-vmas", help="VMAs only one side has (needs --layouts runs)")
+    diff.add_argument("kernel")
+    diff.add_argument("input")
     tables = sub.add_parser("tables", help="print the tables (markdown)")
     tables.add_argument("--write", type=Path, help="replace the tables in this markdown file")
     args = parser.parse_args(argv)
+    layouts = [name for name in getattr(args, "layouts", "").split(",") if name]
     if args.what == "guest":
         for kernel in (list(KERNELS) if args.kernels == ["all"] else args.kernels):
-            run_guest(kernel, args.inputs.split(","))
+            run_guest(kernel, args.inputs.split(","), layouts)
     elif args.what == "host":
-        run_host(args.inputs.split(","))
+        run_host(args.inputs.split(","), layouts)
+    elif args.what == "diff-vmas":
+        print("\n".join(diff_vmas(args.kernel, args.input)))
     elif args.what == "in-guest":
-        replay_here(args.out, args.inputs.split(","))
+        replay_here(args.out, args.inputs.split(","), layouts)
     else:
         text = render_tables()
         if args.write:
