@@ -41,10 +41,10 @@ from traces.summary import page_round
 from traces.units import fmt_bytes
 
 from .config import ReplayConfig
-from .policy import emulated_flags, placement
+from .policy import emulated_flags, placement, remap_placement
 from .program import (ACCESS_BEFORE, CLEANUP, LOCKSTEP, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN,
-                      OP_MPROTECT, OP_MREMAP, OP_MUNMAP, THP_ADVISE, TOUCH_READ, TOUCH_WRITE,
-                      OpProgram)
+                      OP_MPROTECT, OP_MREMAP, OP_MUNMAP, PLACE_KERNEL, THP_ADVISE, TOUCH_READ,
+                      TOUCH_WRITE, OpProgram)
 
 # Largest single mapping the compiler accepts (x86-64 user space is 128 TiB).
 MAX_MAPPING_BYTES = 1 << 47
@@ -463,7 +463,8 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 if not dont_unmap:
                     out.unmap_pieces(pieces, row)
                 out.emit(OP_MMAP, row, new, length=grown, prot=old_prot,
-                         flags=0x02 | MAP_ANONYMOUS, mode=out.touch_mode(old_prot),
+                         flags=0x02 | MAP_ANONYMOUS, mode=out.touch_mode(old_prot)
+                         | placement(config.policy, grown, 0x02 | MAP_ANONYMOUS, 0, True)[0],
                          live_delta=grown)
                 _count(notes, "mremap_emulated_by_mmap")
             else:
@@ -478,7 +479,9 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                     _count(notes, "shared_growth_not_touched")
                 out.emit(OP_MREMAP, row, span[0], ref_id=new, offset=span[1], length=size,
                          arg=grown, flags=remap_flags, prot=tail_prot,
-                         mode=out.touch_mode(tail_prot) if touch_growth else 0,
+                         mode=(out.touch_mode(tail_prot) if touch_growth else 0)
+                         | (PLACE_KERNEL if span[0] in out.objects or span[0] in out.huge else
+                            remap_placement(config.policy, size, grown, remap_flags, anon)),
                          live_delta=grown - (0 if dont_unmap else size))
             if not dont_unmap:
                 live.unmap(start, end)

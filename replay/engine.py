@@ -24,7 +24,8 @@ from traces.schema import PMD_SIZE
 
 from .program import (ACCESS_BEFORE, ID_MAPPED, ID_TAINTED, LOCKSTEP, OP_MADVISE, OP_MMAP,
                       OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP, PLACE_ALIGNED,
-                      PLACE_MASK, PLACE_PLAIN, THP_ADVISE, TOUCH_READ, TOUCH_WRITE)
+                      PLACE_KERNEL, PLACE_MASK, PLACE_PLAIN, THP_ADVISE, TOUCH_READ,
+                      TOUCH_WRITE)
 
 _intp, _uintp, _i32, _i64 = types.intp, types.uintp, types.int32, types.int64
 c_mmap = types.ExternalFunction("mmap", _intp(_intp, _uintp, _i32, _i32, _i32, _i64))
@@ -37,6 +38,7 @@ c_errno_location = types.ExternalFunction("__errno_location", types.CPointer(_i3
 c_sched_yield = types.ExternalFunction("sched_yield", _i32())
 
 CLOCK_MONOTONIC = 1
+MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
 PAGE = 4096
 PMD = PMD_SIZE
 MAP_FIXED = 0x10
@@ -369,6 +371,54 @@ def _map_aligned(length, prot, flags, hint, residue, params, counters, clock):
 
 
 @njit(cache=True, nogil=True)
+def _remap_placed(address, size, new_size, flags, place, params, counters, clock):
+    """mremap(MREMAP_MAYMOVE) as the emulated kernel did it: grow in place if the space above is
+    free, else move to where that kernel's get_unmapped_area() put the new length (a plain
+    search, or the THP rule with PLACE_ALIGNED). The target is a PROT_NONE window this replay
+    claimed first, so MREMAP_FIXED replaces only its own memory. Only the call that moves (or
+    grows) is the workload's (C_MMAP_NS); the rest is the emulator's (C_POLICY_*)."""
+    dont_unmap = (flags & MREMAP_DONTUNMAP) != 0
+    if not dont_unmap:
+        t0 = now_ns(clock)
+        p = c_mremap(address, size, new_size, 0, 0)  # in place: the kernel's first try
+        t1 = now_ns(clock)
+        if p != -1:
+            counters[C_MMAP_NS] = t1 - t0
+            return p
+        counters[C_POLICY_NS] += t1 - t0
+        counters[C_POLICY_CALLS] += 1
+    window_length = new_size + (PMD if place == PLACE_ALIGNED else 0)
+    window = _search_window(window_length, 0, params, counters, clock)
+    if window == -1:
+        counters[C_MMAP_NS] = 0
+        return -1
+    start = window
+    if place == PLACE_ALIGNED:
+        below = (-window) & (PMD - 1)
+        if below == 0 and params[P_TOPDOWN_FIX] != 0:
+            below = PMD
+        start = window + below
+    t2 = now_ns(clock)
+    p = c_mremap(address, size, new_size, flags | MREMAP_MAYMOVE | MREMAP_FIXED, start)
+    t3 = now_ns(clock)
+    counters[C_MMAP_NS] = t3 - t2
+    # What is left of the window (all of it if the move failed) goes back.
+    if p == -1:
+        c_munmap(window, window_length)
+        counters[C_POLICY_CALLS] += 1
+    else:
+        if start > window:
+            c_munmap(window, start - window)
+            counters[C_POLICY_CALLS] += 1
+        tail = window + window_length - (start + new_size)
+        if tail > 0:
+            c_munmap(start + new_size, tail)
+            counters[C_POLICY_CALLS] += 1
+    counters[C_POLICY_NS] += now_ns(clock) - t3
+    return p
+
+
+@njit(cache=True, nogil=True)
 def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
             id_length, base, id_state, latency, err, counters, live_ids, live_pos, params,
             order, kstart, kstop, dep_thread, dep_pos, progress, thread_index, stop_flag):
@@ -495,9 +545,14 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
             new = ref_id[i]
             if access_kind == ACCESS_LOCKSTEP:
                 _lockstep_remove(m, live_ids, live_pos, counters)
-            t0 = now_ns(clock)
-            p = c_mremap(address, size, new_size, flags[i], 0)
-            latency[i] = now_ns(clock) - t0
+            if (md & PLACE_MASK) != PLACE_KERNEL:
+                p = _remap_placed(address, size, new_size, flags[i], md & PLACE_MASK, params,
+                                  counters, clock)
+                latency[i] = counters[C_MMAP_NS]
+            else:
+                t0 = now_ns(clock)
+                p = c_mremap(address, size, new_size, flags[i], 0)
+                latency[i] = now_ns(clock) - t0
             dont_unmap = (flags[i] & 4) != 0
             if p == -1:
                 err[i] = _errno()

@@ -36,7 +36,7 @@ import ctypes.util
 import os
 
 from traces.schema import (MAP, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED,
-                           PMD_SIZE)
+                           MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, PMD_SIZE)
 
 from .program import PLACE_ALIGNED, PLACE_KERNEL, PLACE_PLAIN
 
@@ -97,6 +97,19 @@ def placement(policy: str, length: int, flags: int, hint: int, replayed_anon: bo
     if policy == "align-pmd-multiple" and length % PMD_SIZE == 0:
         return PLACE_ALIGNED, 0
     return PLACE_PLAIN, 0
+
+
+def remap_placement(policy: str, length: int, new_length: int, remap_flags: int,
+                    replayed_anon: bool) -> int:
+    """How the engine places an mremap (PLACE_*): one that may move an anonymous mapping goes
+    where the emulated kernel's get_unmapped_area() put the new length (no hint, no file, no
+    MAP_SHARED: the same rule as a hint-less anonymous mmap), unless it grows in place."""
+    if (policy == "kernel" or not replayed_anon or not remap_flags & MREMAP_MAYMOVE
+            or remap_flags & MREMAP_FIXED):
+        return PLACE_KERNEL
+    if new_length <= length and not remap_flags & MREMAP_DONTUNMAP:
+        return PLACE_KERNEL  # shrinks in place
+    return placement(policy, new_length, MAP_PRIVATE | MAP_ANONYMOUS, 0, True)[0]
 
 
 def release_at_least(release: str, major: int, minor: int) -> bool:

@@ -24,7 +24,7 @@ from replay.compile import compile_trace
 from replay.config import ReplayConfig
 from replay.engine import EngineState
 from replay.policy import probe_kernel_alignment
-from replay.program import ID_MAPPED, OP_MMAP
+from replay.program import ID_MAPPED, OP_MMAP, OP_MREMAP
 from replay.session import engine_params, run_program
 
 DATA = Path(__file__).resolve().parent / "data" / "placement"
@@ -38,7 +38,8 @@ needs_plain_search = pytest.mark.skipif(
 
 
 def table_of(calls: list[tuple]) -> "pa.Table":
-    """A trace from (op, addr, length[, flags]) tuples (mmap, munmap), 1 ms apart."""
+    """A trace from (op, addr, length, ...) tuples (mmap [flags, hint], munmap, mremap
+    new_addr, new_length, flags), 1 ms apart."""
     rows = []
     for n, (op, addr, length, *rest) in enumerate(calls):
         row = {"ts_ns": n * 1000000, "tid": 1, "op": op, "addr": addr, "length": length,
@@ -46,6 +47,8 @@ def table_of(calls: list[tuple]) -> "pa.Table":
         if op == "mmap":
             flags = rest[0] if rest else MAP_PRIVATE_ANON
             row.update(hint=rest[1] if len(rest) > 1 else 0, prot=3, flags=flags, fd=-1, offset=0)
+        elif op == "mremap":  # ("mremap", addr, length, new_addr, new_length, flags)
+            row.update(new_addr=rest[0], new_length=rest[1], flags=rest[2], hint=0)
         rows.append(row)
     names = ("ts_ns", "tid", "op", "addr", "length", "new_addr", "new_length", "hint", "prot",
              "flags", "fd", "offset", "advice", "errno")
@@ -101,6 +104,11 @@ def test_no_align_places_the_mixed_sequence_exactly_as_debian_6_1_did():
     assert run["pmd_aligned_large_mappings"] == 0 and run["large_mappings"] == 23
     assert by_size["512K-1.5M"] == {"mappings": 12, "pmd_aligned": 0}
     assert run["policy_extra_calls"] == 0  # one mmap per mmap: the kernel's own search
+    # Deterministic: another run (other interpreter state, other gaps) places the same way.
+    again_run, again = replay_starts(table, "no-align")
+    assert [again[r] - again[rows[0]] for r in rows] == [starts[r] - starts[rows[0]] for r in rows]
+    assert again[rows[0]] % PMD_SIZE == starts[rows[0]] % PMD_SIZE
+    assert again_run["pmd_aligned_by_size"] == by_size
 
     # This host's own rule is another one (6.18 aligns the 4 MiB multiples): the test can fail.
     kernel_run, kernel_starts = replay_starts(table, "align-pmd-multiple")
@@ -301,3 +309,31 @@ def test_every_way_to_the_plain_search_maps_everything_and_leaves_nothing(method
     assert not [r for r in ranges for a, b in vmas if a < r[1] and r[0] < b]
     if method == "occupied-hint" and probed.plain_by_hint and policy == "no-align":
         assert run["policy_extra_calls"] == 0
+
+
+@needs_plain_search
+def test_mremap_moves_go_where_the_emulated_kernel_put_the_new_length():
+    """A 1 MiB mapping grown to 4 MiB with a neighbour right above it must move: <= 6.6 put it
+    where the plain search finds 4 MiB (right below it, off any boundary here), 6.7-6.11 on a
+    2 MiB boundary (get_unmapped_area() of an anonymous mapping takes the THP path). This host
+    (6.18) aligns the 4 MiB multiple itself."""
+    top = 0x7F00_0012_3000  # the replay's top keeps this residue: off any 2 MiB boundary
+    above, below = top - (MIB + 4 * KIB), top - (2 * MIB + 4 * KIB)
+    table = table_of([("mmap", above, MIB + 4 * KIB), ("mmap", below, MIB),
+                      ("mremap", below, MIB, 0x7E00_0000_0000, 4 * MIB, 1)])
+    moved = {}
+    for policy in ("no-align", "align-ge-pmd", "kernel"):
+        run, _ = replay_starts(table, policy)
+        assert run["ops"]["mremap"]["count"] == 1 and run["ops"]["mremap"]["failed"] == 0
+        config = ReplayConfig(policy=policy, touch="none")
+        program = compile_trace(table, config)
+        seen = {}
+        run_program(program, config, probe_kernel_alignment(),
+                    on_stop=lambda state, pieces: seen.update(base=state.base.copy()),
+                    stop_op=program.cleanup_start)
+        old, new = program.map_id[1], program.ref_id[program.code == OP_MREMAP][0]
+        moved[policy] = (int(seen["base"][old]), int(seen["base"][new]))
+    old, new = moved["no-align"]
+    assert new == old - 4 * MIB and new % PMD_SIZE != 0
+    assert moved["align-ge-pmd"][1] % PMD_SIZE == 0
+    assert moved["kernel"][1] % PMD_SIZE == 0  # the host's own rule differs: the test can fail
