@@ -38,7 +38,9 @@ def replay_options(multi: bool = False):
                      default="kernel", show_default=True, type=choice(POLICIES),
                      help=f"{plural}anonymous-mapping placement: kernel (this one), no-align "
                           "(<= 6.6), align-ge-pmd (6.7-6.11), align-pmd-multiple (6.12+), "
-                          "emulated with this kernel's own search (README: the emulation)."),
+                          "emulated with this kernel's own search. Placement is emulated (and "
+                          "MAP_STACK as a no-op under no-align); VMA merging and THP stay this "
+                          "kernel's (docs/real-kernels.md)."),
         click.option("--thp", default="as-recorded", show_default=True, type=choice(THP_MODES),
                      help=f"{plural}as-recorded (the trace's madvise calls), always "
                           "(MADV_HUGEPAGE on every new anonymous mapping) or never."),
