@@ -163,6 +163,7 @@ def test_a_block_over_the_limit_is_said_to_be(run_cli, monkeypatch):
     block, stderr = share(run_cli, DATA / "buffers-4632k.arrow")
     assert len(block) > 1000
     assert "warning: the block is over the 1,000 characters" in stderr
+    assert "mmreplay slice" in stderr
 
 
 def test_anonymised_by_default_and_kept_on_request(run_cli, tmp_path):

@@ -273,8 +273,12 @@ def share_block(table, name: str, keep: set[str] = frozenset(),
     from .anonymize import anonymise
     from .format import trace_file_bytes, trace_metadata
     from .host import describe_thp
-    from .summary import _printable, summarize  # metadata comes from strangers: printable only
+    from .summary import summarize
+    from .text import escape
     from .units import fmt_bytes
+
+    def _printable(value) -> str:  # metadata comes from strangers: no control characters
+        return escape(value, 400)
 
     table, removed = anonymise(table, set(keep))
     meta = trace_metadata(table)

@@ -156,6 +156,8 @@ def format_summary(summary: dict, name: str = "") -> str:
         lines += _field("command", _shell_join(meta["command"]))
     if meta.get("regenerate"):
         lines += _field("regenerate", meta["regenerate"])
+    if isinstance(meta.get("slice"), dict):
+        lines += _field("slice of", describe_slice(meta["slice"]))
     if host:
         lines += _field("host", f"{host.get('hostname', '?')}, Linux {host.get('kernel', '?')}, "
                                 f"{host.get('machine', '?')}")
@@ -183,6 +185,27 @@ def format_summary(summary: dict, name: str = "") -> str:
     for label, cell in summary["size_histogram"].items():
         lines.append(f"  {label:<18} {cell['count']:>12} {fmt_bytes(cell['bytes']):>14}")
     return escape_lines("\n".join(lines)) + "\n"
+
+
+def describe_slice(record: dict) -> str:
+    """Where a slice came from, in one sentence (the metadata `mmreplay slice` writes)."""
+    asked = record.get("asked") or {}
+    if "events" in asked:
+        low, high = asked["events"]
+        what = f"events {'' if low is None else low}:{'' if high is None else high}"
+    elif "time_ns" in asked:
+        low, high = asked["time_ns"]
+        what = (f"time {'' if low is None else fmt_duration_ns(low)}:"
+                f"{'' if high is None else fmt_duration_ns(high)}")
+    elif "threads" in asked:
+        what = "threads " + ",".join(str(t) for t in asked["threads"])
+    else:
+        what = "?"
+    sha = str(record.get("parent_sha256") or "?")[:16]
+    synthetic = record.get("synthetic_rows") or []
+    return (f"{record.get('parent', '?')} (sha256 {sha}...), {what}: "
+            f"{record.get('kept_events', '?')} events kept, {len(synthetic)} synthetic rows "
+            "re-create the memory mapped before")
 
 
 def _shell_join(argv) -> str:

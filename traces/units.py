@@ -60,3 +60,21 @@ def fmt_duration_ns(ns: float | int | None) -> str:
     if ns < 1e9:
         return f"{ns / 1e6:.1f} ms"
     return f"{ns / 1e9:.2f} s"
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|ms|s|)\s*$")
+_NS_PER = {"ns": 1, "us": 1000, "ms": 1000_000, "s": 1000_000_000, "": 1000_000_000}
+
+
+def parse_duration_ns(text: str) -> int:
+    """'1.5s' -> 1500000000, '250ms', '40us', '7ns'; seconds without a unit. Exact: a value that
+    is not a whole number of nanoseconds is an error."""
+    from decimal import Decimal
+
+    match = _DURATION.match(str(text))
+    if not match:
+        raise MmreplayError(f"bad time {text!r} (expected e.g. 1.5s, 250ms, 40us, 7ns)")
+    value = Decimal(match.group(1)) * _NS_PER[match.group(2)]
+    if value != value.to_integral_value():
+        raise MmreplayError(f"bad time {text!r}: not a whole number of nanoseconds")
+    return int(value)

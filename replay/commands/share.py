@@ -50,5 +50,5 @@ def command(trace: str, pick: int | None, output: str | None, keep: str | None) 
     click.echo(size, err=True)
     if info["characters"] > MAIL_LIMIT_CHARS:
         click.echo(f"warning: the block is over the {MAIL_LIMIT_CHARS:,} characters vger.kernel.org"
-                   " lists are commonly said to accept; post a shorter part of the trace",
-                   err=True)
+                   " lists are commonly said to accept; cut the trace with `mmreplay slice` "
+                   "(--events, --time or --threads) before posting it", err=True)
