@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import math
 import shlex
 import statistics
 import sys
@@ -17,6 +16,8 @@ from traces.format import events_sha256
 from traces.files import open_input, write_text
 from traces.inputs import open_trace
 from traces.host import host_metadata
+
+from .flat import run_numbers
 
 RESULT_VERSION = 1
 
@@ -55,17 +56,9 @@ def command_line(argv: list[str] | None = None) -> str:
 
 
 def flatten_numbers(run: dict, prefix: str = "") -> dict:
-    """{'ops.mmap.p50_ns': 812, 'minflt': 1234, ...}: every number of a run, by dotted path."""
-    out = {}
-    for key, value in run.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, bool) or key in ("samples",):
-            continue
-        if isinstance(value, dict):
-            out.update(flatten_numbers(value, path + "."))
-        elif isinstance(value, (int, float)) and value is not None and math.isfinite(value):
-            out[path] = value
-    return out
+    """{'ops.mmap.p50_ns': 812, 'minflt': 1234, ...}: every number of a run, by dotted path
+    (the naming scheme is described in replay/flat.py)."""
+    return run_numbers(run, prefix)
 
 
 def summarize_runs(runs: list[dict]) -> dict:

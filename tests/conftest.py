@@ -44,3 +44,23 @@ def trace_file(tmp_path):
 @pytest.fixture
 def bundled_trace() -> Path:
     return BUNDLED_TRACE
+
+
+@pytest.fixture(scope="session")
+def suite_results(tmp_path_factory) -> Path:
+    """A folder of real results of the bundled 4632 KiB trace: two replays of two runs each
+    (align-ge-pmd, no-align) and a compare document of both policies, as the CLI writes them."""
+    from replay.cli import cli
+
+    folder = tmp_path_factory.mktemp("suite-results")
+    runner = CliRunner()
+    fixed = ["--touch", "first", "--no-progress"]
+    for args in (["replay", BUNDLED_TRACE, "--policy", "align-ge-pmd", "--repeat", "2", "-o",
+                  folder / "a.json", *fixed],
+                 ["replay", BUNDLED_TRACE, "--policy", "no-align", "--repeat", "2", "-o",
+                  folder / "b.json", *fixed],
+                 ["compare", BUNDLED_TRACE, "--policies", "align-ge-pmd,no-align", "--repeat", "1",
+                  "-o", folder / "c.json", *fixed]):
+        result = runner.invoke(cli, [str(arg) for arg in args], prog_name="mmreplay")
+        assert result.exit_code == 0, result.output
+    return folder

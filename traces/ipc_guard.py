@@ -145,13 +145,14 @@ def _inflated_bytes(meta: bytes, batch: _Table, body) -> int:
     return total
 
 
-def check_ipc_sizes(data, max_events: int = MAX_EVENTS) -> int:
+def check_ipc_sizes(data, max_events: int = MAX_EVENTS,
+                    max_bytes_per_row: int = MAX_BYTES_PER_ROW) -> int:
     """Total rows claimed by the record batches of an Arrow IPC *file* held in ``data``.
 
     Walks the blocks the footer lists (record batches and dictionaries), which are what Arrow
     will read. Raises TraceError when the rows exceed ``max_events``, a batch's buffers would
-    inflate beyond what its rows can need, or all of it (buffers and per-batch overhead) would
-    take more than half the memory available. Malformed metadata raises TraceError too.
+    inflate beyond ``max_bytes_per_row`` per row, or all of it (buffers and per-batch overhead)
+    would take more than half the memory available. Malformed metadata raises TraceError too.
     """
     try:
         if isinstance(data, pa.Buffer):
@@ -191,7 +192,7 @@ def check_ipc_sizes(data, max_events: int = MAX_EVENTS) -> int:
                         raise TraceError(f"the file claims more than {max_events} events; "
                                          "refusing to load it")
                 inflated = _inflated_bytes(meta, batch, body)
-                if inflated > length * MAX_BYTES_PER_ROW + MAX_BATCH_OVERHEAD_BYTES:
+                if inflated > length * max_bytes_per_row + MAX_BATCH_OVERHEAD_BYTES:
                     raise TraceError(f"a batch of {length} rows claims {inflated} bytes once "
                                      "decompressed; refusing to load it")
                 total += inflated

@@ -18,7 +18,8 @@ from .options import json_option, output_option
 @json_option("the labels, notes and results")
 @output_option("Write the report to FILE instead of stdout")
 def command(results, fmt, as_json, output):
-    """Build the comparison table from RESULT.json files (`replay -o` or `compare -o`).
+    """Build the comparison table from RESULT.json files (`replay -o` or `compare -o`) or results
+    corpora (`mmreplay results`: each of its results, in order).
 
     The first result is the base. It warns when the results come from different traces or
     different configurations, and each column names its host and kernel.
@@ -27,13 +28,14 @@ def command(results, fmt, as_json, output):
     Examples:
       mmreplay report unpatched.json patched.json
       mmreplay report a.json b.json --format markdown -o table.md
+      mmreplay report results.arrow
     """
-    from replay.report import comparison_table, expand_results, report_labels_and_notes
-    from replay.result import read_result_document
+    from replay.corpus import read_results
+    from replay.report import comparison_table, report_labels_and_notes
     from traces import MmreplayError
 
     check_outputs(output)
-    pairs = expand_results([(path, read_result_document(path)) for path in results])
+    pairs = read_results(results)
     if len(pairs) < 2:
         raise MmreplayError("report needs at least two results to compare (a compare -o "
                             "file holds several)")
