@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from traces import MmreplayError, __version__
 from traces.files import atomic_output, open_input
@@ -151,12 +152,15 @@ def _result_rows(source: str, index: int, result: dict) -> list[tuple[tuple, tup
 class _Columns:
     """Rows into columns. Rows with the same column names (nearly all of them: results of one
     mmreplay version) form a group whose columns come out of one transposition, so a row costs
-    no Python work per value; groups are then laid into full columns, null where a group has
-    no such column."""
+    no Python work per value; groups are laid into full columns, null where a group has no such
+    column. Every CHUNK_ROWS rows become an Arrow chunk, so Python holds few values at a time."""
+
+    CHUNK_ROWS = 4096
 
     def __init__(self):
         self.groups: dict[tuple, tuple[list, list]] = {}  # names -> (row numbers, value tuples)
         self.rows = 0
+        self.chunks: list[dict[str, pa.Array]] = []
 
     def add_row(self, names: tuple, values: tuple) -> None:
         group = self.groups.get(names)
@@ -165,8 +169,10 @@ class _Columns:
         group[0].append(self.rows)
         group[1].append(values)
         self.rows += 1
+        if self.rows >= self.CHUNK_ROWS:
+            self._flush()
 
-    def table(self) -> pa.Table:
+    def _flush(self) -> None:
         import numpy as np
 
         columns: dict[str, object] = {}
@@ -183,10 +189,25 @@ class _Columns:
                 part = np.empty(len(column), dtype=object)
                 part[:] = column
                 full[index] = part
-        rest = sorted(name for name in columns if name not in IDENTITY)
+        if columns:
+            self.chunks.append({name: _array(values) for name, values in columns.items()})
+        self.groups = {}
+        self.rows = 0
+
+    def table(self) -> pa.Table:
+        self._flush()
+        rest = sorted({name for chunk in self.chunks for name in chunk} - set(IDENTITY))
         names = (list(IDENTITY) + [n for n in rest if not n.startswith(RUN_PREFIX)]
                  + [n for n in rest if n.startswith(RUN_PREFIX)])
-        return pa.Table.from_arrays([_array(columns[name]) for name in names], names=names)
+        lengths = [len(chunk["file"]) for chunk in self.chunks]
+        columns = []
+        for name in names:
+            parts = [chunk.get(name) for chunk in self.chunks]
+            kind = _common_type([part.type for part in parts if part is not None])
+            columns.append(pa.chunked_array(
+                [pa.nulls(length, kind) if part is None else _cast(part, kind)
+                 for part, length in zip(parts, lengths)], kind))
+        return pa.Table.from_arrays(columns, names=names)
 
 
 def _array(values) -> pa.Array:
@@ -195,6 +216,25 @@ def _array(values) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values],
                         pa.string())
+
+
+def _common_type(types: list) -> pa.DataType:
+    """The type of a column whose chunks have ``types``: theirs when they agree, float64 for
+    integers and floats, else string."""
+    kinds = set(types) - {pa.null()}
+    if len(kinds) <= 1:
+        return kinds.pop() if kinds else pa.null()
+    if all(pa.types.is_integer(k) or pa.types.is_floating(k) for k in kinds):
+        return pa.float64()
+    return pa.string()
+
+
+def _cast(array: pa.Array, kind: pa.DataType) -> pa.Array:
+    if array.type == kind:
+        return array
+    if kind == pa.string() and pa.types.is_boolean(array.type):  # as JSON text, like _array
+        return pc.if_else(array, "true", "false")
+    return array.cast(kind)
 
 
 def write_corpus(gathered: Gathered, path, command: str | None = None) -> None:

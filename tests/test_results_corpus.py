@@ -128,6 +128,32 @@ def test_the_documented_duckdb_query_runs(run_cli, suite_results, tmp_path, monk
     assert len(capsys.readouterr().out.splitlines()) == len(expected) == 2
 
 
+def test_chunks_of_rows_make_the_same_table(suite_results, tmp_path, monkeypatch):
+    """Rows become Arrow chunks every CHUNK_ROWS; a column whose values differ in kind between
+    chunks (an integer here, a float or a string there) or that a chunk lacks comes out as
+    one column with one type either way."""
+    from replay import corpus
+
+    folder = tmp_path / "kinds"
+    folder.mkdir()
+    for name in ("a.json", "b.json", "c.json"):
+        (folder / name).write_text((suite_results / name).read_text())
+    odd = json.loads((suite_results / "a.json").read_text())
+    odd["runs"][1]["minflt"] = 1.5               # int elsewhere: the column becomes float64
+    odd["config"]["policy"] = 7                   # string elsewhere: the column becomes text
+    odd["runs"][0]["only_here"] = {"figure": 3}  # null in every other row
+    (folder / "d.json").write_text(json.dumps(odd))
+    whole = corpus.gather([folder]).table
+    monkeypatch.setattr(corpus._Columns, "CHUNK_ROWS", 2)
+    chunked = corpus.gather([folder]).table
+    assert chunked.column("file").num_chunks > 1
+    assert chunked.combine_chunks().equals(whole.combine_chunks())
+    assert whole.schema.field("run.minflt").type == pa.float64()
+    assert whole.schema.field("config.policy").type == pa.string()
+    assert whole.column("config.policy").to_pylist()[-2:] == ["7", "7"]
+    assert whole.column("run.only_here.figure").to_pylist() == [None] * 6 + [3, None]
+
+
 def test_bad_files_are_skipped_one_line_each_and_counted(run_cli, suite_results, bundled_trace,
                                                         tmp_path):
     folder = tmp_path / "mixed"
