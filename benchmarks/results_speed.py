@@ -105,7 +105,7 @@ def main() -> int:
 
         _, base_s, base_cpu = timed(baseline)
         gathered, gather_s, gather_cpu = timed(lambda: gather([folder / k for k in KERNELS]))
-        _, write_s, _ = timed(lambda: write_corpus(gathered, folder / "corpus.arrow"))
+        _, write_s, write_cpu = timed(lambda: write_corpus(gathered, folder / "corpus.arrow"))
         corpus_bytes = (folder / "corpus.arrow").stat().st_size
 
     table = gathered.table
@@ -117,13 +117,15 @@ def main() -> int:
           f"(CPU {base_cpu:.2f} s)")
     print(f"gather        {gather_s:7.2f} s  read, check, flatten, Arrow table "
           f"(CPU {gather_cpu:.2f} s)  {gather_s / base_s:.2f}x the baseline")
-    print(f"write         {write_s:7.2f} s  Arrow IPC file, zstd, atomic")
-    total = gather_s + write_s
+    print(f"write         {write_s:7.2f} s  Arrow IPC file, zstd, atomic (CPU {write_cpu:.2f} s)")
     scale = 10_000 / max(1, args.count)
-    verdict = "meets" if total * scale < TARGET_S else "misses"
-    print(f"total         {total:7.2f} s for {args.count:,} results"
-          + (f" ({total * scale:.2f} s scaled to 10,000)" if args.count != 10_000 else "")
-          + f"; {verdict} the {TARGET_S:.0f} s target")
+    # Wall time is what a user waits; on a shared machine other jobs stretch it, so the CPU
+    # seconds this process used are judged against the target as well, and both are printed.
+    for what, total in (("wall", gather_s + write_s), ("CPU", gather_cpu + write_cpu)):
+        verdict = "meets" if total * scale < TARGET_S else "misses"
+        print(f"total {what:<5}  {total:7.2f} s for {args.count:,} results"
+              + (f" ({total * scale:.2f} s scaled to 10,000)" if args.count != 10_000 else "")
+              + f"; {verdict} the {TARGET_S:.0f} s target")
     print(f"load average after: {'{:.2f} {:.2f} {:.2f}'.format(*os.getloadavg())}")
     return 0
 

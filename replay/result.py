@@ -11,6 +11,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import orjson
+
 from traces import MmreplayError, __version__, trace_metadata
 from traces.format import events_sha256
 from traces.files import open_input, write_text
@@ -123,7 +125,7 @@ def read_result_document(path: str | Path) -> dict:
     if len(data) > MAX_RESULT_BYTES:
         raise MmreplayError(f"{path}: larger than {MAX_RESULT_BYTES >> 20} MiB, not a result file")
     try:
-        document = json.loads(text)
+        document = _parse_json(text)
     except ValueError as exc:
         raise MmreplayError(f"{path}: not a JSON result file ({exc})") from None
     except RecursionError:
@@ -137,6 +139,16 @@ def read_result_document(path: str | Path) -> dict:
         return document
     _check_result(document, str(path))
     return document
+
+
+def _parse_json(text: str):
+    """json.loads, through orjson when it accepts the text: a results corpus parses 10,000
+    files, and orjson does it in a third of the time. json.loads has the last word, so that
+    what orjson refuses (NaN, Infinity, deep nesting) behaves, and fails, as it always did."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _check_result(result, where: str) -> None:
