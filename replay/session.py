@@ -320,6 +320,17 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
     return run
 
 
+def run_item(item, interrupt: Interrupt | None = None, perf_faults: bool = False,
+             on_progress: Callable[[int], None] | None = None,
+             budget_bytes: int | None = None) -> dict:
+    """One run of ``item`` (see ``run_rounds``); ``budget_bytes`` lowers its memory budget
+    (a copy of ``--copies`` gets its share)."""
+    return run_program(item.program, item.config, item.alignment, interrupt,
+                       item.max_live_bytes if budget_bytes is None else budget_bytes,
+                       on_progress, plan=item.plan, recorded_duration_ns=item.recorded_duration_ns,
+                       perf_faults=perf_faults)
+
+
 def run_rounds(items, repeat: int, warmup: int = 0, interrupt: Interrupt | None = None,
                perf_faults: bool = False,
                on_progress: Callable[[int, int, int], None] | None = None,
@@ -342,10 +353,7 @@ def run_rounds(items, repeat: int, warmup: int = 0, interrupt: Interrupt | None 
             if on_progress is not None:
                 def report(done, index=index, round_index=round_index):
                     on_progress(index, round_index, done)
-            run = run_program(item.program, item.config, item.alignment, interrupt,
-                              item.max_live_bytes, report, plan=item.plan,
-                              recorded_duration_ns=item.recorded_duration_ns,
-                              perf_faults=perf_faults)
+            run = run_item(item, interrupt, perf_faults, report)
             this_round.append(run)
             if round_index >= warmup:
                 runs[index].append(run)
