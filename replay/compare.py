@@ -14,7 +14,8 @@ from traces import MmreplayError, read_trace
 from .config import Access, ReplayConfig
 from .result import build_result
 from .runs import Prepared, resolve_trace
-from .session import Interrupt, catch_signals, run_rounds
+from .copies import check_budget, measure
+from .session import Interrupt, catch_signals
 
 AXES = ("policy", "thp", "touch", "access", "files", "threads")
 COMPARE_VERSION = 1
@@ -64,9 +65,13 @@ def compare_trace(trace_path: str | None, values: dict, repeat: int = 5,
                   progress: Callable[[int, int], None] | None = None,
                   argv: list[str] | None = None, warmup: int = 1,
                   perf_faults: bool = False, pick: int | None = None,
-                  kernels: list | None = None, vm_options=None, notify=None) -> dict:
+                  kernels: list | None = None, vm_options=None, notify=None,
+                  copies: list[int] | None = None) -> dict:
     """Run every configuration ``repeat`` times, interleaved, after ``warmup`` uncounted rounds
     (the first touches of fresh memory cost more on a VM); return the compare document.
+
+    ``copies`` (copy counts, see copies.py) runs each configuration in that many processes at
+    once; each result's runs are then the sums over the largest count's copies.
 
     ``kernels``: "host" or ``vm.image.KernelImage`` entries. One image runs every configuration
     in that kernel (one guest); two or more entries are the compared axis, one column each (the
@@ -76,41 +81,58 @@ def compare_trace(trace_path: str | None, values: dict, repeat: int = 5,
     kernels = list(kernels or [])
     if len(kernels) > 1:
         return _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
-                                warmup, perf_faults, kernels, vm_options, notify, pick)
+                                warmup, perf_faults, kernels, vm_options, notify, pick, copies)
     axis, configs = configurations(values)
     path = resolve_trace(trace_path)
     table = read_trace(path, pick)
     prepared = [Prepared(path, config, max_live_bytes, table=table, pick=pick)
                 for config in configs]
-    total = (warmup + repeat) * len(configs)
+    if copies:
+        check_budget(prepared, copies)
+    position = run_position(len(configs), warmup + repeat, copies)
     extra = {"interleaved": True, "warmup": warmup}
     if kernels and kernels[0] != "host":
         from .vm.run import guest_results, run_items
 
-        def on_progress(index, round_index, done):
+        def on_progress(index, round_index, done, n=None):
             if progress is not None and done == item_events[index]:
-                progress(round_index * len(configs) + index + 1, total)
+                progress(*position(index, round_index, n))
 
         item_events = [item.program.events for item in prepared]
         output, interrupted = run_items(kernels[0], prepared, repeat, warmup, vm_options,
-                                        perf_faults, on_progress, notify)
+                                        perf_faults, on_progress, notify, copies)
         results = guest_results(prepared, output, repeat, argv, extra)
     else:
         interrupt = Interrupt()
         on_run = None
         if progress is not None:
-            def on_run(index, round_index):
-                progress(round_index * len(configs) + index + 1, total)
+            def on_run(index, round_index, n):
+                progress(*position(index, round_index, n))
         with catch_signals(interrupt):
-            runs = run_rounds(prepared, repeat, warmup, interrupt, perf_faults, on_run=on_run)
+            measured = measure(prepared, repeat, warmup, interrupt, perf_faults, copies,
+                               on_run=on_run, notify=notify)
         interrupted = interrupt.reason
-        results = [build_result(item.identity, item.config_info(repeat), item_runs,
-                                item.program_info(), {**item.extra_info(), **extra}, argv)
-                   for item, item_runs in zip(prepared, runs) if item_runs]
+        results = [build_result(item.identity, item.config_info(repeat, copies), item_runs,
+                                item.program_info(), {**item.extra_info(), **extra, **added}, argv)
+                   for item, (item_runs, added) in zip(prepared, measured) if item_runs]
     values_list = [str(getattr(c, axis)) for c in configs]
     return {"mmreplay_compare": COMPARE_VERSION, "axis": axis, "values": values_list,
             "labels": values_list[: len(results)], "repeat": repeat, "warmup": warmup,
-            "interleaved": True, "interrupted": interrupted, "results": results, "failed": []}
+            "interleaved": True, "interrupted": interrupted, "results": results, "failed": [],
+            **({"copies": copies} if copies else {})}
+
+
+def run_position(items: int, rounds: int, copies: list[int] | None):
+    """(runs done, runs in all) after item ``index`` of round ``round_index`` ran with ``n``
+    copies: the progress of compare, one step per configuration (and copy count) and round."""
+    counts = list(copies or [None])
+
+    def position(index: int, round_index: int, n=None) -> tuple[int, int]:
+        per_round = items * len(counts)
+        return (round_index * per_round + counts.index(n) * items + index + 1,
+                rounds * per_round)
+
+    return position
 
 
 def kernel_labels(kernels: list) -> list[str]:
@@ -122,7 +144,7 @@ def kernel_labels(kernels: list) -> list[str]:
 
 
 def _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv, warmup,
-                     perf_faults, kernels, vm_options, notify, pick=None) -> dict:
+                     perf_faults, kernels, vm_options, notify, pick=None, copies=None) -> dict:
     """--kernels host,IMAGE,...: one configuration, one column per kernel. A column whose guest
     fails is listed with its reason; the others are kept."""
     from .vm.run import guest_results, run_items
@@ -138,34 +160,41 @@ def _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
     path = resolve_trace(trace_path)
     table = read_trace(path, pick)
     prepared = Prepared(path, config, max_live_bytes, table=table, pick=pick)
+    if copies:
+        check_budget([prepared], copies)
     labels = kernel_labels(kernels)
     rounds = warmup + repeat
-    total = rounds * len(kernels)
+    position = run_position(1, rounds, copies)
+    per_column = rounds * len(copies or [None])
+    total = per_column * len(kernels)
     extra = {"interleaved": False, "warmup": warmup}
     results, shown, failed, interrupted = [], [], [], None
     for column, (label, kernel) in enumerate(zip(labels, kernels)):
-        def report(round_index, column=column):
+        def report(round_index, n=None, column=column):
             if progress is not None:
-                progress(column * rounds + round_index + 1, total)
+                progress(column * per_column + position(0, round_index, n)[0], total)
 
         if kernel == "host":
             interrupt = Interrupt()
             with catch_signals(interrupt):
-                runs = run_rounds([prepared], repeat, warmup, interrupt, perf_faults,
-                                  on_run=lambda _item, round_index: report(round_index))[0]
+                [(runs, added)] = measure([prepared], repeat, warmup, interrupt, perf_faults,
+                                          copies, on_run=lambda _item, round_index, n:
+                                          report(round_index, n), notify=notify)
             interrupted = interrupt.reason
-            column_results = [build_result(prepared.identity, prepared.config_info(repeat), runs,
+            column_results = [build_result(prepared.identity,
+                                           prepared.config_info(repeat, copies), runs,
                                            prepared.program_info(),
-                                           {**prepared.extra_info(), **extra}, argv)] if runs else []
+                                           {**prepared.extra_info(), **extra, **added}, argv)
+                              ] if runs else []
         else:
             events = prepared.program.events
 
-            def on_progress(_item, round_index, done):
+            def on_progress(_item, round_index, done, n=None):
                 if done == events:
-                    report(round_index)
+                    report(round_index, n)
             try:
                 output, interrupted = run_items(kernel, [prepared], repeat, warmup, vm_options,
-                                                perf_faults, on_progress, notify)
+                                                perf_faults, on_progress, notify, copies)
             except VmInterrupted as exc:
                 failed.append({"value": label, "reason": str(exc)})
                 interrupted = exc.reason
@@ -180,4 +209,5 @@ def _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
             break
     return {"mmreplay_compare": COMPARE_VERSION, "axis": "kernel", "values": labels,
             "labels": shown, "repeat": repeat, "warmup": warmup, "interleaved": False,
-            "interrupted": interrupted, "results": results, "failed": failed}
+            "interrupted": interrupted, "results": results, "failed": failed,
+            **({"copies": copies} if copies else {})}

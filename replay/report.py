@@ -117,7 +117,9 @@ def format_replay(result: dict) -> str:
     lines.append("")
     summary = result["summary"]
     multi = len(runs) > 1
-    head = f"{'metric':<34}{'median':>14}"
+    copies = (result.get("copies") or {}).get("stages")
+    copies = copies[-1]["copies"] if copies else None
+    head = f"{f'metric (sum of {copies} copies)' if copies else 'metric':<34}{'median':>14}"
     if multi:
         head += f"{'min':>14}{'max':>14}"
     lines.append(head + ("" if multi else ""))
@@ -135,7 +137,8 @@ def format_replay(result: dict) -> str:
     ops = ", ".join(f"{name} {s['count']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
                     for name, s in last["ops"].items() if s["count"])
     lines.append(f"calls   {ops or 'none'} ({len(runs)} run{'s' if multi else ''})")
-    lines.append(f"peak    {fmt_bytes(last['peak_live_bytes'])} live in the replay's mappings")
+    lines.append(f"peak    {fmt_bytes(last['peak_live_bytes'])} live in the replay's mappings"
+                 + (f" ({last.get('copies_finished')} copies together)" if copies else ""))
     if last["skipped"]:
         lines.append("skipped " + ", ".join(f"{k} {v}" for k, v in sorted(last["skipped"].items())))
     if last["replayed_differently"]:
@@ -146,6 +149,11 @@ def format_replay(result: dict) -> str:
         lines.append("perf    unavailable here: " + ", ".join(sorted(unavailable)))
     if any(run["interrupted"] for run in runs):
         lines.append(f"INTERRUPTED ({runs[-1]['interrupt_reason']}): partial figures")
+    if copies:
+        from .copies_report import copies_lines
+
+        lines.append("")
+        lines += copies_lines(result)
     return escape_lines("\n".join(lines)) + "\n"
 
 
@@ -366,7 +374,7 @@ def expand_results(documents: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
 
 def config_differences(results: list[dict]) -> dict:
     """{config field: [value per result]} for the fields that are not the same everywhere."""
-    keys = ("policy", "thp", "touch", "access", "files", "threads", "order")
+    keys = ("policy", "thp", "touch", "access", "files", "threads", "order", "copies")
     differing = {}
     for key in keys:
         values = [str((r.get("config") or {}).get(key)) for r in results]

@@ -15,7 +15,7 @@ from .compile import compile_trace
 from .config import ReplayConfig
 from .policy import probe_kernel_alignment
 from .result import build_result, trace_identity
-from .session import Interrupt, catch_signals, run_rounds
+from .session import Interrupt, catch_signals
 
 
 def pc_max(column) -> int:
@@ -69,9 +69,12 @@ class Prepared:
                 "peak_live_bytes": p.peak_live_bytes, "skipped": p.skipped,
                 "replayed_differently": p.notes}
 
-    def config_info(self, repeat: int) -> dict:
+    def config_info(self, repeat: int, copies: list[int] | None = None) -> dict:
+        """``copies``: the counts of --copies; the runs are those of the largest."""
         info = self.config.as_dict()
         info.update(repeat=repeat, max_live_bytes=self.max_live_bytes)
+        if copies:
+            info["copies"] = max(copies)
         if self.plan is not None:
             info["os_threads"] = self.plan.threads
         return info
@@ -83,23 +86,34 @@ class Prepared:
 
 def replay_trace(trace_path: str | None, config: ReplayConfig, repeat: int = 1,
                  max_live_bytes: int | None = None,
-                 progress: Callable[[int, int, int], None] | None = None,
+                 progress: Callable[..., None] | None = None,
                  argv: list[str] | None = None, perf_faults: bool = False,
-                 pick: int | None = None) -> dict:
+                 pick: int | None = None, copies: list[int] | None = None,
+                 notify: Callable[[str], None] | None = None) -> dict:
     """Replay a trace ``repeat`` times; returns the result document (partial if interrupted).
 
     ``progress(run_index, events_done, events_total)`` is called between chunks; ``pick``
-    chooses among several traces in one mail input.
+    chooses among several traces in one mail input. ``copies`` (copy counts, see copies.py)
+    runs that many replays at once as separate processes; progress then gets ``copies=N``, and
+    ``notify(text)`` hears of a copy that ended early.
     """
+    from .copies import check_budget, measure
+
     if repeat < 1:
         raise MmreplayError("--repeat must be at least 1")
     prepared = Prepared(trace_path, config, max_live_bytes, pick=pick)
+    if copies:
+        check_budget([prepared], copies)
     interrupt = Interrupt()
     on_progress = None
     if progress is not None:
-        def on_progress(_item, round_index, done):
-            progress(round_index, done, prepared.program.events)
+        def on_progress(_item, round_index, done, n):
+            if n is None:
+                progress(round_index, done, prepared.program.events)
+            else:
+                progress(round_index, done, prepared.program.events, copies=n)
     with catch_signals(interrupt):
-        runs = run_rounds([prepared], repeat, 0, interrupt, perf_faults, on_progress)[0]
-    return build_result(prepared.identity, prepared.config_info(repeat), runs,
-                        prepared.program_info(), prepared.extra_info(), argv)
+        [(runs, extra)] = measure([prepared], repeat, 0, interrupt, perf_faults, copies,
+                                  on_progress, notify=notify)
+    return build_result(prepared.identity, prepared.config_info(repeat, copies), runs,
+                        prepared.program_info(), {**prepared.extra_info(), **extra}, argv)

@@ -75,11 +75,13 @@ def _our_qemus(tag: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def guest_run(small_trace, env, tmp_path_factory):
-    """One boot: replay the small trace inside 6.1 with a guest sysfs write."""
+    """One boot: replay the small trace inside 6.1 with a guest sysfs write, as two copies at
+    once (--copies: processes forked in the guest)."""
     tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
     out = tmp_path_factory.mktemp("vm-result") / "result.json"
     done = subprocess.run(_command("replay", small_trace, "--kernel", IMAGE, "--touch", "none",
                                    "--guest-sysfs", "transparent_hugepage/enabled=madvise",
+                                   "--copies", "2",
                                    "--vm-append", tag, "-o", out, "--no-progress"),
                           env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr
@@ -115,10 +117,25 @@ def test_6_1_aligns_as_the_no_align_emulation_does(guest_run, small_trace, env, 
     subprocess.run(_command("replay", small_trace, "--policy", "no-align", "--touch", "none",
                             "-o", out, "--no-progress"), env=env, check=True, capture_output=True)
     host = json.loads(out.read_text())
-    guest_buckets = result["runs"][0]["pmd_aligned_by_size"]
     host_buckets = host["runs"][0]["pmd_aligned_by_size"]
-    assert guest_buckets == host_buckets
-    assert sum(b["mappings"] for b in guest_buckets.values()) == 48
+    for copy in result["copies"]["stages"][0]["per_copy"]:  # each copy: its own address space
+        guest_buckets = copy["runs"][0]["pmd_aligned_by_size"]
+        assert guest_buckets == host_buckets
+        assert sum(b["mappings"] for b in guest_buckets.values()) == 48
+
+
+def test_copies_run_together_inside_the_guest(guest_run):
+    result, done, _ = guest_run
+    [stage] = result["copies"]["stages"]
+    copies = stage["per_copy"]
+    assert len({copy["pid"] for copy in copies}) == 2 and result["copies"]["failed"] == []
+    [aggregate] = result["runs"]
+    assert aggregate["copies_finished"] == 2
+    for key in ("events", "minflt", "large_mappings", "pmd_aligned_large_mappings"):
+        assert aggregate[key] == sum(copy["runs"][0][key] for copy in copies), key
+    assert aggregate["pmd_aligned_by_size"]["2M-4M"]["mappings"] == sum(
+        copy["runs"][0]["pmd_aligned_by_size"]["2M-4M"]["mappings"] for copy in copies)
+    assert "sum of 2 copies" in done.stdout
 
 
 def test_the_startup_is_measured(guest_run):

@@ -96,6 +96,13 @@ def exit_if_interrupted(reason: str | None) -> None:
         sys.exit(code)
 
 
+def exit_if_copies_failed(results: list[dict]) -> None:
+    """End the command with status 1 when a copy of --copies failed (its reason was printed;
+    the results of the others were written)."""
+    if any((result.get("copies") or {}).get("failed") for result in results):
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Outputs
 

@@ -6,9 +6,10 @@ import click
 
 from traces.errors import MmreplayError
 
-from .common import Progress, check_outputs, emit, exit_if_interrupted, is_stdout, status_line
-from .options import (SIZE, VM_OPTION_NAMES, json_option, output_option, pick_option,
-                      progress_option, vm_options, vm_settings)
+from .common import (Progress, check_outputs, emit, exit_if_copies_failed, exit_if_interrupted,
+                     is_stdout, status_line)
+from .options import (SIZE, VM_OPTION_NAMES, copies_option, json_option, output_option,
+                      pick_option, progress_option, vm_options, vm_settings)
 
 
 @click.command("compare")
@@ -41,6 +42,7 @@ from .options import (SIZE, VM_OPTION_NAMES, json_option, output_option, pick_op
 @click.option("--perf-faults", is_flag=True,
               help="Also count page faults with a perf_event_open software counter (~3% slower "
                    "faults).")
+@copies_option
 @progress_option
 @click.option("--kernels", default=None, metavar="host,IMAGE,...",
               help="Compare kernels: one column each, 'host' (this machine, no VM) or a kernel "
@@ -49,7 +51,7 @@ from .options import (SIZE, VM_OPTION_NAMES, json_option, output_option, pick_op
 @vm_options("Run every configuration inside this kernel, booted in one QEMU guest with "
             "virtme-ng: a bzImage/vmlinuz file or a built kernel tree.")
 def command(trace, pick, policy, thp, touch, access, files, threads, repeat, warmup, max_live, output,
-            as_json, fmt, perf_faults, progress, kernels, **vm):
+            as_json, fmt, perf_faults, copies, progress, kernels, **vm):
     """Replay TRACE under several configurations and print one A/B table.
 
     TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay
@@ -66,12 +68,16 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
       mmreplay compare t.arrow --thp always,never --touch full --format markdown
       mmreplay compare t.arrow --policies kernel,no-align -o ab.json
       mmreplay compare t.arrow --kernels host,/boot/vmlinuz-6.1.0-50-amd64 --repeat 2
+      mmreplay compare m.arrow --copies 1,2 --policies no-align,align-ge-pmd --thp always
     """
     from replay.compare import compare_trace
+    from replay.copies import parse_counts
+    from replay.copies_report import copies_notes, scalability_lines, scalability_markdown
     from replay.report import comparison_table
     from replay.result import command_line, result_json, write_result
 
     check_outputs(output)
+    counts = parse_counts(copies)
     kernel_list = parse_kernels(kernels, vm)
     _, vm_options_ = vm_settings({**{name: vm[name] for name in VM_OPTION_NAMES}, "kernel": None,
                                   "guest_sysfs": () if not kernel_list else vm["guest_sysfs"],
@@ -87,7 +93,7 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
         document = compare_trace(trace, values, repeat, max_live,
                                  progress=bar.update if bar else None, warmup=warmup,
                                  perf_faults=perf_faults, pick=pick, kernels=kernel_list,
-                                 vm_options=vm_options_, notify=status_line)
+                                 vm_options=vm_options_, notify=status_line, copies=counts)
     if output:
         write_result(document, output)
     results = document["results"]
@@ -104,14 +110,21 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
         if document["axis"] == "kernel":
             notes.append("Each kernel's runs ran one kernel after the other (a guest per image), "
                          "not interleaved.")
+        notes += copies_notes(results, labels)
         if document["interrupted"]:
             notes.append(f"INTERRUPTED ({document['interrupted']}): partial runs")
         for value, result in zip(labels, results):
             emulation = result.get("policy_emulation") or {}
             if not emulation.get("emulated", True):
                 notes.append(f"WARNING: {value} is not exact here: {emulation.get('why')}")
-        emit(comparison_table(results, labels, fmt, [command_line()], title, notes), None, output)
+        text = comparison_table(results, labels, fmt, [command_line()], title, notes)
+        scaling = (scalability_markdown(results, labels) if fmt == "markdown"
+                   else scalability_lines(results, labels))
+        if scaling:
+            text += "\n" + "\n".join(scaling) + "\n"
+        emit(text, None, output)
     exit_if_interrupted(document["interrupted"])
+    exit_if_copies_failed(results)
 
 
 def parse_kernels(kernels: str | None, vm: dict) -> list:

@@ -92,6 +92,17 @@ def output_option(what: str):
                         help=f"{what} ('-' writes it to stdout; reports then go to stderr).")
 
 
+def copies_option(func):
+    """--copies N, A..B or a list: replays at once, as separate processes (replay, compare)."""
+    return click.option(
+        "--copies", metavar="N|A..B|N,M,...", default=None,
+        help="Stress: run N copies of the replay at once, as separate processes that start "
+             "every run together; the result gives each copy's own figures and their sums. "
+             "A list (1,2,4,8) or range (1..4) runs each count and adds a scalability table "
+             "(events/s per copy and its ratio to the smallest count). --max-live covers all "
+             "copies together.")(func)
+
+
 VM_OPTION_NAMES = ("kernel", "vm_memory", "vm_cpus", "vm_timeout", "vm_accel", "guest_sysfs",
                    "vm_append")
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .common import Progress, check_outputs, emit, exit_if_interrupted, is_stdout, status_line
-from .options import (VM_OPTION_NAMES, json_option, output_option, pick_option, progress_option,
-                      replay_options, vm_options, vm_settings)
+from .common import (Progress, check_outputs, emit, exit_if_copies_failed, exit_if_interrupted,
+                     is_stdout, status_line)
+from .options import (VM_OPTION_NAMES, copies_option, json_option, output_option, pick_option,
+                      progress_option, replay_options, vm_options, vm_settings)
 
 
 @click.command("replay")
@@ -25,10 +26,11 @@ from .options import (VM_OPTION_NAMES, json_option, output_option, pick_option, 
 @click.option("--perf-faults", is_flag=True,
               help="Also count page faults with a perf_event_open software counter (it slows "
                    "each fault by ~3%; minor faults from getrusage are always reported).")
+@copies_option
 @progress_option
 @vm_options()
 def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, threads, order, output,
-            as_json, perf_faults, progress, **vm):
+            as_json, perf_faults, copies, progress, **vm):
     """Replay TRACE natively (default: the bundled BERT inference trace) and measure page faults,
     THP coverage, VMA layout, syscall latency and memory speed.
 
@@ -41,32 +43,38 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, th
       mmreplay replay t.arrow --policy align-ge-pmd -o a.json
       mmreplay replay t.arrow --thp always --touch full --access stream:2 --repeat 5
       mmreplay replay t.arrow --json | jq .summary
+      mmreplay replay t.arrow --copies 4 --repeat 3
+      mmreplay replay t.arrow --copies 1,2,4 -o scaling.json
       mmreplay replay t.arrow --kernel /boot/vmlinuz-6.1.0-50-amd64 \\
           --guest-sysfs transparent_hugepage/enabled=always
     """
     from replay.config import Access, ReplayConfig
+    from replay.copies import parse_counts
     from replay.report import format_replay
     from replay.result import result_json, write_result
     from replay.runs import replay_trace
 
     check_outputs(output)
+    counts = parse_counts(copies)
     kernel, vm_options_ = vm_settings({name: vm[name] for name in VM_OPTION_NAMES})
     config = ReplayConfig(policy=policy, thp=thp, touch=touch, access=Access.parse(access),
                           files=files, threads=threads, order=order)
     with Progress(progress, "replaying") as bar:
-        def on_progress(run, done, total):
-            bar.update(done, total, f"replaying run {run + 1} of {repeat}" if repeat > 1 else None)
+        def on_progress(run, done, total, copies=None):
+            label = f"replaying run {run + 1} of {repeat}" if repeat > 1 else "replaying"
+            bar.update(done, total, f"{label}, {copies} cop{'y' if copies == 1 else 'ies'}"
+                       if copies else label)
 
         if kernel is None:
             result = replay_trace(trace, config, repeat, max_live,
                                   progress=on_progress if bar else None, perf_faults=perf_faults,
-                                  pick=pick)
+                                  pick=pick, copies=counts, notify=status_line)
         else:
             from replay.vm.run import replay_in_vm
 
             result = replay_in_vm(trace, config, repeat, max_live, kernel, vm_options_,
                                   progress=on_progress if bar else None, perf_faults=perf_faults,
-                                  notify=status_line, pick=pick)
+                                  notify=status_line, pick=pick, copies=counts)
     if output:
         write_result(result, output)
     if as_json:
@@ -75,3 +83,4 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, th
     else:
         emit(format_replay(result), None, output)
     exit_if_interrupted(result["runs"][-1]["interrupt_reason"])
+    exit_if_copies_failed([result])

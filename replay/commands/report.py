@@ -30,6 +30,7 @@ def command(results, fmt, as_json, output):
       mmreplay report a.json b.json --format markdown -o table.md
       mmreplay report results.arrow
     """
+    from replay.copies_report import copies_notes, scalability_lines, scalability_markdown
     from replay.corpus import read_results
     from replay.report import comparison_table, report_labels_and_notes
     from traces import MmreplayError
@@ -48,7 +49,12 @@ def command(results, fmt, as_json, output):
                               default=str) + "\n"
         else:
             commands = list(dict.fromkeys(str(d.get("command", "")) for d in documents))
+            notes += copies_notes(documents, labels)
             text = comparison_table(documents, labels, fmt, commands, "mmreplay report", notes)
+            scaling = (scalability_markdown(documents, labels) if fmt == "markdown"
+                       else scalability_lines(documents, labels))
+            if scaling:
+                text += "\n" + "\n".join(scaling) + "\n"
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         # Results come from strangers: a field of the wrong shape is bad input, not a bug.
         raise MmreplayError(f"a result file has a missing or malformed field "

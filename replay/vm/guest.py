@@ -76,18 +76,25 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
     interrupt = session.Interrupt()
     totals = [item.program.events for item in items]
 
-    def on_progress(index, round_index, done):
-        emit("progress", item=index, round=round_index, done=done, total=totals[index])
+    def on_progress(index, round_index, done, copies=None):
+        emit("progress", item=index, round=round_index, done=done, total=totals[index],
+             copies=copies)
         if stop_file.exists():
             interrupt.request("SIGINT")
 
-    def on_run(index, round_index):
-        emit("run", item=index, round=round_index)
+    def on_run(index, round_index, copies=None):
+        emit("run", item=index, round=round_index, copies=copies)
 
     emit("ready")
     layout = None
+    added: list = []
     with session.catch_signals(interrupt):
         if warm:
+            if job.get("copies"):  # the modules the copies need, into the guest's Python copy
+                import multiprocessing.connection  # noqa: F401
+                import multiprocessing.popen_fork  # noqa: F401
+
+                import replay.copies  # noqa: F401
             for item in items:
                 first = min(1, item.program.cleanup_start)
                 if job["kind"] == "layout":
@@ -109,13 +116,19 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
                 layout = {"file": LAYOUT_FILE}
             runs = [[]]
         else:
-            runs = session.run_rounds(items, job["repeat"], job.get("warmup", 0), interrupt,
-                                      job.get("perf_faults", False), on_progress, on_run)
+            from replay.copies import measure
+
+            measured = measure(items, job["repeat"], job.get("warmup", 0), interrupt,
+                               job.get("perf_faults", False), job.get("copies"), on_progress,
+                               on_run)
+            runs = [item_runs for item_runs, _ in measured]
+            added = [extra for _, extra in measured]
     document = {
         "items": [{"runs": item_runs,
                    "kernel_alignment": alignment.as_dict(),
-                   "policy_emulation": alignment.emulation(item.config.policy)}
-                  for item, item_runs in zip(items, runs)],
+                   "policy_emulation": alignment.emulation(item.config.policy),
+                   **(added[index] if added else {})}
+                  for index, (item, item_runs) in enumerate(zip(items, runs))],
         "host": host_metadata(),
         "guest_sysfs": sysfs,
         "cmdline": Path("/proc/cmdline").read_text().strip(),

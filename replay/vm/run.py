@@ -28,12 +28,14 @@ def guest_results(items, output, repeat: int, argv, extra: dict | None = None) -
     for item, sent in zip(items, output.document["items"]):
         if not sent["runs"]:
             continue
-        config = item.config_info(repeat)
+        config = item.config_info(repeat, (sent.get("copies") or {}).get("counts"))
         config["max_live_bytes"] = min(config["max_live_bytes"], output.vm["replay_budget_bytes"])
+        copies = {"copies": sent["copies"]} if sent.get("copies") else {}
         result = build_result(item.identity, config, sent["runs"],
                               item.program_info(),
                               {"kernel_alignment": sent["kernel_alignment"],
-                               "policy_emulation": sent["policy_emulation"], **(extra or {})},
+                               "policy_emulation": sent["policy_emulation"], **(extra or {}),
+                               **copies},
                               argv, host=output.document["host"])
         result["vm"] = output.vm
         results.append(result)
@@ -42,34 +44,48 @@ def guest_results(items, output, repeat: int, argv, extra: dict | None = None) -
 
 def run_items(kernel: KernelImage, items: list, repeat: int, warmup: int, options: VmOptions,
               perf_faults: bool = False,
-              progress: Callable[[int, int, int], None] | None = None,
-              notify: Callable[[str], None] | None = None):
+              progress: Callable[..., None] | None = None,
+              notify: Callable[[str], None] | None = None, copies: list[int] | None = None):
     """Run ``items`` (``runs.Prepared``) interleaved in one guest; returns (the guest's output,
-    the interrupt reason or None). ``progress(item, round, events_done)``."""
+    the interrupt reason or None). ``progress(item, round, events_done)``, with ``copies``
+    (the copy counts of --copies, run in the guest) ``progress(item, round, events_done, n)``."""
     def on_marker(marker):
         if progress is not None and marker.get("event") == "progress":
-            progress(marker["item"], marker["round"], marker["done"])
+            if copies:
+                progress(marker["item"], marker["round"], marker["done"], marker["copies"])
+            else:
+                progress(marker["item"], marker["round"], marker["done"])
 
-    output = run_guest(kernel, items, {"kind": "runs", "repeat": repeat, "warmup": warmup,
-                                       "perf_faults": perf_faults},
-                       options, _peak(items), on_marker, notify)
+    job = {"kind": "runs", "repeat": repeat, "warmup": warmup, "perf_faults": perf_faults}
+    if copies:
+        job["copies"] = copies
+    # The guest holds every copy's live memory at once.
+    output = run_guest(kernel, items, job, options, _peak(items) * max(copies or [1]),
+                       on_marker, notify)
     return output, output.document.get("interrupted")
 
 
 def replay_in_vm(trace_path, config: ReplayConfig, repeat: int, max_live_bytes, kernel: KernelImage,
                  options: VmOptions, progress=None, argv=None, perf_faults: bool = False,
-                 notify=None, pick: int | None = None) -> dict:
+                 notify=None, pick: int | None = None, copies: list[int] | None = None) -> dict:
     """``replay --kernel``: the result document, as ``runs.replay_trace`` returns it."""
+    from ..copies import check_budget
     from ..runs import Prepared
 
     if repeat < 1:
         raise MmreplayError("--repeat must be at least 1")
     prepared = Prepared(trace_path, config, max_live_bytes, pick=pick)
+    if copies:
+        check_budget([prepared], copies)
     on_progress = None
     if progress is not None:
-        def on_progress(_item, round_index, done):
-            progress(round_index, done, prepared.program.events)
-    output, _ = run_items(kernel, [prepared], repeat, 0, options, perf_faults, on_progress, notify)
+        def on_progress(_item, round_index, done, n=None):
+            if n is None:
+                progress(round_index, done, prepared.program.events)
+            else:
+                progress(round_index, done, prepared.program.events, copies=n)
+    output, _ = run_items(kernel, [prepared], repeat, 0, options, perf_faults, on_progress, notify,
+                          copies)
     results = guest_results([prepared], output, repeat, argv)
     if not results:
         raise MmreplayError(f"the guest was interrupted ({output.document.get('interrupted')}) "
