@@ -19,8 +19,12 @@ PER_COPY = (
 
 
 def copies_section(result: dict) -> dict | None:
+    """The ``copies`` section of a --copies result; None otherwise (a results corpus keeps the
+    stages as JSON text: its rows are the aggregate runs, read as any result's)."""
     section = result.get("copies")
-    return section if isinstance(section, dict) and section.get("stages") else None
+    if isinstance(section, dict) and isinstance(section.get("stages"), list) and section["stages"]:
+        return section
+    return None
 
 
 def _plural(n: int) -> str:

@@ -117,8 +117,10 @@ def format_replay(result: dict) -> str:
     lines.append("")
     summary = result["summary"]
     multi = len(runs) > 1
-    copies = (result.get("copies") or {}).get("stages")
-    copies = copies[-1]["copies"] if copies else None
+    from .copies_report import copies_section
+
+    section = copies_section(result)
+    copies = section["stages"][-1]["copies"] if section else None
     head = f"{f'metric (sum of {copies} copies)' if copies else 'metric':<34}{'median':>14}"
     if multi:
         head += f"{'min':>14}{'max':>14}"
