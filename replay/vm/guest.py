@@ -90,11 +90,12 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
     added: list = []
     with session.catch_signals(interrupt):
         if warm:
-            if job.get("copies"):  # the modules the copies need, into the guest's Python copy
-                import multiprocessing.connection  # noqa: F401
-                import multiprocessing.popen_fork  # noqa: F401
+            # The modules --copies needs go into every guest's Python copy (a few small stdlib
+            # modules), so that one copy serves jobs with and without copies.
+            import multiprocessing.connection  # noqa: F401
+            import multiprocessing.popen_fork  # noqa: F401
 
-                import replay.copies  # noqa: F401
+            import replay.copies  # noqa: F401
             for item in items:
                 first = min(1, item.program.cleanup_start)
                 if job["kind"] == "layout":

@@ -444,8 +444,7 @@ def run_guest(kernel: KernelImage, items: list, job: dict, options: VmOptions,
     job_dir = Path(tempfile.mkdtemp(prefix="mmreplay-vm-"))
     try:
         features = sorted({"threads" if item.plan is not None else "serial" for item in items}
-                          | {"lockstep" for item in items if item.config.access.kind == "lockstep"}
-                          | ({"copies"} if job.get("copies") else set()))
+                          | {"lockstep" for item in items if item.config.access.kind == "lockstep"})
         write_job(job_dir, items, {**job, "sysfs": [list(s) for s in options.sysfs]})
         cache_start = time.monotonic()
         if not PyRoot.exists_for(features):
