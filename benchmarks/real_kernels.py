@@ -241,7 +241,7 @@ def guest_release(kernel: str) -> str:
 
 def placement_table(kernel: str) -> list[str]:
     _, policy, what = KERNELS[kernel]
-    lines = [f"### {kernel} (`{guest_release(kernel)}`, {what}) against `--policy {policy}`", "",
+    lines = [f"#### {kernel} (`{guest_release(kernel)}`, {what}) against `--policy {policy}`", "",
              "| input | 2 MiB-aligned / mappings per size bucket, real | emulated | same | "
              "peak VMAs real / emulated | holes real / emulated | hole MiB real / emulated |",
              "|---|---|---|---|---|---|---|"]
@@ -297,13 +297,33 @@ def malloc1_table() -> list[str]:
     return lines
 
 
+def vma_diffs() -> list[str]:
+    """For every layout dumped (--layouts): the VMA-by-VMA comparison's first line; the full
+    list is kept in DATA/<kernel>/vmas-<input>.txt."""
+    lines = []
+    for kernel, (_, policy, _) in KERNELS.items():
+        for name in INPUTS:
+            if not ((WORK / "guest" / kernel / f"layout-{name}.json").exists()
+                    and (WORK / "host" / f"layout-{name}-{policy}.json").exists()):
+                continue
+            diff = diff_vmas(kernel, name)
+            (DATA / kernel / f"vmas-{name}.txt").write_text("\n".join(diff) + "\n")
+            lines.append(f"- {diff[0]}; {len(diff) - 1} listed in "
+                         f"[{kernel}/vmas-{name}.txt](real-kernels-data/{kernel}/vmas-{name}.txt)")
+    return lines
+
+
 def render_tables() -> str:
-    out = [BEGIN, "", "## Placement: real kernels against their emulation", ""]
+    out = [BEGIN, "", "### Placement: real kernels against their emulation", ""]
     for kernel in KERNELS:
         out += placement_table(kernel) + [""]
-    out += ["## THP with enabled=always: real kernels against the host's `--thp always`", ""]
+    diffs = vma_diffs()
+    if diffs:
+        out += ["VMA by VMA at the peak (`mmreplay layout --json` on both sides, compared by "
+                "`benchmarks/real_kernels.py diff-vmas KERNEL INPUT`):", ""] + diffs + [""]
+    out += ["### THP with enabled=always: real kernels against the host's `--thp always`", ""]
     out += thp_table() + [""]
-    out += ["## malloc1 on the real kernels (enabled=always)", ""]
+    out += ["### malloc1 on the real kernels (enabled=always)", ""]
     out += malloc1_table() + ["", END]
     return "\n".join(out) + "\n"
 
@@ -324,27 +344,53 @@ def write_between_markers(path: Path, text: str) -> None:
 
 def diff_vmas(kernel: str, name: str) -> list[str]:
     """The replay's VMAs at the peak that only one side has (guest ``kernel`` against the host's
-    emulation), as offsets from the top of the replay's address space."""
-    _, policy, _ = KERNELS[kernel]
-    sides = []
-    for path in (WORK / "guest" / kernel / f"layout-{name}.json",
-                 WORK / "host" / f"layout-{name}-{policy}.json"):
-        layout = json.loads(path.read_text())
-        vmas = [v for v in layout["vmas"] if v["owner"] == "replay"]
-        # The replay's first mapping sits right below its floor: offsets count from there.
-        # Mappings far from it (granted literal hints of the trace) keep their addresses.
-        first = layout["mappings"][0]
-        top = first["start"] + first["length"]
-        sides.append({(v["start"] - top, v["end"] - top) if 0 < top - v["start"] < 1 << 40
-                      else (v["start"], v["end"]) for v in vmas})
-    lines = [f"{kernel} {name}: {len(sides[0])} VMAs real, {len(sides[1])} emulated"]
-    for label, only in (("real only", sides[0] - sides[1]), ("emulated only", sides[1] - sides[0])):
-        for start, end in sorted(only):
-            where = (f"floor{start / MIB:+11.3f} MiB .. floor{end / MIB:+11.3f} MiB"
-                     if start < 0 else f"{start:#x}-{end:#x}")
-            lines.append(f"  {label:13} {where} ({(end - start) // 1024} KiB)")
-    return lines
+    emulation). The replay's region sits at another address on each side (ASLR): the shift is
+    the most common distance between VMAs of equal size; granted literal hints of the trace keep
+    their addresses. Offsets are printed from the top of the real side's shifted VMAs."""
+    from collections import Counter
 
+    _, policy, _ = KERNELS[kernel]
+    real, emulated = (
+        {(v["start"], v["end"]) for v in json.loads(path.read_text())["vmas"]
+         if v["owner"] == "replay"}
+        for path in (WORK / "guest" / kernel / f"layout-{name}.json",
+                     WORK / "host" / f"layout-{name}-{policy}.json"))
+    by_length = Counter()
+    for start, end in emulated:
+        by_length[end - start] += 1
+    shifts = Counter(a - b for a, a_end in real for b, b_end in emulated
+                     if a_end - a == b_end - b and by_length[b_end - b] < 64)
+    shift = shifts.most_common(1)[0][0] if shifts else 0
+    matched_real, shifted, emulated_only = set(), [], []
+    for start, end in emulated:
+        if (start + shift, end + shift) in real:
+            matched_real.add((start + shift, end + shift))
+            shifted.append(end + shift)
+        elif (start, end) in real:
+            matched_real.add((start, end))
+        else:
+            emulated_only.append((start + shift, end + shift))
+    real_only = sorted(real - matched_real)
+    top = max(shifted, default=0)
+    def spans(ranges):  # adjacent VMAs joined: what is mapped, whatever the boundaries
+        joined = []
+        for start, end in sorted(ranges):
+            if joined and joined[-1][1] == start:
+                joined[-1] = (joined[-1][0], end)
+            else:
+                joined.append((start, end))
+        return joined
+
+    same_spans = spans(real_only) == spans(emulated_only)
+    lines = [f"{kernel} {name}: {len(real)} VMAs real, {len(emulated)} emulated, "
+             f"{len(matched_real)} identical (same offsets in the replay's region); the others "
+             + ("cover the same address ranges, split at other boundaries" if same_spans
+                else "differ in the address ranges they cover")]
+    for label, only in (("real only", real_only), ("emulated only", sorted(emulated_only))):
+        for start, end in only:
+            lines.append(f"  {label:13} top{(start - top) / MIB:+11.3f} MiB .. "
+                         f"top{(end - top) / MIB:+11.3f} MiB ({(end - start) // 1024} KiB)")
+    return lines
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
