@@ -47,7 +47,8 @@ POLICY_HELP = {
     "kernel": "plain mmap(hint, ...) as recorded: whatever this kernel does",
     "no-align": "as Linux <= 6.6: no anonymous mapping is aligned on purpose",
     "align-ge-pmd": "as 6.7-6.11 (efa7df3e3bb5): anonymous >= 2 MiB start 2 MiB-aligned",
-    "align-pmd-multiple": "as 6.12+ (d4148aeab412): only exact 2 MiB multiples aligned",
+    "align-pmd-multiple": ("as 6.12.y/6.13+ (d4148aeab412 and the hint fix): only exact 2 MiB "
+                           "multiples without a hint aligned"),
 }
 # Kernels whose emulated THP placement has the 6.8 top-down fix (an already aligned window puts
 # the mapping at its top); no-align stands for 6.1-6.6, which align only files, without it.

@@ -9,11 +9,13 @@ one kernel to another for reasons that have nothing to do with the trace.
 
 So, for the length of a run, every free gap between the interpreter's mappings is filled with a
 PROT_NONE placeholder (MAP_FIXED_NOREPLACE: it fails rather than touch anything), and the space
-below the lowest of them down to a chosen 2 MiB residue as well. The kernel's top-down search,
-whatever kernel runs it and whichever policy is emulated, then starts the replay's first mapping
-right below that floor, and every later one where a fresh process would have had it. The floor's
-residue modulo 2 MiB is the recorded process's own (the end of its first kernel-placed mmap), so
-chance alignments come out as they did when the trace was recorded, with ASLR on or off.
+below the lowest of them down to a chosen 2 MiB residue as well. The maps are read again until
+no gap is left: reading them allocates, and an arena of the interpreter can take a gap meanwhile.
+The kernel's top-down search, whatever kernel runs it and whichever policy is emulated, then
+starts the replay's first mapping right below that floor, and every later one where a fresh
+process would have had it. The floor's residue modulo 2 MiB is the recorded process's own (the
+end of its first kernel-placed mmap), so chance alignments come out as they did when the trace
+was recorded, with ASLR on or off.
 
 Placeholders cost no memory (PROT_NONE, MAP_NORESERVE, never touched) and are unmapped after the
 run. Mappings the interpreter makes while the replay runs go below the floor, among the replay's
@@ -72,26 +74,51 @@ def plan_placeholders(vmas: list[tuple[int, int, str]], floor_residue: int) -> l
     return ranges
 
 
+# Rounds of (read the maps, fill what is free). Reading and planning allocate Python objects: a
+# new arena of the interpreter's object allocator can land in a gap after the maps were read
+# and before its placeholder is placed; the next round fills around it.
+CLAIM_ROUNDS = 8
+
+
 @dataclass
 class FreshAddressSpace:
     """The placeholders of one run; ``release()`` unmaps exactly them."""
     floor_residue: int
     placed: list = field(default_factory=list)
-    refused: int = 0
+    refused: int = 0  # placeholders the kernel would not place where asked (left unfilled)
+    raced: int = 0  # gaps taken by the interpreter while planning (filled around next round)
+    rounds: int = 0
+    unfilled: int = 0  # free ranges still open after CLAIM_ROUNDS rounds
 
     def claim(self) -> "FreshAddressSpace":
-        libc = _libc_mmap()
-        for start, end in plan_placeholders(read_named_maps(), self.floor_residue):
-            address = libc.mmap(start, end - start, 0, PLACEHOLDER_FLAGS, -1, 0)
-            if address in (None, MAP_FAILED):
-                self.refused += 1  # taken meanwhile (or the kernel lacks NOREPLACE): leave it
-            elif address != start:
-                # A kernel without MAP_FIXED_NOREPLACE (< 4.17) treats it as a hint: give it back.
-                libc.munmap(address, end - start)
-                self.refused += 1
-            else:
-                self.placed.append((start, end))
+        """Fill the free gaps until a fresh look at the maps finds none (at most CLAIM_ROUNDS
+        looks): a gap left open would take the replay's first mapping that fits, at an
+        address that depends on ASLR and on the interpreter's history."""
+        plan: list = []
+        for self.rounds in range(1, CLAIM_ROUNDS + 1):
+            plan = plan_placeholders(read_named_maps(), self.floor_residue)
+            if not plan or not all([self._place(start, end) for start, end in plan]):
+                break
+        self.unfilled = len(plan_placeholders(read_named_maps(), self.floor_residue)) if plan else 0
         return self
+
+    def _place(self, start: int, end: int) -> bool:
+        """One placeholder over [start, end); False when this kernel cannot place one at a
+        chosen address without replacing (then nothing more is tried)."""
+        libc = _libc_mmap()
+        address = libc.mmap(start, end - start, 0, PLACEHOLDER_FLAGS, -1, 0)
+        if address in (None, MAP_FAILED):
+            # EEXIST: something was mapped inside since the maps were read; ENOMEM: the map
+            # count limit. The next round sees which.
+            self.raced += 1
+            return True
+        if address != start:
+            # A kernel without MAP_FIXED_NOREPLACE (< 4.17) treats it as a hint: give it back.
+            libc.munmap(address, end - start)
+            self.refused += 1
+            return False
+        self.placed.append((start, end))
+        return True
 
     released: bool = False
 
@@ -105,6 +132,7 @@ class FreshAddressSpace:
 
     def as_dict(self) -> dict:
         return {"placeholders": len(self.placed), "refused": self.refused,
+                "raced": self.raced, "rounds": self.rounds, "unfilled": self.unfilled,
                 "placeholder_bytes": sum(end - start for start, end in self.placed),
                 "floor": min((start for start, _ in self.placed), default=None),
                 "floor_residue": self.floor_residue}

@@ -337,3 +337,47 @@ def test_mremap_moves_go_where_the_emulated_kernel_put_the_new_length():
     assert new == old - 4 * MIB and new % PMD_SIZE != 0
     assert moved["align-ge-pmd"][1] % PMD_SIZE == 0
     assert moved["kernel"][1] % PMD_SIZE == 0  # the host's own rule differs: the test can fail
+
+
+def test_a_gap_taken_while_the_address_space_is_claimed_is_filled_around():
+    """Reading /proc/self/maps allocates: the interpreter may map an arena into a free gap after
+    the maps were read and before that gap's placeholder is placed (the placeholder then fails
+    with EEXIST). The claim looks again and fills around it: a gap left open would take the
+    replay's first mapping that fits, at an address that depends on ASLR (a chance 2 MiB
+    alignment, seen under load in tests/test_vm_boot.py)."""
+    from replay.region import FreshAddressSpace, plan_placeholders, read_named_maps
+
+    libc = ctypes.CDLL(None)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    outer = libc.mmap(None, 3 * MIB, 0, MAP_PRIVATE_ANON, -1, 0)
+    libc.munmap(outer + MIB, MIB)  # a 1 MiB gap of our own inside the interpreter's area
+    interloper = outer + MIB + 256 * KIB
+
+    class Interrupted(FreshAddressSpace):
+        """Maps a page into our gap just before its placeholder is placed, once."""
+        def _place(self, start, end):
+            if start <= interloper < end and not self.__dict__.get("interfered"):
+                self.interfered = True
+                assert libc.mmap(interloper, 4 * KIB, 0, MAP_PRIVATE_ANON | 0x100000, -1,
+                                 0) == interloper
+            return super()._place(start, end)
+
+    space = Interrupted(floor_residue=0)
+    try:
+        space.claim()
+        assert space.interfered and space.raced >= 1 and space.rounds >= 2
+        assert space.unfilled == 0
+        floor = space.as_dict()["floor"]
+        # Nothing is free above the floor: both sides of the interloper are placeholders.
+        assert not [(start, end) for start, end in plan_placeholders(read_named_maps(), 0)
+                    if end > floor]
+        placed = set(space.placed)
+        assert (outer + MIB, interloper) in placed
+        assert (interloper + 4 * KIB, outer + 2 * MIB) in placed
+    finally:
+        assert space.release() == 0
+        libc.munmap(interloper, 4 * KIB)
+        libc.munmap(outer, 3 * MIB)

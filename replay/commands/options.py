@@ -37,10 +37,11 @@ def replay_options(multi: bool = False):
         click.option("--policy" + ("s" if multi else ""), "policy",
                      default="kernel", show_default=True, type=choice(POLICIES),
                      help=f"{plural}anonymous-mapping placement: kernel (this one), no-align "
-                          "(<= 6.6), align-ge-pmd (6.7-6.11), align-pmd-multiple (6.12+), "
-                          "emulated with this kernel's own search. Placement is emulated (and "
-                          "MAP_STACK as a no-op under no-align); VMA merging and THP stay this "
-                          "kernel's (docs/real-kernels.md)."),
+                          "(<= 6.6), align-ge-pmd (6.7-6.11), align-pmd-multiple (6.12.y+: a hinted "
+                          "call is never aligned; 6.12.0 still aligned some), emulated with this "
+                          "kernel's own search. Placement is emulated (and MAP_STACK as a no-op "
+                          "under no-align); VMA merging and THP stay this kernel's: checked "
+                          "against real kernels in docs/real-kernels.md."),
         click.option("--thp", default="as-recorded", show_default=True, type=choice(THP_MODES),
                      help=f"{plural}as-recorded (the trace's madvise calls), always "
                           "(MADV_HUGEPAGE on every new anonymous mapping) or never."),
