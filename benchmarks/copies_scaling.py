@@ -74,15 +74,16 @@ def main() -> None:
     print(f"trace: {prepared.program.events:,} events ({args.events // 2:,} mmap+munmap pairs of "
           f"64 KiB, 8 live), --touch none; median of {len(single)} rounds after a warm-up")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
-    print(f"{'replay':<22} {'aggregate events/s':>19} {'per copy':>10} {'x single':>9}")
-    print(f"{'in-process (single)':<22} {base:>19,.0f} {base:>10,.0f} {1:>8.2f}x")
-    for count, values in by_count.items():
+    print(f"{'replay':<22} {'aggregate events/s':>19} {'per copy':>10} {'x single':>9}"
+          f"  {'rounds: min .. max':>21}")
+    rows = [("in-process (single)", 1, single)] + [(f"--copies {n}", n, v) for n, v in by_count.items()]
+    for label, count, values in rows:
         median = statistics.median(values)
-        print(f"{f'--copies {count}':<22} {median:>19,.0f} {median / count:>10,.0f} "
-              f"{median / base:>8.2f}x")
+        print(f"{label:<22} {median:>19,.0f} {median / count:>10,.0f} {median / base:>8.2f}x"
+              f"  {min(values):>10,.0f} .. {max(values):>7,.0f}")
     print("events/s = trace events / seconds inside each copy's replay loop, summed over the "
-          "copies; x single = aggregate / the in-process single replay of the same rounds")
-
+          "copies; x single = aggregate / the in-process single replay of the same rounds; "
+          "min .. max = the aggregate's spread over the rounds")
 
 if __name__ == "__main__":
     main()
