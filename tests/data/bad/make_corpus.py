@@ -899,6 +899,13 @@ V2_CASES = [
              _set("duration_us", [1 << 62] * 7, pa.int64())(t.drop_columns(
                  [n for n in ("duration_us", "duration_ns") if n in t.column_names])))),
          refused("durations this large would overflow")),
+    Case("v2-prot-as-int8.arrow", "arrow",
+         "format v2: prot stored as int8 (too short a buffer for the int32 it stands for)",
+         lambda: _v2(_set("prot", [3, 3, 0, 0, 0, 1, 0], pa.int8())),
+         refused("column prot: type int8, expected int32")),
+    Case("v2-tid-as-int64.arrow", "arrow", "format v2: tid stored as int64",
+         lambda: _v2(_set("tid", [1] * 7, pa.int64())),
+         refused("column tid: type int64, expected int32")),
 ]
 
 
