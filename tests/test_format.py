@@ -245,3 +245,28 @@ def test_reading_a_folder_or_a_missing_file_is_a_clear_error(tmp_path):
 def test_the_bundled_trace_reads(bundled_trace):
     table = read_trace(bundled_trace)
     assert table.num_rows > 0 and trace_metadata(table)["format_version"] == FORMAT_MAJOR
+
+
+ROOT = Path(__file__).resolve().parent.parent
+RAW_LOGS = sorted((ROOT / "tests" / "data" / "strace").glob("bert-*.log.xz"))
+
+
+@pytest.mark.skipif(not RAW_LOGS, reason="raw logs of the bundled traces are not in tests/data")
+@pytest.mark.parametrize("log", RAW_LOGS, ids=[p.name for p in RAW_LOGS])
+def test_a_bundled_trace_is_no_larger_than_xz_9e_of_its_raw_log(log):
+    """Issue 13: each bundled trace, as the default writer writes it, is at most the size of
+    `xz -9e` of the strace log it was imported from, and holds the same events as a fresh import
+    of that log (every field at strace's microsecond precision)."""
+    import lzma
+
+    from traces.format import events_sha256, trace_file_bytes
+    from traces.strace import import_logs
+
+    raw = lzma.decompress(log.read_bytes())
+    xz_9e = len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME))
+    path = ROOT / "traces" / "data" / log.name.replace(".log.xz", ".arrow")
+    bundled = read_trace(path)
+    assert path.stat().st_size <= xz_9e
+    assert trace_file_bytes(bundled) == path.read_bytes()  # the default writer's own output
+    assert json.loads(pa.ipc.open_file(path).metadata[METADATA_KEY])["format_version"] == 2
+    assert events_sha256(import_logs([log]).table) == events_sha256(bundled)

@@ -149,11 +149,26 @@ def test_the_payload_decodes_without_mmreplay(run_cli, ort_block, tmp_path):
     assert json.loads(reader.metadata[b"mmreplay"])["format_version"] == 2
 
 
-def test_bert_torch_fits_a_vger_mail(run_cli):
-    """Acceptance: `mmreplay share traces/data/bert-torch.arrow | wc -c` <= 100,000."""
-    block, stderr = share(run_cli, TORCH)
+@pytest.mark.parametrize("trace", [TORCH, ORT], ids=lambda p: p.name)
+def test_each_bundled_trace_fits_a_vger_mail_without_host_paths_or_pids(run_cli, tmp_path, trace):
+    """Acceptance: `mmreplay share traces/data/bert-torch.arrow | wc -c` <= 100,000 (and the
+    ONNX Runtime trace's too), with the size said on stderr; the shared metadata has no host
+    name, no user path and no recorded pid or tid."""
+    block, stderr = share(run_cli, trace)
     assert len(block.encode()) <= MAIL_LIMIT_CHARS
-    assert "warning" not in stderr
+    assert stderr.startswith(f"share block: {len(block):,} characters") and "warning" not in stderr
+    original = read_trace(trace)
+    meta = trace_metadata(original)
+    (tmp_path / "block.txt").write_text(block)
+    shared = read_trace(tmp_path / "block.txt")
+    text = json.dumps(trace_metadata(shared))
+    assert meta["host"]["hostname"] and f'"{meta["host"]["hostname"]}"' not in text
+    paths = set(re.findall(r"(/(?:work|tmp|root|home)/[^\s\"',]*)", json.dumps(meta)))
+    assert paths and not any(path in text for path in paths)
+    recorded_ids = {int(t) for t in set(original.column("tid").to_pylist())}
+    assert meta["import"]["first_process"]["pid"] in recorded_ids
+    assert sorted(set(shared.column("tid").to_pylist())) == list(range(1, len(recorded_ids) + 1))
+    assert not re.search(rf"\b({'|'.join(str(t) for t in recorded_ids if t > 200)})\b", text)
 
 
 def test_a_block_over_the_limit_is_said_to_be(run_cli, monkeypatch):
