@@ -48,7 +48,8 @@ from traces import read_trace, trace_metadata  # noqa: E402
 from traces.encoding import encode  # noqa: E402
 from traces.format import events_sha256, trace_file_bytes, validate, zstd_level  # noqa: E402
 from traces.format import parse_trace  # noqa: E402
-from traces.share import XZ_PRESET as SHARE_PRESET, find_blocks, share_block  # noqa: E402
+from traces.share import XZ_PRESET as SHARE_PRESET, find_blocks  # noqa: E402
+from traces.share_trace import share_block  # noqa: E402
 
 TRACES = ROOT / "traces" / "data"
 LOGS = ROOT / "tests" / "data" / "strace"

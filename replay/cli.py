@@ -1,4 +1,5 @@
-"""The ``mmreplay`` command line. Each command lives in ``replay/commands/<name>.py``.
+"""The ``mmreplay`` command line. Each command lives in ``replay/commands/<name>.py`` and is
+listed in ``replay/commands/__init__.py`` (``COMMANDS``).
 
 Heavy modules (numba, matplotlib) are imported inside commands so ``--help`` and ``info`` start fast.
 """
@@ -7,8 +8,6 @@ from __future__ import annotations
 
 import atexit
 import gc
-import importlib
-import pkgutil
 import sys
 
 import click
@@ -16,7 +15,8 @@ import click
 from traces import MmreplayError, __version__
 from traces.text import escape
 
-from . import commands
+from .commands import COMMANDS
+from .commands.common import ARGV_KEY, invoked_argv
 
 EPILOG = """\b
 Typical journey:
@@ -31,24 +31,23 @@ output to FILE ('-' is stdout); --progress/--no-progress where a bar is drawn.
 """
 
 
-# The arguments of the running command, as given (results record the exact command).
-invoked_args: list[str] | None = None
-
-
 class MmreplayGroup(click.Group):
     """Turns MmreplayError into one line on stderr and exit status 2 (no traceback)."""
 
-    def main(self, args=None, *rest, **kwargs):
-        global invoked_args
-        invoked_args = list(sys.argv[1:] if args is None else args)
-        return super().main(args, *rest, **kwargs)
+    def make_context(self, info_name, args, parent=None, **extra):
+        # The exact command as given, before click consumes it: results record it ("command"),
+        # and commands hand it down to the library (``invoked_argv``).
+        argv = ["mmreplay", *args]
+        ctx = super().make_context(info_name, args, parent, **extra)
+        ctx.meta[ARGV_KEY] = argv
+        return ctx
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
             # `replay t.arrow --json a.json` was once the way to save a result
-            if "unexpected extra argument" in exc.message and "--json" in (invoked_args or []):
+            if "unexpected extra argument" in exc.message and "--json" in invoked_argv():
                 exc.message += " (--json is a flag; write a result file with -o FILE)"
             raise
         except MmreplayError as exc:
@@ -74,15 +73,8 @@ def cli() -> None:
     """
 
 
-def _register_commands() -> None:
-    """Every module in replay/commands/ that defines ``command`` becomes a subcommand."""
-    for module_info in pkgutil.iter_modules(commands.__path__):
-        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
-        if isinstance(getattr(module, "command", None), click.Command):
-            cli.add_command(module.command)
-
-
-_register_commands()
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

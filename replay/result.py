@@ -47,11 +47,7 @@ def trace_identity(path: str | Path, table, pick: int | None = None) -> dict:
 
 def command_line(argv: list[str] | None = None) -> str:
     """The exact mmreplay command being run, shell-quoted: 'mmreplay replay t.arrow ...'."""
-    if argv is None:
-        from replay import cli
-
-        argv = ["mmreplay", *cli.invoked_args] if cli.invoked_args is not None else list(sys.argv)
-    argv = list(argv)
+    argv = list(sys.argv if argv is None else argv)
     if argv:
         argv[0] = Path(argv[0]).name
     return " ".join(shlex.quote(str(a)) for a in argv)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from dataclasses import dataclass
 
 from traces.errors import MmreplayError
 
-from .spec import Spec, validate_spec
+from .spec import Spec, read_spec, validate_spec
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,22 @@ def presets_help() -> str:
         lines += textwrap.wrap(f"Source: {preset.source}.", 78, initial_indent="    ",
                                subsequent_indent="    ")
     return "\n".join(lines)
+
+
+def resolve_spec(spec_file: str | None, preset: str | None, options: dict) -> Spec:
+    """The spec ``mmreplay synth`` runs: preset or spec file (not both), then the options given.
+
+    ``options`` maps spec keys to command-line values, None for options not given. A relative
+    ``empirical:`` path is taken from the spec file's folder when the file names it (read_spec
+    resolves it), from the current folder when an option does.
+    """
+    if spec_file and preset:
+        raise MmreplayError("give a spec file or --preset, not both")
+    if preset:
+        spec = preset_spec(preset)
+    elif spec_file:
+        spec = read_spec(spec_file)
+    else:
+        spec = Spec()
+    given = {key: value for key, value in options.items() if value is not None}
+    return validate_spec(dataclasses.replace(spec, **given))

@@ -244,27 +244,6 @@ def read_spec(path: str | os.PathLike, base: Spec | None = None) -> Spec:
     return spec_from_dict(data, str(path), base, path.parent)
 
 
-def resolve_spec(spec_file: str | None, preset: str | None, options: dict) -> Spec:
-    """The spec ``mmreplay synth`` runs: preset or spec file (not both), then the options given.
-
-    ``options`` maps spec keys to command-line values, None for options not given. A relative
-    ``empirical:`` path is taken from the spec file's folder when the file names it (read_spec
-    resolves it), from the current folder when an option does.
-    """
-    from .presets import preset_spec
-
-    if spec_file and preset:
-        raise MmreplayError("give a spec file or --preset, not both")
-    if preset:
-        spec = preset_spec(preset)
-    elif spec_file:
-        spec = read_spec(spec_file)
-    else:
-        spec = Spec()
-    given = {key: value for key, value in options.items() if value is not None}
-    return validate_spec(dataclasses.replace(spec, **given))
-
-
 def _toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

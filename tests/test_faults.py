@@ -209,7 +209,7 @@ def test_signal_during_import(sig, tmp_path):
     """The log comes through a pipe that this test feeds: the signal is sent once the import
     has read more than its first chunk (8 MiB) and before the rest of the log exists, so the
     import cannot have finished first, however busy the machine."""
-    from traces.strace import CHUNK_BYTES
+    from traces.strace_read import CHUNK_BYTES
 
     log = tmp_path / "app.log"
     os.mkfifo(log)

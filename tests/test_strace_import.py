@@ -23,7 +23,8 @@ from replay.cli import cli
 from traces import read_trace, trace_metadata
 from traces.errors import MmreplayError
 from traces.schema import MADV, MAP, PROT
-from traces.strace import default_output, ff_pid_of, import_logs
+from traces.strace import default_output, import_logs
+from traces.strace_assemble import ff_pid_of
 
 ROOT = Path(__file__).resolve().parent.parent
 STRACE = shutil.which("strace")
@@ -320,7 +321,7 @@ def test_signals_during_an_import_are_noted_not_fatal():
     import os
     import signal
 
-    from traces.strace import SignalNotes
+    from traces.signals import SignalNotes
 
     with SignalNotes() as notes:
         os.kill(os.getpid(), signal.SIGTERM)

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from traces.schema import MADV, MAP, MREMAP, PROT
-from traces.strace import (F_KIND, F_POS, K_BLANK, K_CALL, K_IGNORED, K_IGNORED_RESUMED, K_REF,
-                           K_RESUMED, K_SIGNAL, K_UNFINISHED, import_logs, parse_line)
+from traces.strace import import_logs
+from traces.strace_grammar import (F_KIND, F_POS, K_BLANK, K_CALL, K_IGNORED, K_IGNORED_RESUMED,
+                                   K_REF, K_RESUMED, K_SIGNAL, K_UNFINISHED, parse_line)
 from traces.strace_fast import tokenize_lines
 
 SETTINGS = settings(max_examples=300, deadline=None,

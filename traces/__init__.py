@@ -3,9 +3,8 @@
 A trace is a plain ``pyarrow.Table``; ``read_trace`` and ``write_trace`` are the only doors.
 """
 
-__version__ = "0.1.0"
-
-from .errors import MmreplayError, TraceError  # noqa: E402
+from .errors import MmreplayError, TraceError
+from .version import __version__
 
 # The format functions load on first use (PEP 562): code that only needs the error types or the
 # constants (the replay engine inside a VM guest, where every import costs seconds) does not pay

@@ -21,7 +21,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import __version__
 from .errors import TraceError
 from .encoding import (PROVEN_OP_FIELDS, PROVEN_TIMES, canonical_op_column, check_physical,
                        decode, encode, is_v2, op_is_canonical, op_strings, unknown_ops)
@@ -29,6 +28,7 @@ from .files import atomic_output
 from .inputs import open_trace
 from .ipc_guard import check_ipc_sizes
 from .text import escape
+from .version import __version__
 from .schema import (COLUMNS, FORMAT_MAJOR, FORMAT_MINOR, METADATA_KEY, OP_TYPE, OPS,
                      READABLE_MAJORS, REQUIRED_BY_OP, SCHEMA)
 

@@ -30,7 +30,8 @@ from .errors import MmreplayError
 from .files import atomic_output, check_writable
 from .format import write_trace
 from .host import host_metadata
-from .strace import SignalNotes, import_logs, import_metadata
+from .signals import SignalNotes
+from .strace import import_logs, import_metadata
 
 MM_SYSCALLS = "mmap,munmap,mremap,madvise,mprotect,brk"
 INSTALL_HINT = ("install it with `apt-get install strace` (Debian/Ubuntu) or "

@@ -15,13 +15,13 @@ from __future__ import annotations
 import numpy as np
 
 from .jit import njit
-from .strace import (BRK, CLS_ERRNO, CLS_MADV, CLS_MAP, CLS_MREMAP, CLS_PROT, CLS_SHIFT,
-                     CLS_SYSCALL, F_ADDR, F_ADVICE, F_DUR, F_ERRNO, F_FD, F_FLAGS, F_HAS_HINT,
-                     F_HINT, F_KIND, F_LEN, F_NEW_LEN, F_OFFSET, F_OP, F_PID, F_POS, F_PROT,
-                     F_RES, F_RET, F_TS, F_TS_KIND, I32_MAX, K_BLANK, K_CALL, K_IGNORED,
-                     K_IGNORED_RESUMED, K_REF, K_RESUMED, K_SIGNAL, K_UNFINISHED, MADVISE,
-                     MAX_SECONDS, MMAP, MPROTECT, MUNMAP, NAME_TABLES, NFIELDS, RES_ERROR, RES_OK,
-                     TS_EPOCH, TS_WALL, parse_line)
+from .strace_grammar import (BRK, CLS_ERRNO, CLS_MADV, CLS_MAP, CLS_MREMAP, CLS_PROT, CLS_SHIFT,
+                             CLS_SYSCALL, F_ADDR, F_ADVICE, F_DUR, F_ERRNO, F_FD, F_FLAGS,
+                             F_HAS_HINT, F_HINT, F_KIND, F_LEN, F_NEW_LEN, F_OFFSET, F_OP, F_PID,
+                             F_POS, F_PROT, F_RES, F_RET, F_TS, F_TS_KIND, I32_MAX, K_BLANK,
+                             K_CALL, K_IGNORED, K_IGNORED_RESUMED, K_REF, K_RESUMED, K_SIGNAL,
+                             K_UNFINISHED, MADVISE, MAX_SECONDS, MMAP, MPROTECT, MUNMAP,
+                             NAME_TABLES, NFIELDS, RES_ERROR, RES_OK, TS_EPOCH, TS_WALL, parse_line)
 
 FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
@@ -45,7 +45,7 @@ def build_name_table():
     hashes = [entry[0] for entry in entries]
     if len(set(hashes)) != len(hashes):
         raise RuntimeError("two strace names share an FNV-1a hash; the lookup table needs a "
-                           "different hash")
+                                   "different hash")
     blob = b"".join(entry[3] for entry in entries)
     offsets = np.cumsum([0] + [len(entry[3]) for entry in entries[:-1]])
     # Open addressing, a quarter full: most lookups hit on the first probe.

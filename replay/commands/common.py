@@ -14,6 +14,15 @@ import click
 from traces.text import escape_lines
 
 STDOUT = "-"
+ARGV_KEY = "mmreplay.argv"  # click context meta: the command line as given (set by cli.py)
+
+
+def invoked_argv() -> list[str]:
+    """The running command as given (``["mmreplay", "replay", "t.arrow", ...]``), for the
+    library functions that record it; ``sys.argv`` outside a click command."""
+    ctx = click.get_current_context(silent=True)
+    argv = ctx.meta.get(ARGV_KEY) if ctx is not None else None
+    return list(argv) if argv is not None else list(sys.argv)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import click
 from traces.errors import MmreplayError
 
 from .common import (Progress, check_outputs, emit, exit_if_copies_failed, exit_if_interrupted,
-                     is_stdout, status_line)
+                     invoked_argv, is_stdout, status_line)
 from .options import (SIZE, VM_OPTION_NAMES, copies_option, json_option, output_option,
                       pick_option, progress_option, vm_options, vm_settings)
 
@@ -93,7 +93,8 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
         document = compare_trace(trace, values, repeat, max_live,
                                  progress=bar.update if bar else None, warmup=warmup,
                                  perf_faults=perf_faults, pick=pick, kernels=kernel_list,
-                                 vm_options=vm_options_, notify=status_line, copies=counts)
+                                 vm_options=vm_options_, notify=status_line, copies=counts,
+                                 argv=invoked_argv())
     if output:
         write_result(document, output)
     results = document["results"]
@@ -117,7 +118,7 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
             emulation = result.get("policy_emulation") or {}
             if not emulation.get("emulated", True):
                 notes.append(f"WARNING: {value} is not exact here: {emulation.get('why')}")
-        text = comparison_table(results, labels, fmt, [command_line()], title, notes)
+        text = comparison_table(results, labels, fmt, [command_line(invoked_argv())], title, notes)
         scaling = (scalability_markdown(results, labels) if fmt == "markdown"
                    else scalability_lines(results, labels))
         if scaling:

@@ -41,7 +41,8 @@ def command(logs: tuple[str, ...], output: str | None, tid: int | None, max_even
       mmreplay import app.log.xz --json | jq .unparsed
       mmreplay import trace.4412 trace.4413 trace.4420 -o app.arrow
     """
-    from traces.strace import default_output, format_report, import_to_file
+    from traces.strace import default_output, import_to_file
+    from traces.strace_report import format_report
 
     out = output or str(default_output(logs[0]))
     total = sum(os.path.getsize(log) for log in logs if os.path.isfile(log))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import (Progress, check_outputs, emit, exit_if_copies_failed, exit_if_interrupted,
-                     is_stdout, status_line)
+                     invoked_argv, is_stdout, status_line)
 from .options import (VM_OPTION_NAMES, copies_option, json_option, output_option, pick_option,
                       progress_option, replay_options, vm_options, vm_settings)
 
@@ -68,13 +68,15 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, th
         if kernel is None:
             result = replay_trace(trace, config, repeat, max_live,
                                   progress=on_progress if bar else None, perf_faults=perf_faults,
-                                  pick=pick, copies=counts, notify=status_line)
+                                  pick=pick, copies=counts, notify=status_line,
+                                  argv=invoked_argv())
         else:
             from replay.vm.run import replay_in_vm
 
             result = replay_in_vm(trace, config, repeat, max_live, kernel, vm_options_,
                                   progress=on_progress if bar else None, perf_faults=perf_faults,
-                                  notify=status_line, pick=pick, copies=counts)
+                                  notify=status_line, pick=pick, copies=counts,
+                                  argv=invoked_argv())
     if output:
         write_result(result, output)
     if as_json:

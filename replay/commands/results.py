@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import Progress, check_outputs, emit, interrupt_exit_code
+from .common import Progress, check_outputs, emit, interrupt_exit_code, invoked_argv
 from .options import json_option, output_option, progress_option
 
 
@@ -54,7 +54,7 @@ def command(inputs, output, pattern, as_json, progress):
         sys.exit(interrupt_exit_code("SIGINT"))
     for reason in gathered.skipped:
         click.echo(f"skipped {reason}", err=True)
-    write_corpus(gathered, output, command_line())
+    write_corpus(gathered, output, command_line(invoked_argv()))
     summary = {"output": output, "results": gathered.results, "runs": gathered.table.num_rows,
                "files_read": gathered.files, "files_skipped": len(gathered.skipped),
                "columns": gathered.table.num_columns}

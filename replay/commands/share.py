@@ -37,7 +37,8 @@ def command(trace: str, pick: int | None, output: str | None, keep: str | None) 
     from traces import read_trace
     from traces.anonymize import parse_keep
     from traces.inputs import open_trace
-    from traces.share import MAIL_LIMIT_CHARS, share_block
+    from traces.share import MAIL_LIMIT_CHARS
+    from traces.share_trace import share_block
 
     kept = parse_keep(keep)
     check_outputs(output)

@@ -8,7 +8,7 @@ import click
 
 from synth.presets import presets_help
 
-from .common import check_outputs, emit
+from .common import check_outputs, emit, invoked_argv
 from .options import json_option, output_option
 
 HELP = f"""Write a synthetic trace: COUNT anonymous mmaps with sizes from a distribution,
@@ -90,7 +90,8 @@ def command(spec_file: str | None, output: str | None, preset: str | None, print
     from traces.units import fmt_bytes
 
     from synth.generate import write_synth
-    from synth.spec import resolve_spec, spec_to_toml
+    from synth.presets import resolve_spec
+    from synth.spec import spec_to_toml
 
     spec = resolve_spec(spec_file, preset, options)
     if print_spec:
@@ -99,10 +100,7 @@ def command(spec_file: str | None, output: str | None, preset: str | None, print
     if not output:
         raise MmreplayError("no output: give -o OUT.arrow (or --print-spec to see the spec)")
     check_outputs(output)
-    from replay import cli
-
-    argv = ["mmreplay", *cli.invoked_args] if cli.invoked_args is not None else None
-    written = write_synth(spec, output, argv=argv)
+    written = write_synth(spec, output, argv=invoked_argv())
     if as_json:
         emit(json.dumps(written, indent=2) + "\n", None, output)
         return

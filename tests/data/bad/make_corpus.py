@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a script from anywhere: make the repo im
 
 from traces.encoding import encode  # noqa: E402
 from traces.format import build_table, validate, with_metadata  # noqa: E402
-from traces.share import share_block  # noqa: E402
+from traces.share_trace import share_block  # noqa: E402
 from traces.schema import (COLUMN_NAMES, COLUMNS, MADV, MAP, MAP_ANONYMOUS,  # noqa: E402
                            MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED, MREMAP_FIXED,
                            MREMAP_MAYMOVE)
