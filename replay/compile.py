@@ -23,16 +23,12 @@ process's address space and emits one engine op per piece, so that
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 
 from traces import MmreplayError
 from traces.format import column_np, op_names
-from traces.host import meminfo_bytes
-from traces.ipc_guard import available_memory_bytes
+from traces.host import available_memory_bytes, hugetlb_page_sizes, vm_max_map_count
 from traces.liveset import LiveSet
 from traces.schema import (MADV, MAP, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE,
                            MAP_HUGE_SHIFT, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
@@ -42,6 +38,7 @@ from traces.units import fmt_bytes
 
 from .config import ReplayConfig
 from .policy import emulated_flags, placement, remap_placement
+from .probes import vma_count
 from .program import (ACCESS_BEFORE, CLEANUP, LOCKSTEP, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN,
                       OP_MPROTECT, OP_MREMAP, OP_MUNMAP, PLACE_KERNEL, THP_ADVISE, TOUCH_READ,
                       TOUCH_WRITE, OpProgram)
@@ -74,37 +71,6 @@ MAP_TYPE = 0x03     # MAP_SHARED, MAP_PRIVATE or MAP_SHARED_VALIDATE
 # thread, Python's and numba's later allocations, probes (what they hold already is counted:
 # about 450 VMAs when compiling, measured).
 VMA_HEADROOM = 1024
-
-
-def vm_max_map_count() -> int:
-    try:
-        return int(Path("/proc/sys/vm/max_map_count").read_text())
-    except (OSError, ValueError):
-        return 65530  # the kernel's default
-
-
-def _vma_count() -> int:
-    try:
-        with open("/proc/self/maps", "rb") as handle:
-            return sum(1 for _ in handle)
-    except OSError:
-        return 0
-
-
-def hugetlb_page_sizes() -> tuple[int, frozenset]:
-    """(default huge page size, every huge page size this kernel has) in bytes, from
-    /proc/meminfo and /sys/kernel/mm/hugepages: what the kernel rounds hugetlb lengths to."""
-    default = meminfo_bytes("Hugepagesize") or 0
-    sizes = set()
-    try:
-        for entry in os.listdir("/sys/kernel/mm/hugepages"):
-            if entry.startswith("hugepages-") and entry.endswith("kB"):
-                sizes.add(int(entry[len("hugepages-"):-2]) * 1024)
-    except (OSError, ValueError):
-        pass
-    if default:
-        sizes.add(default)
-    return default, frozenset(sizes)
 
 
 def huge_page_size(flags: int, default: int, supported: frozenset) -> int:
@@ -258,7 +224,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     # Every live piece can be a VMA of its own. At vm.max_map_count every mmap fails, Python's,
     # numba's and thread stacks' included: MemoryError anywhere, a thread dead before it starts.
     map_count_limit = vm_max_map_count()
-    max_pieces = max(0, map_count_limit - _vma_count() - VMA_HEADROOM)
+    max_pieces = max(0, map_count_limit - vma_count() - VMA_HEADROOM)
     live = LiveSet()
     skipped: dict = {}
     notes: dict = {}

@@ -30,6 +30,7 @@ import pyarrow as pa
 from traces.errors import MmreplayError
 from traces.format import build_table as _build_table
 from traces.format import new_metadata, write_trace
+from traces.host import meminfo_bytes
 from traces.jit import njit
 from traces.schema import MAP_ANONYMOUS, MAP_PRIVATE, OP_CODE, PAGE_SIZE, PROT_READ, PROT_WRITE
 from traces.units import fmt_bytes
@@ -100,23 +101,12 @@ def expected_events(spec: Spec) -> int:
 def check_memory(spec: Spec, available_bytes: int | None = None) -> None:
     """Refuse, in one line, a trace that cannot be built in this machine's free memory."""
     if available_bytes is None:
-        available_bytes = _memory_available_bytes()
+        available_bytes = meminfo_bytes("MemAvailable")
     needed = expected_events(spec) * BYTES_PER_EVENT + spec.count * BYTES_PER_MAPPING
     if available_bytes is not None and needed > available_bytes:
         raise MmreplayError(
             f"{expected_events(spec)} events need about {fmt_bytes(needed)} of memory to build, "
             f"more than the {fmt_bytes(available_bytes)} available; lower --count")
-
-
-def _memory_available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def make_plan(spec: Spec, base_dir=None) -> Plan:

@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from replay.cli import cli
-from replay.compile import compile_trace, hugetlb_page_sizes, huge_page_size
+from replay.compile import compile_trace, huge_page_size
+from traces.host import hugetlb_page_sizes
 from replay.config import MAX_OS_THREADS, Access, ReplayConfig
 from replay.engine import EngineState
 from replay.policy import probe_kernel_alignment

@@ -1,4 +1,5 @@
-"""Describe the machine a trace or result comes from: kernel, CPU, page sizes and THP settings.
+"""Describe the machine a trace or result comes from: kernel, CPU, page sizes and THP settings,
+and what it allows this process (memory available, vm.max_map_count, huge page sizes).
 
 Everything is read from /proc and /sys; a missing file becomes ``None`` rather than an error so
 that the description works in containers and on kernels built without THP.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import socket
 from pathlib import Path
 
@@ -75,6 +77,46 @@ def meminfo_bytes(field: str) -> int | None:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take: MemAvailable, or less under an address-space limit
+    (RLIMIT_AS). None when neither is known."""
+    available = meminfo_bytes("MemAvailable")
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/statm") as handle:
+                used = int(handle.read().split()[0]) * resource.getpagesize()
+        except (OSError, ValueError, IndexError):
+            used = 0
+        room = max(0, limit - used)
+        available = room if available is None else min(available, room)
+    return available
+
+
+def vm_max_map_count() -> int:
+    """vm.max_map_count: how many VMAs a process may have."""
+    try:
+        return int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        return 65530  # the kernel's default
+
+
+def hugetlb_page_sizes() -> tuple[int, frozenset]:
+    """(default huge page size, every huge page size this kernel has) in bytes, from
+    /proc/meminfo and /sys/kernel/mm/hugepages: what the kernel rounds hugetlb lengths to."""
+    default = meminfo_bytes("Hugepagesize") or 0
+    sizes = set()
+    try:
+        for entry in os.listdir("/sys/kernel/mm/hugepages"):
+            if entry.startswith("hugepages-") and entry.endswith("kB"):
+                sizes.add(int(entry[len("hugepages-"):-2]) * 1024)
+    except (OSError, ValueError):
+        pass
+    if default:
+        sizes.add(default)
+    return default, frozenset(sizes)
 
 
 def glibc_version() -> str | None:

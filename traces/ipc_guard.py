@@ -12,13 +12,12 @@ than their bytes) against the memory this process can still have.
 
 from __future__ import annotations
 
-import resource
 import struct
 
 import pyarrow as pa
 
 from .errors import TraceError
-from .host import meminfo_bytes
+from .host import available_memory_bytes
 from .units import fmt_bytes
 
 MAX_EVENTS = 200_000_000
@@ -66,22 +65,6 @@ class _Table:
         (count,) = struct.unpack_from("<I", self.data, start)
         for index in range(count):
             yield start + 4 + index * item_size
-
-
-def available_memory_bytes() -> int | None:
-    """Memory this process can still take: MemAvailable, or less under an address-space limit
-    (RLIMIT_AS). None when neither is known."""
-    available = meminfo_bytes("MemAvailable")
-    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if limit != resource.RLIM_INFINITY:
-        try:
-            with open("/proc/self/statm") as handle:
-                used = int(handle.read().split()[0]) * resource.getpagesize()
-        except (OSError, ValueError, IndexError):
-            used = 0
-        room = max(0, limit - used)
-        available = room if available is None else min(available, room)
-    return available
 
 
 # Memory one record batch costs once read, beyond its buffers (Arrow arrays and Python objects

@@ -45,7 +45,7 @@ import pyarrow as pa
 
 from .errors import MmreplayError
 from .format import new_metadata
-from .ipc_guard import available_memory_bytes
+from .host import available_memory_bytes
 from .signals import SignalNotes
 from .strace_assemble import FF_SUFFIX, FileImport, order_rows, trace_table
 from .strace_grammar import F_POS, I32_MAX, K_BLANK, K_UNPARSED, TS_NAMES, TS_NONE
