@@ -26,10 +26,9 @@ import numpy as np
 import pyarrow as pa
 
 from traces.errors import MmreplayError
-from traces.format import column_np, op_names
-from traces.liveset import LiveSet
-from traces.schema import MAP_ANONYMOUS, MREMAP_DONTUNMAP, OP_CODE, OPS
-from traces.summary import page_round, walk_live_bytes
+from traces.liveset import LiveSet, successful_calls
+from traces.schema import MAP_ANONYMOUS, OP_CODE, OPS
+from traces.summary import walk_live_bytes
 
 from .generate import build_table, make_plan, schedule
 from .placement import BRK_ROOM
@@ -71,18 +70,9 @@ class AnonProfile:
 
 def anon_profile(table: pa.Table) -> AnonProfile:
     """Walk a validated trace's successful calls through a LiveSet, keeping anonymous memory."""
-    codes = op_names(table)
-    ok = np.flatnonzero(column_np(table, "errno") == 0)
-    op = codes[ok].tolist()
-    addr = column_np(table, "addr")[ok].tolist()
-    length = page_round(column_np(table, "length")[ok]).tolist()
-    new_addr = column_np(table, "new_addr")[ok].tolist()
-    new_length = page_round(column_np(table, "new_length")[ok]).tolist()
-    flags = column_np(table, "flags")[ok].tolist()
-    fd = column_np(table, "fd", -1)[ok].tolist()
-    prot = column_np(table, "prot")[ok].tolist()
-    advice = column_np(table, "advice", -1)[ok].tolist()
-    tid = column_np(table, "tid")[ok].tolist()
+    _, calls = successful_calls(table)
+    op, addr, length, new_length = calls["op"], calls["addr"], calls["length"], calls["new_length"]
+    flags, prot, tid = calls["flags"], calls["prot"], calls["tid"]
 
     live = LiveSet()
     births: dict[int, int] = {}  # live anonymous mapping id -> its mmap ordinal
@@ -126,7 +116,7 @@ def anon_profile(table: pa.Table) -> AnonProfile:
     for i, code in enumerate(op):
         start = addr[i]
         if code == mmap_code:
-            anon = bool(flags[i] & MAP_ANONYMOUS) or fd[i] < 0
+            anon = bool(flags[i] & MAP_ANONYMOUS) or calls["fd"][i] < 0
             drop(live.map(start, start + length[i], i, prot[i], anon), ranked=False)
             if anon:
                 count("mmap", tid[i])
@@ -138,9 +128,9 @@ def anon_profile(table: pa.Table) -> AnonProfile:
                 lengths.append(length[i])
         elif code == brk_code:
             count("brk", tid[i])
-            if last_break is not None and new_addr[i] > last_break:
-                profile.brk_steps.append(new_addr[i] - last_break)
-            last_break = new_addr[i]
+            if last_break is not None and calls["new_addr"][i] > last_break:
+                profile.brk_steps.append(calls["new_addr"][i] - last_break)
+            last_break = calls["new_addr"][i]
         elif code in (munmap_code, madvise_code, mprotect_code, mremap_code):
             end = start + length[i]
             touched = live.overlapping(start, end)
@@ -150,16 +140,16 @@ def anon_profile(table: pa.Table) -> AnonProfile:
                 drop(live.unmap(start, end), ranked=True)
             elif code == madvise_code:
                 if any(piece.anon for piece in touched):
-                    name = ADVICE_NAME.get(advice[i], f"advice{advice[i]}")
+                    advice = calls["advice"][i]
+                    name = ADVICE_NAME.get(advice, f"advice{advice}")
                     profile.madvise[name] = profile.madvise.get(name, 0) + 1
             elif code == mprotect_code:
                 live.protect(start, end, prot[i])
             elif touched:  # mremap: the mapping keeps its id at its new place
                 first = touched[0]
-                removed = [] if flags[i] & MREMAP_DONTUNMAP else live.unmap(start, end)
-                new_start = new_addr[i]
-                displaced = live.map(new_start, new_start + new_length[i], first.map_id,
-                                     first.prot, first.anon)
+                new_start = calls["new_addr"][i]
+                _, removed, displaced = live.mremap(start, end, new_start,
+                                                    new_start + new_length[i], flags[i])
                 if first.map_id in live_bytes:
                     live_bytes[first.map_id] += new_length[i] - sum(
                         p.length for p in removed if p.map_id == first.map_id)

@@ -1,8 +1,10 @@
 """The traced process's live mappings, as an interval map from address to the mapping it belongs to.
 
-``info`` walks a trace through it to find peak live bytes and partial munmaps; the replay's op
-compiler walks it to resolve every munmap/madvise/mprotect/mremap to (mapping id, offset,
-length) pieces. Pieces never overlap; a mapping split by a partial munmap or mprotect becomes
+``info`` (``summary.walk_live_bytes``) and ``fit`` (``fit.anon_profile``) walk a trace's
+successful calls through it (``successful_calls`` reads them; ``LiveSet.map``/``unmap``/
+``protect``/``mremap`` apply each as the kernel did) to find peak live bytes, partial munmaps
+and lifetimes; the replay's op compiler walks it to resolve every munmap/madvise/mprotect/mremap
+to (mapping id, offset, length) pieces, placing mappings where the replay puts them. Pieces never overlap; a mapping split by a partial munmap or mprotect becomes
 several pieces that keep their mapping id and their offset inside it.
 
 Starts are kept in a ``sortedcontainers.SortedList`` (logarithmic inserts and removals): a plain
@@ -13,7 +15,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from sortedcontainers import SortedList
+
+from .schema import MREMAP_DONTUNMAP, OP_CODE, PAGE_SIZE
+
+
+def page_round(length: np.ndarray) -> np.ndarray:
+    """Lengths rounded up to whole pages, as the kernel does before placing a mapping."""
+    length = np.asarray(length, dtype=np.uint64)
+    rounded = (length + np.uint64(PAGE_SIZE - 1)) & ~np.uint64(PAGE_SIZE - 1)
+    # Lengths within a page of 2^64 wrap to 0 when rounded; the kernel rejects those, keep them huge.
+    return np.where(rounded < length, np.uint64(np.iinfo(np.uint64).max), rounded)
+
+
+def successful_calls(table, ops: tuple[str, ...] | None = None) -> tuple[np.ndarray, dict]:
+    """The rows of a validated trace's successful calls (of ``ops``, default every op) and their
+    fields as Python lists, quick to take one call at a time: op (code), addr, length and
+    new_length (rounded up to pages), new_addr, flags, fd (-1 where null), prot, advice (-1 where
+    null) and tid."""
+    from .format import column_np, op_names  # here, not above: the engine's guest has no pyarrow
+
+    codes = op_names(table)
+    ok = column_np(table, "errno") == 0
+    if ops is not None:
+        ok &= np.isin(codes, [OP_CODE[name] for name in ops])
+    rows = np.flatnonzero(ok)
+    calls = {"op": codes[rows].tolist()}
+    for name in ("addr", "new_addr", "flags", "prot", "tid"):
+        calls[name] = column_np(table, name)[rows].tolist()
+    for name in ("length", "new_length"):
+        calls[name] = page_round(column_np(table, name)[rows]).tolist()
+    for name in ("fd", "advice"):
+        calls[name] = column_np(table, name, -1)[rows].tolist()
+    return rows, calls
 
 
 @dataclass
@@ -114,6 +149,25 @@ class LiveSet:
         if end > start:
             self._add(Piece(start, end, map_id, map_offset, prot, anon))
         return displaced
+
+    def mremap(self, start: int, end: int, new_start: int, new_end: int, remap_flags: int,
+               map_id: int | None = None) -> tuple[list[Piece], list[Piece], list[Piece]]:
+        """A successful mremap of [start, end) to [new_start, new_end): the old range's pieces
+        leave (unless MREMAP_DONTUNMAP) and the new range becomes one piece with the first old
+        piece's prot and kind, under ``map_id`` (default: the first old piece's mapping id).
+
+        With nothing live in the old range (a mapping from before the recording), the new range
+        becomes an anonymous piece with prot 0 when ``map_id`` names it, and nothing happens when
+        it does not (there is no mapping to follow). Returns (the old range's pieces before the
+        call, the pieces removed, the pieces the new range displaced)."""
+        old = self.overlapping(start, end)
+        if not old and map_id is None:
+            return old, [], []
+        first = old[0] if old else Piece(start, end, map_id, 0, 0, True)
+        removed = [] if remap_flags & MREMAP_DONTUNMAP else self.unmap(start, end)
+        displaced = self.map(new_start, new_end, first.map_id if map_id is None else map_id,
+                             first.prot, first.anon)
+        return old, removed, displaced
 
     def protect(self, start: int, end: int, prot: int) -> list[Piece]:
         """Set ``prot`` on the live parts of [start, end); return the affected pieces."""

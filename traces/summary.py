@@ -10,18 +10,10 @@ import pyarrow as pa
 
 from .format import column_np, events_sha256, op_names, trace_metadata
 from .host import describe_thp
-from .liveset import LiveSet
+from .liveset import LiveSet, page_round, successful_calls
 from .text import escape, escape_lines
-from .schema import MAP_ANONYMOUS, MREMAP_DONTUNMAP, OP_CODE, OPS, PAGE_SIZE, PMD_SIZE
+from .schema import MAP_ANONYMOUS, OP_CODE, OPS, PMD_SIZE
 from .units import KIB, MIB, SIZE_BUCKETS, fmt_bytes, fmt_duration_ns  # noqa: F401 (re-export)
-
-
-def page_round(length: np.ndarray) -> np.ndarray:
-    """Lengths rounded up to whole pages, as the kernel does before placing a mapping."""
-    length = np.asarray(length, dtype=np.uint64)
-    rounded = (length + np.uint64(PAGE_SIZE - 1)) & ~np.uint64(PAGE_SIZE - 1)
-    # Lengths within a page of 2^64 wrap to 0 when rounded; the kernel rejects those, keep them huge.
-    return np.where(rounded < length, np.uint64(np.iinfo(np.uint64).max), rounded)
 
 
 def size_histogram(lengths: np.ndarray) -> dict:
@@ -43,18 +35,8 @@ def walk_live_bytes(table: pa.Table, series: list | None = None) -> dict:
     call's result) still has bytes alive elsewhere. With ``series``, (row, live anonymous bytes)
     is appended to it after each of those calls.
     """
-    codes = op_names(table)
-    ok = column_np(table, "errno") == 0
-    interesting = np.flatnonzero(ok & np.isin(codes, [OP_CODE["mmap"], OP_CODE["munmap"],
-                                                      OP_CODE["mremap"]]))
-    addr = column_np(table, "addr")[interesting].tolist()
-    length = page_round(column_np(table, "length")[interesting]).tolist()
-    new_addr = column_np(table, "new_addr")[interesting].tolist()
-    new_length = page_round(column_np(table, "new_length")[interesting]).tolist()
-    flags = column_np(table, "flags")[interesting].tolist()
-    fd = column_np(table, "fd", -1)[interesting].tolist()
-    prot = column_np(table, "prot")[interesting].tolist()
-    op = codes[interesting].tolist()
+    interesting, calls = successful_calls(table, ("mmap", "munmap", "mremap"))
+    op, addr, length, flags = calls["op"], calls["addr"], calls["length"], calls["flags"]
 
     live = LiveSet()
     live_by_mapping: dict[int, int] = {}  # row that created a mapping -> its bytes still alive
@@ -66,8 +48,8 @@ def walk_live_bytes(table: pa.Table, series: list | None = None) -> dict:
                 del live_by_mapping[piece.map_id]
         return {piece.map_id for piece in pieces}
 
-    def add(start: int, end: int, row: int, piece_prot: int, anon: bool) -> None:
-        forget(live.map(start, end, row, piece_prot, anon))
+    def created(row: int, start: int, end: int, displaced) -> None:
+        forget(displaced)
         if end > start:
             live_by_mapping[row] = end - start
 
@@ -76,19 +58,20 @@ def walk_live_bytes(table: pa.Table, series: list | None = None) -> dict:
     for i, row in enumerate(interesting.tolist()):
         start = addr[i]
         if op[i] == mmap_code:
-            anon = bool(flags[i] & MAP_ANONYMOUS) or fd[i] < 0
-            add(start, start + length[i], row, prot[i], anon)
+            anon = bool(flags[i] & MAP_ANONYMOUS) or calls["fd"][i] < 0
+            end = start + length[i]
+            created(row, start, end, live.map(start, end, row, calls["prot"][i], anon))
         elif op[i] == munmap_code:
             touched = forget(live.unmap(start, start + length[i]))
             if any(mapping in live_by_mapping for mapping in touched):
                 partial += 1
-        else:  # mremap
-            old = live.overlapping(start, start + length[i])
-            keep_prot = old[0].prot if old else 0
-            anon = old[0].anon if old else True
-            if not flags[i] & MREMAP_DONTUNMAP:
-                forget(live.unmap(start, start + length[i]))
-            add(new_addr[i], new_addr[i] + new_length[i], row, keep_prot, anon)
+        else:  # mremap: the result is a mapping of its own (row), even of an unknown old range
+            new_start = calls["new_addr"][i]
+            new_end = new_start + calls["new_length"][i]
+            _, removed, displaced = live.mremap(start, start + length[i], new_start, new_end,
+                                                flags[i], map_id=row)
+            forget(removed)
+            created(row, new_start, new_end, displaced)
         if live.live_anon_bytes > peak:
             peak, peak_row = live.live_anon_bytes, row
         if series is not None:  # live bytes over time, for plots
