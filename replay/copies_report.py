@@ -4,10 +4,9 @@ significance marks). Reporters only read results."""
 
 from __future__ import annotations
 
-from .report import Cell, _spread, _value, fmt_number, significant, wrap_ascii
+from .cells import Cell, fmt_number, significant, spread_text, value_text, wrap_ascii
 
 MIB = 1 << 20
-TEXT_WIDTH = 72
 
 # (dotted path in a copy's run, column head, scale, decimals, width): the per-copy table
 PER_COPY = (
@@ -151,12 +150,12 @@ def scalability_lines(results: list[dict], labels: list[str], with_total: bool =
                 _, cell, total, short = cells[row]
                 base = cells[0][1]
                 mark = "*" if row and significant(base, cell) else " "
-                value = _value(cell, 1, 0, 10) + _spread(cell)
+                value = value_text(cell, 1, 0, 10) + spread_text(cell)
                 line += f"   {value:>16} {_ratio(base, cell):>6}{mark}"
                 if short:
                     line += "!"
             if with_total:
-                line += f" {_value(block[0][1][row][2], 1, 0, 12):>12}"
+                line += f" {value_text(block[0][1][row][2], 1, 0, 12):>12}"
             lines.append(line.rstrip())
     if any(short for _, cells in columns for *_, short in cells):
         lines += wrap_ascii("", "! = a copy failed: some runs of this count summed fewer copies")
@@ -179,7 +178,7 @@ def scalability_markdown(results: list[dict], labels: list[str]) -> list[str]:
             _, cell, _, _ = column[row]
             base = column[0][1]
             mark = "*" if row and significant(base, cell) else ""
-            cells += [(_value(cell, 1, 0, 14) + _spread(cell).replace("+-", "±")).strip(),
+            cells += [(value_text(cell, 1, 0, 14) + spread_text(cell).replace("+-", "±")).strip(),
                       f"{_ratio(base, cell)}{mark}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines

@@ -6,6 +6,9 @@ from traces.host import describe_thp
 from traces.text import escape, escape_lines
 from traces.units import fmt_bytes
 
+from .cells import (SIGNIFICANCE_RULE, Cell, fmt_number, percent_change, significant, spread_text,
+                    value_text, wrap_ascii)
+
 MIB = 1 << 20
 
 # (dotted path in a run, label with unit (<= 25 chars: the compare table is 72 columns),
@@ -37,15 +40,6 @@ METRICS = (
     ("ops.munmap.p99_ns", "munmap p99 ns", 1, 0),
     ("wait_s", "thread wait (s)", 1, 4),
 )
-
-
-def fmt_number(value, scale: float = 1, decimals: int = 0) -> str:
-    if value is None:
-        return "n/a"
-    value = value / scale
-    if decimals == 0:
-        return f"{value:,.0f}"
-    return f"{value:,.{decimals}f}"
 
 
 def header_lines(result: dict) -> list[str]:
@@ -162,62 +156,6 @@ def format_replay(result: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # A/B tables in the kernel test robot's format: base +- %stddev   %change   new +- %stddev  metric
 
-TEXT_WIDTH = 72
-# Two-sided 95% Student t quantiles by degrees of freedom (above 30: the normal 1.96).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-       9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
-       17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}
-SIGNIFICANCE_RULE = ("* = significant: the 95% confidence intervals of the two means "
-                     "(Student t, n runs each) do not overlap; n=1 is never marked.")
-
-
-def t95(df: int) -> float:
-    if df <= 0:
-        return float("inf")
-    for bound in sorted(T95):
-        if df <= bound:
-            return T95[bound]
-    return 1.96
-
-
-class Cell:
-    """One metric of one configuration over its runs."""
-
-    def __init__(self, values: list):
-        import statistics
-
-        self.values = values
-        self.n = len(values)
-        self.mean = statistics.fmean(values) if values else None
-        self.stdev = statistics.stdev(values) if len(values) > 1 else 0.0
-
-    def interval(self) -> tuple[float, float] | None:
-        if self.n < 2:
-            return None
-        half = t95(self.n - 1) * self.stdev / self.n ** 0.5
-        return self.mean - half, self.mean + half
-
-    def spread_pct(self) -> float | None:
-        if not self.stdev or not self.mean:
-            return None
-        return abs(self.stdev / self.mean * 100)
-
-
-def significant(base: Cell, new: Cell) -> bool:
-    a, b = base.interval(), new.interval()
-    if a is None or b is None:
-        return False
-    return a[1] < b[0] or b[1] < a[0]
-
-
-def percent_change(base: Cell, new: Cell) -> str:
-    if base.mean is None or new.mean is None:
-        return "n/a"
-    if base.mean == 0:
-        return "0.0%" if new.mean == 0 else "+inf%"
-    return f"{(new.mean - base.mean) / abs(base.mean) * 100:+.1f}%"
-
-
 def metric_cells(result: dict) -> dict:
     from .result import flatten_numbers
 
@@ -226,31 +164,6 @@ def metric_cells(result: dict) -> dict:
         for path, value in flatten_numbers(run).items():
             values.setdefault(path, []).append(value)
     return {path: Cell(v) for path, v in values.items()}
-
-
-def _value(cell: Cell | None, scale: float, decimals: int, width: int) -> str:
-    if cell is None or cell.mean is None:
-        return "n/a"
-    text = fmt_number(cell.mean, scale, decimals)
-    if len(text) > width:
-        text = f"{cell.mean / scale:.3g}"
-    return text
-
-
-def _spread(cell: Cell | None) -> str:
-    pct = cell.spread_pct() if cell is not None else None
-    # Counts that do not vary print without a spread.
-    return f" +-{min(pct, 99):2.0f}%" if pct is not None else " " * 6
-
-
-def wrap_ascii(prefix: str, text: str, width: int = TEXT_WIDTH) -> list[str]:
-    """Wrap ``text`` after ``prefix`` to ``width`` columns, continuation lines indented."""
-    import textwrap
-
-    text = escape(text, 2000).encode("ascii", "replace").decode()
-    lines = textwrap.wrap(text, width=width - len(prefix), break_long_words=True,
-                          break_on_hyphens=False) or [""]
-    return [prefix + lines[0]] + [" " * len(prefix) + line for line in lines[1:]]
 
 
 def repro_header(results: list[dict], labels: list[str], commands: list[str], title: str) -> list[str]:
@@ -311,8 +224,8 @@ def _table_block(base: dict, new: dict, base_label: str, new_label: str) -> list
             continue
         mark = "*" if a is not None and b is not None and significant(a, b) else " "
         change = percent_change(a, b) if a is not None and b is not None else "n/a"
-        line = (f"{_value(a, scale, decimals, 10):>10}{_spread(a)} {change:>9}{mark}"
-                f" {_value(b, scale, decimals, 10):>10}{_spread(b)}  {label}")
+        line = (f"{value_text(a, scale, decimals, 10):>10}{spread_text(a)} {change:>9}{mark}"
+                f" {value_text(b, scale, decimals, 10):>10}{spread_text(b)}  {label}")
         lines.append(line.rstrip())
     return lines
 
@@ -352,7 +265,7 @@ def _markdown(results, labels, cells, commands, title, notes) -> str:
             continue
         for index, c in enumerate(cells):
             cell = c.get(path)
-            text = _value(cell, scale, decimals, 14) + _spread(cell).replace("+-", "±")
+            text = value_text(cell, scale, decimals, 14) + spread_text(cell).replace("+-", "±")
             if index and cell is not None and cells[0].get(path) is not None:
                 base = cells[0][path]
                 text += f" ({percent_change(base, cell)}{'*' if significant(base, cell) else ''})"
