@@ -1,22 +1,7 @@
-"""Import strace logs into a trace (format v1).
+"""Import strace logs into a trace.
 
-strace writes one line per event. The forms that matter here (every one is handled):
-
-    4414  1795826565.085056 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS,
-          -1, 0) = 0x7f67c81ec000 <0.000037>                        (one line in the log)
-    [pid  4508] 1795826589.804855 mmap(NULL, 2097152, ..., -1, 0 <unfinished ...>
-    [pid  4508] 1795826589.804903 <... mmap resumed>) = 0x7fd4f2761000 <0.000040>
-    00:44:14.230529 munmap(0x1001, 4096)    = -1 EINVAL (Invalid argument)
-    mremap(0x7f.., 1048576, 2097152, MREMAP_MAYMOVE|MREMAP_FIXED, 0x7f..) = 0x7f..
-    madvise(0x7f.., 4096, 0x42 /* MADV_??? */) = -1 EINVAL (Invalid argument)
-    mmap(... <unfinished ...>) = ?          <... mmap resumed>) = ?
-    --- SIGCHLD {si_signo=SIGCHLD, ...} ---     +++ exited with 0 +++     +++ killed by SIGKILL +++
-    strace: Process 4508 attached           openat(AT_FDCWD, "x", O_RDONLY) = 3   (other calls)
-
-Prefixes: a pid column (``-f -o``), ``[pid N]`` (``-f`` to stderr) or none (no ``-f``, or ``-ff``
-files named ``LOG.PID``); ``-ttt`` epoch, ``-tt``/``-t`` wall-clock or no timestamps; ``-T``
-durations or none; ``-i``/``-n`` brackets; ``-y`` fd paths; ``-X verbose``/``-X raw``/``-e raw=all``
-numeric arguments.
+strace writes one line per event; ``strace_grammar`` lists the line forms and prefixes that are
+handled (every one strace prints for these calls, in every output style).
 
 Two tokenizers produce the same per-line records (a row of ``NFIELDS`` int64 values):
 
