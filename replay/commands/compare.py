@@ -71,6 +71,7 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
       mmreplay compare m.arrow --copies 1,2 --policies no-align,align-ge-pmd --thp always
     """
     from replay.compare import compare_trace
+    from replay.vm.image import resolve_kernels
     from replay.copies import parse_counts
     from replay.copies_report import copies_notes, scalability_lines, scalability_markdown
     from replay.report import comparison_table
@@ -78,7 +79,7 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
 
     check_outputs(output)
     counts = parse_counts(copies)
-    kernel_list = parse_kernels(kernels, vm)
+    kernel_list = resolve_kernels(kernels, vm.get("kernel"))
     _, vm_options_ = vm_settings({**{name: vm[name] for name in VM_OPTION_NAMES}, "kernel": None,
                                   "guest_sysfs": () if not kernel_list else vm["guest_sysfs"],
                                   "vm_append": () if not kernel_list else vm["vm_append"]})
@@ -126,23 +127,3 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
         emit(text, None, output)
     exit_if_interrupted(document["interrupted"])
     exit_if_copies_failed(results)
-
-
-def parse_kernels(kernels: str | None, vm: dict) -> list:
-    """--kernels host,IMAGE,... or --kernel IMAGE -> ["host" | KernelImage, ...], each image
-    checked before anything runs."""
-    from replay.vm.image import resolve_kernel
-
-    if kernels and vm.get("kernel"):
-        raise MmreplayError("give --kernel (every configuration in one kernel) or --kernels "
-                            "(one column per kernel), not both")
-    if vm.get("kernel"):
-        return [resolve_kernel(vm["kernel"])]
-    if not kernels:
-        return []
-    entries = [entry.strip() for entry in kernels.split(",") if entry.strip()]
-    if len(entries) < 2:
-        raise MmreplayError("--kernels needs two or more entries, e.g. host,/boot/vmlinuz-6.1.0-50-amd64")
-    if len(set(entries)) != len(entries):
-        raise MmreplayError("--kernels: the same kernel is listed twice")
-    return [entry if entry == "host" else resolve_kernel(entry) for entry in entries]

@@ -72,3 +72,21 @@ def resolve_kernel(text: str) -> KernelImage:
                             "give a bzImage/vmlinuz file or a built kernel tree")
     return KernelImage(given=text, boot_path=boot_path.resolve(), image=image.resolve(),
                        version=version)
+
+
+def resolve_kernels(kernels: str | None, kernel: str | None) -> list:
+    """compare's --kernels host,IMAGE,... or --kernel IMAGE -> ["host" | KernelImage, ...], each
+    image checked before anything runs ([] for neither)."""
+    if kernels and kernel:
+        raise MmreplayError("give --kernel (every configuration in one kernel) or --kernels "
+                            "(one column per kernel), not both")
+    if kernel:
+        return [resolve_kernel(kernel)]
+    if not kernels:
+        return []
+    entries = [entry.strip() for entry in kernels.split(",") if entry.strip()]
+    if len(entries) < 2:
+        raise MmreplayError("--kernels needs two or more entries, e.g. host,/boot/vmlinuz-6.1.0-50-amd64")
+    if len(set(entries)) != len(entries):
+        raise MmreplayError("--kernels: the same kernel is listed twice")
+    return [entry if entry == "host" else resolve_kernel(entry) for entry in entries]
