@@ -63,3 +63,20 @@ def test_a_trace_bigger_than_the_guest_is_refused_before_booting():
         plan_memory(2 << 30, VmOptions(memory_mib=1024))
     memory, budget = plan_memory(100 << 20, VmOptions())
     assert memory == 1024 and budget == (1024 - 512) << 20
+
+
+def test_compare_refuses_a_bad_kernels_list_before_anything_runs(run_cli, bundled_trace):
+    images = sorted(__import__("glob").glob("/boot/vmlinuz-*"))
+    image = images[-1] if images else "/boot/vmlinuz"
+    refused = {
+        ("--kernels", "host"): "Error: --kernels needs two or more entries, e.g. "
+                               "host,/boot/vmlinuz-6.1.0-50-amd64",
+        ("--kernels", "host,host"): "Error: --kernels: the same kernel is listed twice",
+        ("--kernels", f"host,{image}", "--kernel", image):
+            "Error: give --kernel (every configuration in one kernel) or --kernels (one column "
+            "per kernel), not both",
+    }
+    for options, line in refused.items():
+        done = run_cli("compare", bundled_trace, *options)
+        assert done.exit_code == 2, options
+        assert done.stderr.strip().splitlines() == [line], options
