@@ -68,9 +68,25 @@ class AnonProfile:
         return {op: (self.op_counts.get(op, 0) / total if total else 0.0) for op in OPS}
 
 
+# No address space is larger (x86-64 with 5-level paging): a successful call that claims more
+# comes from a forged trace, and its length would overflow the profile's int64 arrays.
+ADDRESS_SPACE_BYTES = 1 << 57
+
+
+def _refuse_impossible_lengths(rows, calls) -> None:
+    for name in ("length", "new_length"):
+        values = calls[name]
+        if values and max(values) > ADDRESS_SPACE_BYTES:
+            i = next(i for i, value in enumerate(values) if value > ADDRESS_SPACE_BYTES)
+            raise MmreplayError(
+                f"row {rows[i]}: a successful {OPS[calls['op'][i]]} of {values[i]:,} bytes "
+                f"({name}), more than any address space holds; fit models real traces only")
+
+
 def anon_profile(table: pa.Table) -> AnonProfile:
     """Walk a validated trace's successful calls through a LiveSet, keeping anonymous memory."""
-    _, calls = successful_calls(table)
+    rows, calls = successful_calls(table)
+    _refuse_impossible_lengths(rows, calls)
     op, addr, length, new_length = calls["op"], calls["addr"], calls["length"], calls["new_length"]
     flags, prot, tid = calls["flags"], calls["prot"], calls["tid"]
 

@@ -181,6 +181,25 @@ def test_fit_of_a_trace_without_anonymous_mmaps_is_one_line_exit_2(run_cli, tmp_
     assert missing.exit_code == 2 and "no such file" in missing.stderr
 
 
+@pytest.mark.parametrize("rows", [
+    # found by hypothesis: a successful mmap of 2^64 - 8 KiB overflowed the profile (traceback)
+    {"op": ["mmap"], "addr": [0x1000], "length": [(1 << 64) - 8192], "new_length": [None]},
+    {"op": ["mmap", "mremap"], "addr": [0x7000_0000_0000] * 2, "length": [4096, 4096],
+     "new_length": [None, (1 << 64) - 8192]},
+])
+def test_fit_refuses_a_forged_length_in_one_line(run_cli, tmp_path, rows):
+    path = tmp_path / "forged.arrow"
+    count = len(rows["op"])
+    table = build_table({"ts_ns": list(range(count)), "tid": [1] * count, "errno": [0] * count,
+                         "prot": [3] * count, "flags": [0x22, 1][:count], "fd": [-1] * count,
+                         "new_addr": [None, 0x7000_0000_0000][:count], **rows})
+    write_trace(table, path, new_metadata("test"))
+    result = run_cli("fit", path, "-o", tmp_path / "spec.toml")
+    assert result.exit_code == 2, result.output + result.stderr
+    assert "more than any address space holds" in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "spec.toml").exists()
+
+
 def test_ks_distance():
     assert ks_distance([1, 2, 3], [1, 2, 3]) == 0
     assert ks_distance([1, 1], [2, 2]) == 1
