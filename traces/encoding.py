@@ -21,6 +21,9 @@ bitmaps, so that reading costs little more than Arrow's own decompression.
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -226,18 +229,43 @@ def _time_column(table: pa.Table) -> tuple[pa.ChunkedArray, bool]:
                 raise TraceError(f"column {name}: times this large would overflow the 64-bit "
                                  "nanosecond clock")
     buffer, ts = _int64_buffer(n)
-    at, carry = 0, 0
-    for chunk in dt.chunks:  # chunk by chunk: sum, carry, scale while the chunk is in cache
-        part = ts[at:at + len(chunk)]
-        np.cumsum(chunk.to_numpy(), dtype=np.int64, out=part)
-        if carry:
-            part += carry
-        if len(part):
-            carry = int(part[-1])
-        if unit != 1:
-            part *= unit
-        at += len(chunk)
+    # Each chunk's first time is the sum of the deltas before it; with those known, the chunks
+    # are summed on separate threads (numpy lets go of the GIL; the kernel clears the fresh
+    # pages of each part on the thread that first writes them).
+    parts, at, carry = [], 0, 0
+    for chunk in dt.chunks:
+        values = chunk.to_numpy()
+        parts.append((values, ts[at:at + len(values)], carry * unit))
+        carry += int(values.sum(dtype=np.int64))
+        at += len(values)
+    _on_threads(lambda part: _running_times(*part, unit), parts)
     return pa.chunked_array([pa.Array.from_buffers(pa.int64(), n, [None, buffer])]), low >= 0
+
+
+TIME_BLOCK_ROWS = 1 << 16  # summed and scaled while in cache
+
+
+def _running_times(dt: np.ndarray, out: np.ndarray, start_ns: int, unit: int) -> None:
+    """out = start_ns + cumsum(dt * unit), block by block."""
+    for at in range(0, len(dt), TIME_BLOCK_ROWS):
+        block = out[at:at + TIME_BLOCK_ROWS]
+        np.multiply(dt[at:at + TIME_BLOCK_ROWS], unit, out=block, dtype=np.int64,
+                    casting="unsafe")
+        block[0] += start_ns
+        np.cumsum(block, out=block)
+        start_ns = int(block[-1])
+
+
+def _on_threads(work, items: list) -> None:
+    """``work(item)`` for every item, on as many threads as there are CPUs (one item: here)."""
+    threads = min(len(items), os.cpu_count() or 1)
+    if threads <= 1:
+        for item in items:
+            work(item)
+        return
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(work, items):  # re-raises the first failure
+            pass
 
 
 def _all_null_int64(n: int, data: pa.Buffer) -> pa.ChunkedArray:
