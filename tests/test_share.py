@@ -96,15 +96,19 @@ def test_share_then_mail_then_replay_gives_the_original_events(tmp_path, run_cli
         assert document["metadata"]["shared"]["from_sha256"] == hashlib.sha256(
             ORT.read_bytes()).hexdigest()
 
-    out = tmp_path / "result.json"
-    replayed = run_cli("replay", tmp_path / "thread.mbox", "--touch", "none", "-o", out,
-                       "--no-progress")
-    assert replayed.exit_code == 0, (replayed.output, replayed.exception)
-    result = json.loads(out.read_text())
-    assert result["trace"]["events_sha256"] == original
-    assert result["trace"]["sha256"] == sha256  # the shared file's hash, as the block says
-    assert result["trace"]["found_in"].startswith('message 1 ("[REPORT] BERT through ONNX')
-    assert result["runs"][-1]["events"] == 5799
+    found_in = {eml: 'the message ("[REPORT] BERT through ONNX Runtime"), block at line 3',
+                tmp_path / "thread.mbox": 'message 1 ("[REPORT] BERT through ONNX',
+                reply: "block at line"}
+    for path, where in found_in.items():
+        out = tmp_path / f"{path.name}.json"
+        replayed = run_cli("replay", path, "--touch", "none", "-o", out,
+                           "--no-progress")
+        assert replayed.exit_code == 0, (replayed.output, replayed.exception)
+        result = json.loads(out.read_text())
+        assert result["trace"]["events_sha256"] == original
+        assert result["trace"]["sha256"] == sha256  # the shared file's hash, as the block says
+        assert result["trace"]["found_in"].startswith(where), result["trace"]["found_in"]
+        assert result["runs"][-1]["events"] == 5799
 
 
 def test_a_trace_attached_to_a_mail_reads(tmp_path, run_cli):
