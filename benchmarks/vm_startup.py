@@ -64,7 +64,8 @@ def main() -> None:
         print(f"{name}: {run['accel'].upper()}, load average {run['load_before']:.1f} -> "
               f"{run['load_after']:.1f}; command {run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} s "
               f"CPU (all its processes, QEMU included); cache built on the host: "
-              f"{run['cache']['built']} ({run['cache']['seconds']:.1f} s)")
+              f"{run['cache']['built']} ({run['cache']['seconds']:.1f} s); guest engine: "
+              f"{run['cache'].get('engine', 'numba')}")
         for key, label in STAGES:
             value = run["timings"].get(key)
             print(f"  {'n/a' if value is None else f'{value:7.1f} s'}  {label}")

@@ -148,6 +148,63 @@ def test_no_qemu_is_left_behind(guest_run):
     assert _our_qemus(guest_run[2]) == []
 
 
+def test_the_guest_ran_the_engine_library(guest_run):
+    assert guest_run[0]["vm"]["numba_cache"]["engine"] == "native library"
+
+
+COUNTS = ("events", "peak_vmas", "large_mappings", "pmd_aligned_large_mappings",
+          "pmd_aligned_by_size", "touch_bytes", "policy_extra_calls", "thp_advice_failed",
+          "release_failures", "live_bytes_at_stop", "skipped", "interrupted")
+
+
+def test_the_engine_library_replays_as_numba_does(guest_run, small_trace, env, tmp_path):
+    """The library the guest ran (replay/vm/native.py) against numba, both on this host's
+    kernel: the same job as a guest runs it, with touches, reads and the emulated placement."""
+    from replay.config import Access, ReplayConfig
+    from replay.runs import Prepared
+    from replay.vm.cache import guest_environment
+    from replay.vm.guest import NATIVE_ENV
+    from replay.vm.jobs import RESULT_FILE, write_job
+
+    [library] = Path(env["MMREPLAY_CACHE_DIR"]).glob("pyroot/*/mmreplay-native/engine.json")
+    config = ReplayConfig(policy="align-ge-pmd", touch="pages", access=Access.parse("random:4"))
+    write_job(tmp_path, [Prepared(small_trace, config, 1 << 30)],
+              {"kind": "runs", "repeat": 1, "warmup": 0, "sysfs": []})
+    generic = {**env, **guest_environment(Path(env["MMREPLAY_CACHE_DIR"]) / "numba-generic")}
+    runs = {}
+    for engine, extra in (("numba", {}), ("native", {NATIVE_ENV: str(library)})):
+        done = subprocess.run([sys.executable, "-S", "-m", "replay.vm.guest", str(tmp_path)],
+                              env={**generic, **extra}, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=PATIENCE_S)
+        assert done.returncode == 0, done.stderr
+        runs[engine] = json.loads((tmp_path / RESULT_FILE).read_text())["items"][0]["runs"][0]
+    numba_run, native_run = runs["numba"], runs["native"]
+    assert numba_run["events"] == 96 and numba_run["touch_bytes"] > 0
+    for key in COUNTS:
+        assert native_run[key] == numba_run[key], key
+    for key in ("bytes", "reads"):
+        assert native_run["access"][key] == numba_run["access"][key] > 0
+    assert {op: s["count"] for op, s in native_run["ops"].items()} \
+        == {op: s["count"] for op, s in numba_run["ops"].items()}
+
+
+def test_layout_inside_the_guest(small_trace, env, guest_run):
+    """layout --kernel: the picture of the replay's address space as 6.1 placed it."""
+    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
+    done = subprocess.run(_command("layout", small_trace, "--kernel", IMAGE, "--touch", "none",
+                                   "--json", "--vm-append", tag, "--no-progress"),
+                          env=env, capture_output=True, text=True, timeout=PATIENCE_S * 4)
+    assert done.returncode == 0, done.stderr
+    assert _our_qemus(tag) == []
+    layout = json.loads(done.stdout)
+    assert layout["host"]["kernel"] == RELEASE
+    assert layout["vm"]["kernel_release"] == RELEASE
+    # At the peak every one of the trace's mappings is live (synth: each lives to the end).
+    assert len(layout["mappings"]) == 48 and layout["figures"]["vmas"] >= 1
+    assert layout["figures"]["large_mappings"] == sum(
+        m["length"] >= 2 << 20 for m in layout["mappings"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Faults: guests that never start the replay
 
@@ -181,6 +238,27 @@ def test_a_guest_that_hangs_is_stopped_by_the_timeout(small_trace, env, guest_ru
     assert len(lines) == 1
     assert lines[0].startswith("Error: the guest made no progress for 20 s while booting "
                                "(--vm-timeout); it was stopped")
+
+
+def test_a_guest_out_of_memory_fails_its_column_and_keeps_the_others(env, guest_run, tmp_path):
+    """A real OOM kill inside the guest. The guest is planned at 1 GiB (the trace's 290 MiB
+    fit), but mem=400M leaves its kernel far less, so touching every byte runs it out of
+    memory; compare keeps the host's column and marks the guest's failed with the reason."""
+    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
+    trace = Path(__file__).resolve().parent.parent / "traces/data/buffers-4632k.arrow"
+    out = tmp_path / "compare.json"
+    done = _fails(["compare", trace, "--kernels", f"host,{IMAGE}", "--touch", "full",
+                   "--vm-memory", "1024M", "--vm-append", "mem=400M", "-o", out], env, tag)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    [failed] = document["failed"]
+    assert failed["value"] == RELEASE
+    assert failed["reason"].startswith("the guest ran out of memory (Out of memory: Killed "
+                                       "process"), failed["reason"]
+    assert failed["reason"].endswith("give it more with --vm-memory")
+    [kept] = document["results"]  # the host's column
+    assert document["labels"] == ["host"] and kept["runs"][0]["events"] == 128
+    assert f"FAILED {RELEASE}: the guest ran out of memory" in " ".join(done.stdout.split())
 
 
 def test_ctrl_c_while_booting_stops_the_vm(small_trace, env, guest_run):

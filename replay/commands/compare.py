@@ -80,12 +80,12 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
     check_outputs(output)
     counts = parse_counts(copies)
     kernel_list = resolve_kernels(kernels, vm.get("kernel"))
-    _, vm_options_ = vm_settings({**{name: vm[name] for name in VM_OPTION_NAMES}, "kernel": None,
-                                  "guest_sysfs": () if not kernel_list else vm["guest_sysfs"],
-                                  "vm_append": () if not kernel_list else vm["vm_append"]})
     if not kernel_list and (vm["guest_sysfs"] or vm["vm_append"]):
         raise MmreplayError("--guest-sysfs and --vm-append apply to a guest: give --kernel or "
                             "--kernels too")
+    # The images are in kernel_list (checked there): one guest per --kernels entry.
+    _, vm_options_ = vm_settings({**{name: vm[name] for name in VM_OPTION_NAMES}, "kernel": None},
+                                 guest=bool(kernel_list))
     if policy is None:
         policy = "kernel" if len(kernel_list) > 1 else "kernel,align-ge-pmd"
     values = {"policy": policy, "thp": thp, "touch": touch, "access": access, "files": files,

@@ -143,9 +143,10 @@ def vm_options(kernel_help: str | None = None):
     return decorate
 
 
-def vm_settings(values: dict):
+def vm_settings(values: dict, guest: bool | None = None):
     """(KernelImage or None, VmOptions) from the vm_options values; the image is checked here,
-    before any work. ``values`` may hold other keys."""
+    before any work. ``values`` may hold other keys. ``guest``: whether a guest will run (by
+    default: whether --kernel was given; compare's --kernels boots guests without it)."""
     from replay.vm.image import resolve_kernel
     from replay.vm.runner import VmOptions, parse_guest_sysfs
 
@@ -155,6 +156,6 @@ def vm_settings(values: dict):
                         accel=values.get("vm_accel") or "auto",
                         sysfs=parse_guest_sysfs(values.get("guest_sysfs")),
                         append=tuple(values.get("vm_append") or ()))
-    if kernel is None and (options.sysfs or options.append):
+    if not (kernel is not None if guest is None else guest) and (options.sysfs or options.append):
         raise MmreplayError("--guest-sysfs and --vm-append apply to a guest: give --kernel too")
     return kernel, options

@@ -6,7 +6,8 @@ guest's. It writes ``result.json`` (and ``layout.npz``) to the shared job direct
 progress lines (``@mmreplay {...}``) on stdout, which the host reads as they come.
 
 Under TCG every import costs seconds, so this module imports only what a replay needs: no click,
-no pyarrow (the trace was read and compiled on the host), no reporters.
+no pyarrow (the trace was read and compiled on the host), no reporters, and no numba when the
+host built the engine as a shared library (``native.py``, ``MMREPLAY_NATIVE_ENGINE``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 
 SYSFS_MM = "/sys/kernel/mm"
 MARKER = "@mmreplay "  # prefix of the progress lines on the guest's stdout
+NATIVE_ENV = "MMREPLAY_NATIVE_ENGINE"  # native.ENV, without importing it when unused
+NATIVE_BUILD_ENV = "MMREPLAY_NATIVE_BUILD"  # warm-up on the host: build the library here
+NATIVE_FAILED = "native-failed.txt"
 
 
 def emit(event: str, **fields) -> None:
@@ -137,6 +141,8 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
         "layout": layout,
     }
     if warm:
+        if os.environ.get(NATIVE_BUILD_ENV):
+            _build_native(Path(os.environ[NATIVE_BUILD_ENV]))
         if os.environ.get("MMREPLAY_MANIFEST"):
             from .pyroot import write_manifest
             write_manifest(os.environ["MMREPLAY_MANIFEST"])
@@ -144,6 +150,17 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
     write_json(job_dir / RESULT_FILE, document)
     emit("done")
     return 0
+
+
+def _build_native(out_dir: Path) -> None:
+    """After a warm-up run: the engine library for the guest, or why there is none (then the
+    guest loads numba, slower but the same code)."""
+    from .native import build
+
+    try:
+        build(out_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure means: keep numba in the guest
+        (out_dir / NATIVE_FAILED).write_text(" ".join(f"{type(exc).__name__}: {exc}".split()))
 
 
 def _save_arrays(path: Path, arrays: dict) -> None:
@@ -178,6 +195,9 @@ class _OriginalFinder:
 def main(argv: list[str]) -> int:
     if os.environ.get("MMREPLAY_PYROOT"):
         sys.meta_path.append(_OriginalFinder(os.environ["MMREPLAY_PYROOT"]))
+    if os.environ.get(NATIVE_ENV):  # the engine as a shared library, no numba (native.py)
+        from .native import install
+        install(os.environ[NATIVE_ENV])
     if argv[1:2] == ["--warm"]:
         return run_job(Path(argv[2]), warm=True)
     emit("python")

@@ -14,8 +14,9 @@ Speed under TCG (``benchmarks/vm_startup.py`` measures it):
   and the replay needs no device but virtio-serial and 9p, which the initramfs loads itself.
 - The guest has a Nehalem CPU (x86-64-v2, which numpy needs) without AVX and with few
   QEMU default devices: emulating AVX is slower, and every device costs a driver probe.
-- Python starts with -S and an explicit PYTHONPATH, imports no pyarrow and no click, and
-  loads the engine from the generic numba cache (``cache.py``).
+- Python starts with -S and an explicit PYTHONPATH, imports no pyarrow, no click and no numba:
+  the engine is a shared library the host built from numba's code (``native.py``; where it
+  could not, the guest loads numba and the generic numba cache, ``cache.py``).
 """
 
 from __future__ import annotations
@@ -292,13 +293,14 @@ def _console_line(lines: list[str], *needles: str) -> str | None:
 
 
 def _vng_complaint(lines: list[str]) -> str | None:
-    """virtme-ng's or QEMU's own error line, if it refused to start."""
-    for line in reversed(lines):
-        text = line.strip()
-        if text.startswith(("virtme-run:", "virtme-ng:", "vng:", "qemu-system", "error:",
-                            "Error:", "usage:")) or "failed to set MSR" in text:
-            return text
-    return None
+    """virtme-ng's or QEMU's own error line, if it refused to start: the last one that says
+    "error" (QEMU's abort under a KVM that cannot run guests follows "error: failed to set MSR
+    0x10a" with an assertion that says less), else the last of theirs."""
+    found = [line.strip() for line in lines
+             if line.strip().startswith(("virtme-run:", "virtme-ng:", "vng:", "qemu-system",
+                                         "error:", "Error:", "usage:"))]
+    saying_error = [text for text in found if "error" in text.lower()]
+    return (saying_error or found or [None])[-1]
 
 
 class GuestSession:
