@@ -31,7 +31,7 @@ from traces.format import column_np, op_names
 from traces.host import available_memory_bytes, hugetlb_page_sizes, vm_max_map_count
 from traces.liveset import LiveSet
 from traces.schema import (MADV, MAP, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE,
-                           MAP_HUGE_SHIFT, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
+                           MAP_HUGE_SHIFT, MAP_SHARED, MM_OPS, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
                            OP_CODE, PMD_SIZE, PROT_READ, PROT_WRITE)
 from traces.summary import page_round
 from traces.units import fmt_bytes
@@ -200,12 +200,19 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     when the replayed mappings would at some point exceed ``max_live_bytes``.
     """
     n_events = table.num_rows if stop_event is None else min(stop_event, table.num_rows)
-    available = available_memory_bytes()
-    if available is not None and n_events * COMPILE_BYTES_PER_EVENT > available:
-        raise MmreplayError(f"replaying {n_events} events needs about "
-                            f"{fmt_bytes(n_events * COMPILE_BYTES_PER_EVENT)} of memory to "
-                            f"prepare, more than the {fmt_bytes(available)} available")
     table = table.slice(0, n_events)
+    # Allocation-level rows (record --malloc) are replayed by `replay --allocator`: the mm
+    # program is compiled from the mm rows alone, and maps its ops back to the trace's rows.
+    mm_rows = np.flatnonzero(op_names(table) < len(MM_OPS))
+    allocation_calls = n_events - len(mm_rows)
+    if allocation_calls:
+        table = table.take(pa.array(mm_rows))
+    mm_events = table.num_rows
+    available = available_memory_bytes()
+    if available is not None and mm_events * COMPILE_BYTES_PER_EVENT > available:
+        raise MmreplayError(f"replaying {mm_events} events needs about "
+                            f"{fmt_bytes(mm_events * COMPILE_BYTES_PER_EVENT)} of memory to "
+                            f"prepare, more than the {fmt_bytes(available)} available")
     codes = op_names(table).tolist()
     errno = column_np(table, "errno").tolist()
     addr = column_np(table, "addr").tolist()
@@ -233,7 +240,9 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     thp_override = config.thp != "as-recorded"
     top_residue = None
 
-    for row in range(n_events):
+    if allocation_calls:
+        skipped["allocation_calls"] = allocation_calls
+    for row in range(mm_events):
         op = codes[row]
         if errno[row]:
             _count(skipped, "failed_in_trace")
@@ -465,12 +474,12 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
 
         if len(live) > max_pieces:
             raise MmreplayError(
-                f"the trace keeps more than {max_pieces} mappings (VMAs) live at event {row}: "
+                f"the trace keeps more than {max_pieces} mappings (VMAs) live at event {int(mm_rows[row])}: "
                 f"vm.max_map_count allows {map_count_limit} here and the replay keeps "
                 f"{map_count_limit - max_pieces} for itself (Python, its threads, the results)")
         if max_live_bytes is not None and out.live_bytes > max_live_bytes:
             raise MmreplayError(
-                f"the trace keeps more than the memory budget mapped at event {row}: "
+                f"the trace keeps more than the memory budget mapped at event {int(mm_rows[row])}: "
                 f"{out.live_bytes} bytes live > --max-live {max_live_bytes} bytes "
                 "(raise --max-live if this machine can take it)")
 
@@ -484,12 +493,16 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                      length=piece.length, mode=out.piece_access_mode(piece),
                      live_delta=-piece.length)
     c = out.columns
+    trace_row = np.array(c["trace_row"], np.int32)
+    if allocation_calls:
+        from_trace = trace_row != CLEANUP
+        trace_row[from_trace] = mm_rows[trace_row[from_trace]]
     return OpProgram(
         code=np.array(c["code"], np.int8), mode=np.array(c["mode"], np.int8),
         map_id=np.array(c["map_id"], np.int32), ref_id=np.array(c["ref_id"], np.int32),
         offset=np.array(c["offset"], np.int64), length=np.array(c["length"], np.int64),
         arg=np.array(c["arg"], np.int64), prot=np.array(c["prot"], np.int32),
-        flags=np.array(c["flags"], np.int32), trace_row=np.array(c["trace_row"], np.int32),
+        flags=np.array(c["flags"], np.int32), trace_row=trace_row,
         id_length=np.array(out.id_length, np.int64), id_anon=np.array(out.id_anon, bool),
         events=n_events, peak_live_bytes=out.peak_bytes, peak_op=out.peak_op,
         cleanup_start=cleanup_start, peak_pieces=peak_pieces, end_pieces=end_pieces,

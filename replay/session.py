@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from traces.schema import OPS, PMD_SIZE
+from traces.schema import MM_OPS, PMD_SIZE
 from traces.units import SIZE_BUCKETS
 
 from .config import ACCESS_CODE, TOUCH_CODE, ReplayConfig
@@ -111,7 +111,7 @@ def op_stats(program: OpProgram, state: EngineState, ran: np.ndarray) -> dict:
     from_trace = (program.trace_row != CLEANUP) & ran
     err = state.err
     stats = {}
-    for name in OPS:
+    for name in MM_OPS:
         if name == "brk":
             continue
         codes = [c for c, n in enumerate(ENGINE_OP_NAMES) if n == name]

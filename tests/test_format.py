@@ -201,7 +201,7 @@ def test_plain_pyarrow_opens_a_v2_file_and_sees_its_columns(tmp_path):
                      "ordered=0> not null", "addr: uint64 not null", "prot: int32 not null",
                      "duration_us: int32 not null", "null_flips: uint16 not null"):
         assert expected in lines, expected
-    assert """mmreplay: '{"format_minor": 0, "format_version": 2}'""" in lines
+    assert f"""mmreplay: '{{"format_minor": {FORMAT_MINOR}, "format_version": 2}}'""" in lines
 
 
 # ---------------------------------------------------------------------------------------------

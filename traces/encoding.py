@@ -177,10 +177,20 @@ def _aligned(table: pa.Table) -> pa.Table:
 
 
 def op_is_canonical(column: pa.ChunkedArray) -> bool:
-    """The op column already uses mmreplay's dictionary (what mmreplay writes), in every chunk."""
-    canonical = pa.array(OPS)
-    return column.type == OP_TYPE and all(chunk.dictionary.equals(canonical)
-                                          for chunk in column.chunks)
+    """The op column already uses mmreplay's dictionary (what mmreplay writes), in every chunk.
+
+    A file written before ops were added has a dictionary that is a prefix of today's (the same
+    codes): it is canonical too."""
+    if column.type != OP_TYPE:
+        return False
+    for chunk in column.chunks:
+        dictionary = chunk.dictionary
+        if len(dictionary) > len(OPS) or not dictionary.equals(_CANONICAL[len(dictionary)]):
+            return False
+    return True
+
+
+_CANONICAL = [pa.array(OPS[:n]) for n in range(len(OPS) + 1)]
 
 
 def op_strings(column: pa.ChunkedArray) -> pa.Array:

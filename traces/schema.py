@@ -10,13 +10,22 @@ names (x86-64 Linux values).
 from __future__ import annotations
 
 FORMAT_MAJOR = 2
-FORMAT_MINOR = 0
+# Minor 1 added the allocation-level ops (ALLOC_OPS): a reader of minor 0 refuses them by name.
+FORMAT_MINOR = 1
 READABLE_MAJORS = (1, 2)
 METADATA_KEY = b"mmreplay"
 
 # Order fixes the dictionary codes written by mmreplay; readers map by name, not by code.
-OPS = ("mmap", "munmap", "mremap", "madvise", "mprotect", "brk")
+# MM_OPS are the mm syscalls; ALLOC_OPS the calls of the malloc family (``record --malloc``),
+# appended so that the codes of the mm ops never change. reallocarray is recorded as realloc
+# (its two factors multiplied).
+MM_OPS = ("mmap", "munmap", "mremap", "madvise", "mprotect", "brk")
+ALLOC_OPS = ("malloc", "free", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign",
+             "valloc", "pvalloc")
+OPS = MM_OPS + ALLOC_OPS
 OP_CODE = {name: code for code, name in enumerate(OPS)}
+# Allocation ops whose hint column holds the alignment asked for.
+ALIGNED_ALLOC_OPS = ("posix_memalign", "aligned_alloc", "memalign")
 
 # (name, Arrow type, nullable). Non-nullable columns are required on every row. The Arrow types
 # (OP_TYPE, COLUMNS, SCHEMA) are built on first use, by __getattr__ below, so that code needing
@@ -61,6 +70,8 @@ REQUIRED_BY_OP = {
     "mremap": ("new_length", "flags"),
     "madvise": ("advice",),
     "mprotect": ("prot",),
+    "realloc": ("new_addr",),
+    **{op: ("hint",) for op in ALIGNED_ALLOC_OPS},
 }
 
 # Format v2: the ops that take each nullable argument. A v2 file stores no null bitmaps: a value
@@ -68,9 +79,9 @@ REQUIRED_BY_OP = {
 # (bit i = NULLABLE_COLUMNS[i]) says the opposite (a failed mremap has no new_addr, a trace
 # without -T has no durations, an mremap with MREMAP_FIXED has a hint).
 OP_TAKES = {
-    "new_addr": ("mremap", "brk"),
+    "new_addr": ("mremap", "brk", "realloc"),
     "new_length": ("mremap",),
-    "hint": ("mmap",),
+    "hint": ("mmap",) + ALIGNED_ALLOC_OPS,
     "prot": ("mmap", "mprotect"),
     "flags": ("mmap", "mremap"),
     "fd": ("mmap",),
