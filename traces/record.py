@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from .errors import MmreplayError
 from .files import atomic_output, check_writable
 from .format import write_trace
@@ -81,10 +83,13 @@ def seccomp_supported(strace: str) -> bool:
 
 
 def strace_command(strace: str, log: str, *, seccomp: bool, argv: Sequence[str] = (),
-                   pid: int | None = None) -> list[str]:
+                   pid: int | None = None, env: dict | None = None) -> list[str]:
+    """strace's command line; ``env`` is set in the traced command's environment only."""
     command = [strace, "-f", "-ttt", "-T", "-e", f"trace={MM_SYSCALLS}", "-o", log]
     if seccomp:
         command.append("--seccomp-bpf")
+    for name, value in (env or {}).items():
+        command += ["-E", f"{name}={value}"]
     if pid is not None:
         return command + ["-p", str(pid)]
     return command + ["--", *argv]
@@ -100,6 +105,7 @@ class Recording:
     metadata: dict
     exit_code: int  # what mmreplay exits with: the command's status, 128+N if killed by signal N
     interrupted: bool
+    ops: dict       # op name -> rows of the trace
 
 
 def _resolve_command(argv: Sequence[str]) -> None:
@@ -149,12 +155,18 @@ def _exit_code(status: int | None, signal_name: str | None) -> int:
 def record(argv: Sequence[str], output: str | os.PathLike, *, strace: str | None = None,
            keep_log: str | os.PathLike | None = None, seccomp: str = "auto",
            pid: int | None = None, duration_s: float | None = None,
-           progress: Callable[[int, int], None] | None = None) -> Recording:
+           progress: Callable[[int, int], None] | None = None,
+           malloc: bool = False) -> Recording:
     """Run ``argv`` (or attach to ``pid`` for ``duration_s``) under strace and write the trace.
 
     ``seccomp``: "auto" (use --seccomp-bpf when supported), "yes" (require it) or "no".
     ``progress(bytes_done, log_bytes)`` follows the import of the log once strace is done.
+    ``malloc``: also record the command's calls of the malloc family with the LD_PRELOAD
+    recorder (``traces.malloc_record``), into the same trace.
     """
+    if malloc and pid is not None:
+        raise MmreplayError("--malloc preloads a library into the command it starts: it cannot "
+                            "attach to a running process (--pid)")
     if bool(argv) == (pid is not None):
         raise MmreplayError("give either a command (after --) or --pid PID, not both" if argv
                             else "nothing to record: give a command after -- or --pid PID")
@@ -177,9 +189,20 @@ def record(argv: Sequence[str], output: str | os.PathLike, *, strace: str | None
                             + (" (never possible when attaching with --pid)" if pid else ""))
     mode = "seccomp-bpf" if supported else "ptrace"
 
+    env, malloc_dir = None, None
+    if malloc:
+        from .malloc_shim import shim_library
+
+        library = shim_library()  # before the command runs: a build failure is one line
+        malloc_dir = os.path.abspath(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".malloc",
+                                                      dir=out.parent))
+        preload = os.environ.get("LD_PRELOAD")
+        # First, so that the recorder's dlsym(RTLD_NEXT) finds any allocator preloaded after it.
+        env = {"LD_PRELOAD": f"{library}:{preload}" if preload else str(library),
+               "MMREPLAY_MALLOC_DIR": malloc_dir}
     fd, log = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".strace", dir=out.parent)
     os.close(fd)
-    command = strace_command(strace_path, log, seccomp=supported, argv=argv, pid=pid)
+    command = strace_command(strace_path, log, seccomp=supported, argv=argv, pid=pid, env=env)
     try:
         with _SignalRelay() as relay:
             started = time.monotonic()
@@ -225,13 +248,43 @@ def record(argv: Sequence[str], output: str | os.PathLike, *, strace: str | None
                 fields["signal"] = signal_name
             else:
                 fields.update(attached_pid=pid, duration_s=duration_s)
+            table = result.table
+            if malloc_dir is not None:
+                table, fields["malloc"] = _with_allocations(table, report, malloc_dir,
+                                                            process.pid)
             metadata = import_metadata(report, **fields)
-            write_trace(result.table, out, metadata)
+            write_trace(table, out, metadata)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(log)
+        if malloc_dir is not None:
+            shutil.rmtree(malloc_dir, ignore_errors=True)
     code = _exit_code(status, signal_name) if pid is None else 0
-    return Recording(out, result.table.num_rows, report, metadata, code, relay.received)
+    return Recording(out, table.num_rows, report, metadata, code, relay.received,
+                     _op_counts(table))
+
+
+def _op_counts(table) -> dict:
+    from .format import op_names
+    from .schema import OPS
+
+    counts = np.bincount(op_names(table), minlength=len(OPS)) if table.num_rows else []
+    return {name: int(n) for name, n in zip(OPS, counts) if n}
+
+
+def _with_allocations(table, report: dict, folder: str, strace_pid: int):
+    """The syscall trace with the recorded command's allocation calls merged in, and the
+    metadata block describing them."""
+    from .malloc_record import allocation_report, choose_image, merge_levels, read_recording
+
+    images, lost = read_recording(folder)
+    chosen = choose_image(images, strace_pid)
+    if chosen is None:
+        raise MmreplayError("the command made no call of the malloc family that the recorder "
+                            "saw (a statically linked program, or one that never allocates, "
+                            "cannot be recorded at this level)")
+    merged, notes = merge_levels(table, report.get("time_origin_ns"), chosen)
+    return merged, allocation_report(images, chosen, lost, notes)
 
 
 def _wait(process: subprocess.Popen, relay: _SignalRelay, attached: bool,

@@ -33,7 +33,7 @@ from .format import new_metadata
 from .host import available_memory_bytes
 from .signals import SignalNotes
 from .strace_assemble import FF_SUFFIX, FileImport, order_rows, trace_table
-from .strace_grammar import F_POS, I32_MAX, K_BLANK, K_UNPARSED, TS_NAMES, TS_NONE
+from .strace_grammar import F_POS, I32_MAX, K_BLANK, K_UNPARSED, TS_EPOCH, TS_NAMES, TS_NONE
 from .strace_read import CHUNK_BYTES, COMPRESSED_SUFFIXES, LogReader, tokenized_chunks
 from .strace_report import import_report
 from .units import fmt_bytes
@@ -125,6 +125,10 @@ def import_logs(paths: Sequence[str | Path], *, tid: int | None = None, fast: bo
     rows = order_rows(files, ts_kind)
     table, clamped = trace_table(rows, ts_kind)
     report = import_report(files, file_notes, rows, ts_kind, clamped, parsers)
+    # The epoch time (ns) that ts_ns 0 stands for: another recording of the same run (the
+    # allocation level) is put on the same clock with it.
+    report["time_origin_ns"] = (int(rows["ts"].min()) if ts_kind == TS_EPOCH and len(rows["pos"])
+                                else None)
     report["interrupted"] = stopped
     return ImportResult(table, report)
 

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .schema import MADV, MAP, MREMAP, OP_CODE, OPS, PROT
+from .schema import MADV, MAP, MM_OPS, MREMAP, OP_CODE, OPS, PROT
 
 U64_MAX = (1 << 64) - 1
 I64_MAX = (1 << 63) - 1
@@ -42,7 +42,7 @@ NS = 1_000_000_000
 DAY_NS = 86_400 * NS
 FIRST_LINES_KEPT = 10
 
-MMAP, MUNMAP, MREMAP_OP, MADVISE, MPROTECT, BRK = (OP_CODE[name] for name in OPS)
+MMAP, MUNMAP, MREMAP_OP, MADVISE, MPROTECT, BRK = (OP_CODE[name] for name in MM_OPS)
 # Calls that take memory away: safe to replay where they started. Calls that create a mapping
 # (mmap, mremap) are placed where they completed, since the kernel may reuse a range another
 # thread freed between the two lines of an unfinished/resumed pair. brk reports its result on

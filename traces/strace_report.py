@@ -6,7 +6,7 @@ import signal as _signal
 
 import numpy as np
 
-from .schema import OPS
+from .schema import MM_OPS, OPS
 from .strace_grammar import FIRST_LINES_KEPT, KIND_NAMES, N_KINDS, RES_ERROR, RES_OK, TS_NAMES
 
 _SIGNAL_VALUES = {int(s) for s in _signal.Signals}
@@ -48,7 +48,7 @@ def import_report(files, file_notes, rows, ts_kind, clamped, parsers) -> dict:
         "parser": "+".join(sorted(parsers)) or "none",
         "lines": int(sum(state.lines for state in files)),
         "line_kinds": line_kinds,
-        "mm_calls": {name: int(n) for name, n in zip(OPS, np.bincount(op, minlength=len(OPS)))},
+        "mm_calls": {name: int(n) for name, n in zip(MM_OPS, np.bincount(op, minlength=len(OPS)))},
         "mm_calls_total": int(len(op)),
         "failed_calls": {name: int(n) for name, n in
                          zip(OPS, np.bincount(op[failed], minlength=len(OPS))) if n},

@@ -29,10 +29,14 @@ PROGRESS_MIN_BYTES = 16 << 20  # smaller logs import in about a second: no bar
 @click.option("--pid", type=int, help="Attach to this running process (and its threads).")
 @click.option("--duration", "duration_s", type=float, metavar="SECONDS",
               help="With --pid: detach after this many seconds (default: on Ctrl-C).")
+@click.option("--malloc", is_flag=True,
+              help="Also record every malloc/free/calloc/realloc/posix_memalign/aligned_alloc/"
+                   "memalign/valloc/pvalloc call (an LD_PRELOAD library built with the system's "
+                   "C compiler on first use) into the same trace.")
 @progress_option
 def command(argv: tuple[str, ...], output: str | None, strace_path: str | None,
             keep_log: str | None, seccomp: str, pid: int | None,
-            duration_s: float | None, progress: bool | None) -> None:
+            duration_s: float | None, malloc: bool, progress: bool | None) -> None:
     """Record the mm syscalls of a command, or of a running process, into a trace.
 
     Runs `strace -f -ttt -T -e trace=mmap,munmap,mremap,madvise,mprotect,brk` and imports its
@@ -46,6 +50,7 @@ def command(argv: tuple[str, ...], output: str | None, strace_path: str | None,
       mmreplay record -o t.arrow -- python -c "import mmap; mmap.mmap(-1, 8 << 20).close()"
       mmreplay record -o bert.arrow --keep-log bert.log.xz -- python examples/hf_inference.py
       mmreplay record --pid 4242 --duration 30 -o server.arrow
+      mmreplay record --malloc -o bert-malloc.arrow -- python examples/hf_inference.py
     """
     from traces import MmreplayError
     from traces.record import record
@@ -73,10 +78,11 @@ def command(argv: tuple[str, ...], output: str | None, strace_path: str | None,
                 bar.update(done, log_bytes)
 
         recording = record(args, output, strace=strace_path, keep_log=keep_log, seccomp=seccomp,
-                           pid=pid, duration_s=duration_s, progress=on_import if bar else None)
+                           pid=pid, duration_s=duration_s, progress=on_import if bar else None,
+                           malloc=malloc)
     meta = recording.metadata
     report = recording.report
-    ops = ", ".join(f"{op} {n}" for op, n in report["mm_calls"].items() if n) or "no calls"
+    ops = ", ".join(f"{op} {n}" for op, n in recording.ops.items()) or "no calls"
     if pid is not None:
         ended = f"attached to pid {pid} for {meta['wall_time_s']:.1f} s"
     elif meta.get("signal"):
@@ -86,6 +92,20 @@ def command(argv: tuple[str, ...], output: str | None, strace_path: str | None,
     click.echo(f"recorded {recording.events} events ({ops}) in {meta['wall_time_s']:.2f} s, "
                f"{report['threads']} threads; {ended}; strace mode {meta['strace_mode']}"
                + ("; interrupted" if recording.interrupted else ""), err=True)
+    allocations = meta.get("malloc")
+    if allocations:
+        included = allocations["included"]
+        others = allocations["not_included"]
+        click.echo(f"allocation calls: {included['calls']} recorded in pid {included['pid']} "
+                   f"({included['exe']})"
+                   + (f"; {sum(i['calls'] for i in others)} in {len(others)} other process "
+                      "image(s) not included" if others else "")
+                   + (f"; {included['unrecorded_nested_calls']} made inside the recorder (a "
+                      "signal handler) not recorded" if included["unrecorded_nested_calls"] else ""),
+                   err=True)
+        if allocations["records_lost"]:
+            click.echo("warning: the allocation recorder could not write everything (a full "
+                       "disk?): the allocation level of this trace is incomplete", err=True)
     unparsed = report["unparsed"]["count"]
     unknown = report["unknown_results"]["count"]
     if unparsed or unknown:
