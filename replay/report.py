@@ -39,6 +39,20 @@ METRICS = (
     ("ops.munmap.p50_ns", "munmap p50 ns", 1, 0),
     ("ops.munmap.p99_ns", "munmap p99 ns", 1, 0),
     ("wait_s", "thread wait (s)", 1, 4),
+    # allocation-level replays (replay --allocator): this process's figures since the first call
+    ("calls_per_s", "allocation calls/s", 1, 0),
+    ("ops.malloc.p50_ns", "malloc p50 ns", 1, 0),
+    ("ops.malloc.p99_ns", "malloc p99 ns", 1, 0),
+    ("ops.free.p50_ns", "free p50 ns", 1, 0),
+    ("ops.free.p99_ns", "free p99 ns", 1, 0),
+    ("ops.realloc.p50_ns", "realloc p50 ns", 1, 0),
+    ("ops.calloc.p50_ns", "calloc p50 ns", 1, 0),
+    ("peak_rss_growth_bytes", "peak RSS growth MiB", MIB, 1),
+    ("end_rss_growth_bytes", "RSS growth at end MiB", MIB, 1),
+    ("allocator_mappings_at_peak.vmas", "allocator VMAs at peak", 1, 0),
+    ("allocator_mappings_at_peak.large_vmas", "  of them >= 2 MiB", 1, 0),
+    ("allocator_mappings_at_peak.pmd_aligned_large_vmas", "  of them 2 MiB-aligned", 1, 0),
+    ("allocator_mappings_at_peak.thp_eligible_bytes", "  THP-eligible MiB", MIB, 1),
 )
 
 
@@ -289,7 +303,8 @@ def expand_results(documents: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
 
 def config_differences(results: list[dict]) -> dict:
     """{config field: [value per result]} for the fields that are not the same everywhere."""
-    keys = ("policy", "thp", "touch", "access", "files", "threads", "order", "copies")
+    keys = ("allocator", "tunables", "policy", "thp", "touch", "access", "files", "threads",
+            "order", "copies")
     differing = {}
     for key in keys:
         values = [str((r.get("config") or {}).get(key)) for r in results]

@@ -26,11 +26,21 @@ from .options import (VM_OPTION_NAMES, copies_option, json_option, output_option
 @click.option("--perf-faults", is_flag=True,
               help="Also count page faults with a perf_event_open software counter (it slows "
                    "each fault by ~3%; minor faults from getrusage are always reported).")
+@click.option("--allocator", metavar="NAME|PATH.so",
+              help="Replay the trace's allocation calls (record --malloc) through an allocator: "
+                   "glibc, jemalloc, mimalloc, tcmalloc (Debian's libjemalloc2, libmimalloc2.0, "
+                   "libtcmalloc-minimal4, LD_PRELOADed into a child process) or a library file.")
+@click.option("--tunable", "tunables", multiple=True, metavar="glibc.NAME=VALUE",
+              help="With --allocator: a glibc tunable for the child (GLIBC_TUNABLES), e.g. "
+                   "glibc.malloc.mmap_threshold=131072. Repeatable.")
+@click.option("--mm-trace", metavar="FILE", type=click.Path(dir_okay=False),
+              help="With --allocator: one more run under strace; the mm calls the allocator made "
+                   "become a trace in FILE (replay it with --policy, compare, --kernel).")
 @copies_option
 @progress_option
 @vm_options()
 def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, threads, order, output,
-            as_json, perf_faults, copies, progress, **vm):
+            as_json, perf_faults, allocator, tunables, mm_trace, copies, progress, **vm):
     """Replay TRACE natively (default: the bundled BERT inference trace) and measure page faults,
     THP coverage, VMA layout, syscall latency and memory speed.
 
@@ -47,6 +57,7 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, th
       mmreplay replay t.arrow --copies 1,2,4 -o scaling.json
       mmreplay replay t.arrow --kernel /boot/vmlinuz-6.1.0-50-amd64 \\
           --guest-sysfs transparent_hugepage/enabled=always
+      mmreplay replay bert-malloc.arrow --allocator jemalloc --mm-trace je.arrow -o je.json
     """
     from replay.config import Access, ReplayConfig
     from replay.copies import parse_counts
@@ -55,6 +66,11 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, th
     from replay.runs import replay_trace
 
     check_outputs(output)
+    if allocator is not None:
+        return _replay_allocations(trace, pick, touch, max_live, repeat, output, as_json,
+                                   allocator, tunables, mm_trace, progress)
+    if tunables or mm_trace:
+        raise click.UsageError("--tunable and --mm-trace go with --allocator")
     counts = parse_counts(copies)
     kernel, vm_options_ = vm_settings({name: vm[name] for name in VM_OPTION_NAMES})
     config = ReplayConfig(policy=policy, thp=thp, touch=touch, access=Access.parse(access),
@@ -86,3 +102,38 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, th
         emit(format_replay(result), None, output)
     exit_if_interrupted(result["runs"][-1]["interrupt_reason"])
     exit_if_copies_failed([result])
+
+
+# Options of the mm-level replay that an allocation-level replay does not take.
+_MM_ONLY = ("policy", "thp", "access", "files", "threads", "order", "perf_faults", "copies",
+            *VM_OPTION_NAMES)
+
+
+def _replay_allocations(trace, pick, touch, max_live, repeat, output, as_json, allocator,
+                        tunables, mm_trace, progress):
+    from replay.alloc_report import format_alloc_replay
+    from replay.alloc_runs import replay_allocations
+    from replay.result import result_json, write_result
+
+    context = click.get_current_context()
+    given = [name for name in _MM_ONLY
+             if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"--{given[0].replace('_', '-')} is an option of the mm-level "
+                               "replay; with --allocator, replay the --mm-trace it writes")
+    if mm_trace:
+        check_outputs(output, mm_trace)
+    with Progress(progress, "replaying allocations") as bar:
+        def on_progress(run, done, total):
+            bar.update(done, total, f"replaying run {run + 1} of {repeat}" if repeat > 1 else None)
+
+        result = replay_allocations(trace, allocator, tunables, touch, repeat, max_live, mm_trace,
+                                    progress=on_progress if bar else None, pick=pick)
+    if output:
+        write_result(result, output)
+    if as_json:
+        if not is_stdout(output):
+            emit(result_json(result))
+    else:
+        emit(format_alloc_replay(result), None, output)
+    exit_if_interrupted(result["runs"][-1]["interrupt_reason"])
