@@ -27,9 +27,9 @@ import numpy as np
 
 from traces.schema import PMD_SIZE
 
-from .alloc_engine import (C_FAILED, C_LOOP_END_REALTIME, C_LOOP_START_REALTIME,
+from .alloc_engine import (C_FAILED, C_LOOP_END_REALTIME, C_LOOP_START_REALTIME, C_NS,
                            C_REALLOC_FAILED_KEPT, C_REALLOC_OF_FAILED, C_TOUCH_BYTES,
-                           C_TOUCH_TICKS, SUBSTITUTE_PVALLOC, SUBSTITUTE_VALLOC, AllocState)
+                           SUBSTITUTE_PVALLOC, SUBSTITUTE_VALLOC, AllocState)
 from .alloc_program import CLEANUP, ENGINE_OP_NAMES, AllocProgram
 from .probes import read_smaps, rss_bytes, rusage_faults
 
@@ -156,6 +156,8 @@ def main(folder: Path) -> int:
             substitute |= SUBSTITUTE_PVALLOC
     state = AllocState(program, job["touch_code"], substitute)
     state.run(0, 0)  # loads the compiled loop before anything is measured
+    if job.get("loop") == "c":
+        state.run = _c_loop(job["c_library"], state)  # benchmarks/alloc_replay_speed.py
 
     stop = {"reason": None}
 
@@ -222,7 +224,7 @@ def main(folder: Path) -> int:
     ns_per_tick = state.ns_per_tick()
     counters = state.counters
     trace_ops = int((executed & (program.trace_row != CLEANUP)).sum())
-    loop_s = counters[1] / 1e9  # C_NS: the loop's own time, chunks summed
+    loop_s = counters[C_NS] / 1e9  # the loop's own time, chunks summed (sampling excluded)
     from_trace = program.trace_row != CLEANUP
     peak = samples.get("peak") or samples.get("end") or {}
     run = {
@@ -230,9 +232,9 @@ def main(folder: Path) -> int:
         "engine_s": loop_s,
         "events": int(program.trace_row[:ran][from_trace[:ran]].max()) + 1 if trace_ops else 0,
         "calls": trace_ops,
-        "calls_per_s": trace_ops / loop_s if loop_s > 0 else None,
-        "touch_s": counters[C_TOUCH_TICKS] * ns_per_tick / 1e9 if ns_per_tick else None,
-        "touch_bytes": int(counters[C_TOUCH_BYTES]),
+        # every call the loop made (the cleanup frees too) per second of the loop
+        "calls_per_s": ran / loop_s if loop_s > 0 else None,
+        "touch_writes": int(counters[C_TOUCH_BYTES]),  # bytes written by --touch
         "ns_per_tick": ns_per_tick,
         "ops": op_stats(program, state, executed, ns_per_tick),
         "minflt": minflt1 - minflt0,
@@ -269,6 +271,38 @@ def main(folder: Path) -> int:
     run["failed_calls"] = int(counters[C_FAILED])
     (folder / "result.json").write_text(json.dumps(run))
     return 0
+
+
+def _c_loop(library: str, state: AllocState):
+    """The C reference loop (benchmarks/alloc_c_replayer.c built as a library) in place of the
+    numba one, on the same arrays, keeping the same counters."""
+    from .alloc_engine import C_TICKS
+
+    loop = ctypes.CDLL(library).alloc_c_loop
+    loop.restype = ctypes.c_int64
+    p = state.program
+    pointer = lambda array: array.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
+    out = np.zeros(3, np.int64)  # ticks, touched, failed
+
+    def run(start: int, stop: int) -> int:
+        c = state.counters
+        if c[C_LOOP_START_REALTIME] == 0:
+            c[C_LOOP_START_REALTIME] = time.time_ns()
+        ns = loop(pointer(p.code), pointer(p.slot), pointer(p.ref), pointer(p.size),
+                  pointer(p.arg), ctypes.c_int64(start), ctypes.c_int64(stop),
+                  pointer(state.base), pointer(state.latency), pointer(state.failed),
+                  ctypes.c_int64(int(state.params[0])), ctypes.c_int64(int(state.params[1])),
+                  ctypes.c_void_p(out.ctypes.data), ctypes.c_void_p(out.ctypes.data + 8),
+                  ctypes.c_void_p(out.ctypes.data + 16))
+        c[C_NS] += ns
+        c[C_TICKS] += out[0]
+        c[C_TOUCH_BYTES] += out[1]
+        c[C_FAILED] += out[2]
+        out[:] = 0
+        c[C_LOOP_END_REALTIME] = time.time_ns()
+        return stop
+
+    return run
 
 
 def threading_native_id() -> int:

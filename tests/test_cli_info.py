@@ -11,7 +11,7 @@ import pyarrow.feather as feather
 from strategies import KIB, MIB, brk, madvise, mmap, mprotect, mremap, munmap, table_from_rows
 from traces import new_metadata, read_trace
 from traces.format import with_metadata
-from traces.schema import OPS
+from traces.schema import MM_OPS
 from traces.summary import SIZE_BUCKETS, summarize
 
 A, C, F = 0x7F00_0000_0000, 0x7F02_0000_0000, 0x7F05_0000_0000
@@ -77,7 +77,7 @@ def test_info_json_has_the_stable_keys_and_the_library_figures(run_cli, trace_fi
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert STABLE_KEYS <= set(document)
-    assert list(document["ops"]) == list(OPS)
+    assert list(document["ops"]) == list(MM_OPS)
     assert list(document["size_histogram"]) == [label for label, _ in SIZE_BUCKETS]
     assert all(set(cell) == {"count", "bytes"} for cell in document["size_histogram"].values())
     assert document == json.loads(json.dumps(summarize(read_trace(path))))

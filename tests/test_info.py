@@ -9,7 +9,7 @@ from strategies import (GIB, KIB, MIB, brk, madvise, mmap, mmap_fixed, mprotect,
                         mremap, munmap, table_from_rows)
 from traces import new_metadata, read_trace
 from traces.schema import (MAP_ANONYMOUS, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
-                           OPS)
+                           MM_OPS, OPS)
 from traces.summary import SIZE_BUCKETS, format_summary, summarize
 
 A, B, C, D, E, F = (0x7F00_0000_0000 + i * (1 << 32) for i in range(6))
@@ -160,7 +160,7 @@ def test_map_fixed_over_a_live_mapping_replaces_it():
 def test_an_empty_trace():
     summary = summarize(table_from_rows([]))
     assert summary["events"] == summary["failed"] == summary["threads"] == 0
-    assert summary["ops"] == dict.fromkeys(OPS, 0)
+    assert summary["ops"] == dict.fromkeys(MM_OPS, 0)
     assert (summary["peak_live_bytes"], summary["peak_live_event"]) == (0, None)
     assert summary["duration_ns"] == 0 and summary["size_histogram"] == ZERO_HISTOGRAM
     assert "events       0 (none)" in format_summary(summary)

@@ -12,7 +12,8 @@ from .format import column_np, events_sha256, op_names, trace_metadata
 from .host import describe_thp
 from .liveset import LiveSet, page_round, successful_calls
 from .text import escape, escape_lines
-from .schema import MAP_ANONYMOUS, OP_CODE, OPS, PMD_SIZE
+from .alloc_summary import format_allocations, has_allocations, summarize_allocations
+from .schema import MAP_ANONYMOUS, MM_OPS, OP_CODE, OPS, PMD_SIZE
 from .units import KIB, MIB, SIZE_BUCKETS, fmt_bytes, fmt_duration_ns  # noqa: F401 (re-export)
 
 
@@ -90,9 +91,11 @@ def summarize(table: pa.Table) -> dict:
     anon_mmap_lengths = page_round(column_np(table, "length")[is_mmap & anon])
     pmd = np.uint64(PMD_SIZE)
     walk = walk_live_bytes(table)
-    return {
+    allocations = has_allocations(table)
+    listed = OPS if allocations else MM_OPS  # allocation ops only where the trace has them
+    document = {
         "events": int(table.num_rows),
-        "ops": {name: int((codes == code).sum()) for code, name in enumerate(OPS)},
+        "ops": {name: int((codes == OPS.index(name)).sum()) for name in listed},
         "failed": int((errno != 0).sum()),
         "failed_by_op": {name: int(((codes == code) & (errno != 0)).sum())
                          for code, name in enumerate(OPS) if ((codes == code) & (errno != 0)).any()},
@@ -111,6 +114,9 @@ def summarize(table: pa.Table) -> dict:
         "events_sha256": events_sha256(table),
         "metadata": trace_metadata(table),
     }
+    if allocations:
+        document["allocations"] = summarize_allocations(table)
+    return document
 
 
 WIDTH = 80
@@ -167,6 +173,9 @@ def format_summary(summary: dict, name: str = "") -> str:
     lines.append("anonymous mmap lengths     count          bytes")
     for label, cell in summary["size_histogram"].items():
         lines.append(f"  {label:<18} {cell['count']:>12} {fmt_bytes(cell['bytes']):>14}")
+    if summary.get("allocations"):
+        lines.append("")
+        lines += format_allocations(summary["allocations"], _field)
     return escape_lines("\n".join(lines)) + "\n"
 
 
