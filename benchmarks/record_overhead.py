@@ -26,10 +26,10 @@ EXAMPLE = ROOT / "examples" / "hf_inference.py"
 THROUGHPUT = re.compile(r"throughput ([0-9.]+) samples/s")
 
 
-def run(command: list[str]) -> tuple[float, float]:
+def run(command: list[str], env: dict | None = None) -> tuple[float, float]:
     """Wall seconds of ``command`` and the samples/s the example printed."""
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     wall_s = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}")

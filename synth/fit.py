@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from traces.errors import MmreplayError
+from traces.jit import njit
 from traces.liveset import LiveSet, successful_calls
 from traces.schema import MAP_ANONYMOUS, OP_CODE, OPS
 from traces.summary import walk_live_bytes
@@ -179,6 +180,65 @@ def anon_profile(table: pa.Table) -> AnonProfile:
     return profile
 
 
+@njit(cache=True)
+def _order_of_deaths(code, slot, ref, free_code, realloc_code, slots):
+    """For each death (free, realloc of a live pointer), in order: whether it took the oldest
+    or the newest live allocation, and its lifetime in later allocations."""
+    birth = np.full(slots, -1, np.int64)
+    alive = np.zeros(slots + 1, np.bool_)
+    oldest_heap = [np.int64(0)] * 0
+    newest_heap = [np.int64(0)] * 0
+    oldest = 0
+    newest = 0
+    lifetimes = np.zeros(len(code), np.int64)
+    deaths = 0
+    born = 0
+    for i in range(len(code)):
+        c = code[i]
+        if (c == free_code or c == realloc_code) and ref[i] >= 0:
+            b = birth[ref[i]]
+            while len(oldest_heap) and not alive[oldest_heap[0]]:
+                heapq.heappop(oldest_heap)
+            while len(newest_heap) and not alive[-newest_heap[0]]:
+                heapq.heappop(newest_heap)
+            if len(oldest_heap) and oldest_heap[0] == b:
+                oldest += 1
+            if len(newest_heap) and -newest_heap[0] == b:
+                newest += 1
+            alive[b] = False
+            lifetimes[deaths] = born - b
+            deaths += 1
+        if slot[i] >= 0:
+            birth[slot[i]] = born
+            alive[born] = True
+            heapq.heappush(oldest_heap, born)
+            heapq.heappush(newest_heap, -born)
+            born += 1
+    exposure = 0
+    for b in range(born):
+        if alive[b]:
+            exposure += born - b
+    return oldest, newest, lifetimes[:deaths], exposure
+
+
+def alloc_profile(table: pa.Table) -> AnonProfile:
+    """The allocation level of a trace as the same profile: request sizes (not rounded), peak
+    live requested bytes, which live allocation each free took and how long it lived."""
+    from traces.alloc_walk import A_FREE, A_REALLOC, R_PEAK_BYTES, Walk
+
+    walk = Walk(table)
+    creating = walk.slot >= 0
+    ending = (walk.ref >= 0) & ((walk.code == A_FREE) | (walk.code == A_REALLOC))
+    oldest, newest, lifetimes, exposure = _order_of_deaths(
+        walk.code, walk.slot, walk.ref, A_FREE, A_REALLOC, max(walk.slots, 1))
+    return AnonProfile(
+        lengths=walk.size[creating].astype(np.int64),
+        op_counts={"malloc": int(creating.sum()), "free": int(ending.sum())},
+        threads=int(len(np.unique(walk.tid))), peak_live_bytes=walk.counter(R_PEAK_BYTES),
+        end_live=int(creating.sum() - ending.sum()), madvise={}, oldest_unmaps=int(oldest),
+        newest_unmaps=int(newest), lifetimes=lifetimes.tolist(), exposure_alive=int(exposure))
+
+
 # -- fitting -------------------------------------------------------------------------------
 
 def _rate(calls: int, count: int) -> float:
@@ -260,13 +320,19 @@ class FitResult:
     quality: dict
 
 
-def fit_trace(table: pa.Table, name: str = "trace", seed: int = 0, check: bool = True) -> FitResult:
-    """Fit a spec to a validated trace; with ``check``, also synthesize it and compare."""
-    profile = anon_profile(table)
+def fit_trace(table: pa.Table, name: str = "trace", seed: int = 0, check: bool = True,
+              level: str = "mmap") -> FitResult:
+    """Fit a spec to a validated trace; with ``check``, also synthesize it and compare.
+
+    ``level`` "malloc" fits the allocation calls (record --malloc) instead of the anonymous
+    mmaps: request sizes, peak live requested bytes, the free order and lifetimes."""
+    profile = alloc_profile(table) if level == "malloc" else anon_profile(table)
     if profile.count == 0:
-        raise MmreplayError(f"{name}: no successful anonymous mmaps, nothing to fit")
+        raise MmreplayError(f"{name}: no successful allocation calls, nothing to fit" if
+                            level == "malloc" else
+                            f"{name}: no successful anonymous mmaps, nothing to fit")
     count = profile.count
-    munmaps = profile.op_counts.get("munmap", 0)
+    munmaps = profile.op_counts.get("free" if level == "malloc" else "munmap", 0)
     # Advice numbers Linux does not name are dropped; rates beyond what synth emits are capped.
     madvise = format_madvise([(advice, min(_rate(calls, count), MAX_MADVISE_RATE))
                               for advice, calls in sorted(profile.madvise.items(),
@@ -275,7 +341,10 @@ def fit_trace(table: pa.Table, name: str = "trace", seed: int = 0, check: bool =
     brk_calls = profile.op_counts.get("brk", 0)
     brk_step = int(np.median(profile.brk_steps)) if profile.brk_steps else DEFAULT_BRK_STEP
     brk_step = max(1, min(brk_step, BRK_ROOM // max(brk_calls, 1)))
-    base = dict(count=count, malloc_overhead=False, live_bytes=profile.peak_live_bytes,
+    if level == "malloc":
+        madvise, brk_calls = "none", 0
+    base = dict(count=count, level=level, malloc_overhead=False,
+                live_bytes=profile.peak_live_bytes,
                 lifetime=_lifetime(profile), keep_at_end=max(0, count - munmaps),
                 threads=min(max(profile.threads, 1), MAX_THREADS), madvise=madvise,
                 guard_pages=_rate(min(profile.op_counts.get("mprotect", 0), count), count),
@@ -289,7 +358,8 @@ def fit_trace(table: pa.Table, name: str = "trace", seed: int = 0, check: bool =
             break
     else:  # pragma: no cover - 17 quantiles always fit
         raise MmreplayError(f"{name}: the fitted spec does not fit in {MAX_SPEC_BYTES} bytes")
-    quality = compare_profiles(profile, anon_profile(build_table(schedule(make_plan(spec))))) \
+    profiler = alloc_profile if level == "malloc" else anon_profile
+    quality = compare_profiles(profile, profiler(build_table(schedule(make_plan(spec))))) \
         if check else {}
     return FitResult(spec, text, profile, quality)
 
@@ -298,6 +368,13 @@ def _comments(name: str, profile: AnonProfile, spec: Spec) -> list[str]:
     from traces.units import fmt_bytes
 
     mix = ", ".join(f"{op} {n}" for op, n in sorted(profile.op_counts.items()))
+    if spec.level == "malloc":
+        return [f"mmreplay synth spec fitted by `mmreplay fit --level malloc` to {name}",
+                f"its allocation calls (a realloc counts as a free and a malloc): {mix}",
+                f"its peak live requested memory: {fmt_bytes(profile.peak_live_bytes)}",
+                "sizes are the bytes requested; replay with: mmreplay replay OUT.arrow "
+                "--allocator NAME",
+                "use: mmreplay synth THIS.toml -o OUT.arrow", ""]
     return [f"mmreplay synth spec fitted by `mmreplay fit` to {name}",
             f"its anonymous-memory calls: {mix}",
             f"its peak live anonymous memory: {fmt_bytes(profile.peak_live_bytes)}",

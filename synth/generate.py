@@ -45,6 +45,7 @@ POLICY_CODE = {"fifo": FIFO, "lifo": LIFO, "random": RANDOM, "exp": EXP}
 MMAP, MUNMAP, MADVISE, MPROTECT, BRK = (OP_CODE[name] for name in
                                         ("mmap", "munmap", "madvise", "mprotect", "brk"))
 EVENT_SPACING_NS = 1000  # synthetic clock: one event per microsecond
+MALLOC_GRANULE = 16  # malloc level: the address model's unit (glibc's chunk alignment)
 PROT_RW = PROT_READ | PROT_WRITE
 ANON_PRIVATE = MAP_PRIVATE | MAP_ANONYMOUS
 _U53 = 1.0 / (1 << 53)
@@ -55,14 +56,15 @@ class Plan:
     """Everything random about a synthetic trace, drawn before the sequential pass."""
 
     spec: Spec
-    lengths: np.ndarray  # int64 mmap length argument per mapping (bytes)
-    pages: np.ndarray  # int64 pages the kernel reserves per mapping
+    lengths: np.ndarray  # int64 mmap length argument (malloc level: the request) per mapping
+    pages: np.ndarray  # int64 units of ``unit`` bytes each mapping takes in the address model
     death: np.ndarray  # float64 death time per mapping (in mmaps) for exp:MEAN, else empty
     extras: np.ndarray  # int16 [mappings, 1 + advice kinds]: guard page flag, madvise calls
     advice: tuple  # MADV_* number of each advice kind
     victim_seed: int
     tree_seed: int
     rng: np.random.Generator  # continues with the brk placement after the pass
+    unit: int = PAGE_SIZE  # bytes per address-model unit: a page, or a malloc granule
 
 
 @dataclass
@@ -85,7 +87,7 @@ class Schedule:
 
     def peak_live_bytes(self) -> int:
         curve = self.live_pages_curve()
-        return int(curve.max()) * PAGE_SIZE if len(curve) else 0
+        return int(curve.max()) * self.plan.unit if len(curve) else 0
 
 
 # Peak memory while a trace is built and written (Arrow columns, validity bitmaps, the pass's
@@ -115,11 +117,17 @@ def make_plan(spec: Spec, base_dir=None) -> Plan:
     rng = np.random.Generator(np.random.PCG64(spec.seed))
     n = spec.count
     requests = parse_distribution(spec.size, base_dir).sample(rng, n)
-    lengths = glibc_mapped_length(requests) if spec.malloc_overhead else requests
-    pages = (lengths + (PAGE_SIZE - 1)) >> PAGE_SHIFT
-    if spec.live_bytes is not None and int(pages.max()) * PAGE_SIZE > spec.live_bytes:
+    if spec.level == "malloc":
+        # malloc/free rows: the requests themselves, placed in 16-byte granules (names only:
+        # the allocator replayed decides where they go)
+        lengths, unit = requests, MALLOC_GRANULE
+        pages = np.maximum((requests + (unit - 1)) // unit, 1)
+    else:
+        lengths = glibc_mapped_length(requests) if spec.malloc_overhead else requests
+        pages, unit = (lengths + (PAGE_SIZE - 1)) >> PAGE_SHIFT, PAGE_SIZE
+    if spec.live_bytes is not None and int(pages.max()) * unit > spec.live_bytes:
         raise MmreplayError(f"live_bytes {fmt_bytes(spec.live_bytes)} is smaller than a mapping of "
-                            f"{fmt_bytes(int(pages.max()) * PAGE_SIZE)} the size distribution "
+                            f"{fmt_bytes(int(pages.max()) * unit)} the size distribution "
                             "produced; raise --live-bytes or lower the sizes")
     if spec.brk_calls * spec.brk_step > BRK_ROOM:
         raise MmreplayError(f"brk_calls x brk_step grows the heap past the {fmt_bytes(BRK_ROOM)} "
@@ -137,7 +145,7 @@ def make_plan(spec: Spec, base_dir=None) -> Plan:
         extras[_choose(rng, n, round(rate * n) - whole * n), kind] += 1
     victim_seed, tree_seed = (int(x) for x in rng.integers(0, 1 << 62, size=2))
     return Plan(spec, lengths, pages, death, extras, tuple(ADVICE[name] for name, _ in rates),
-                victim_seed, tree_seed, rng)
+                victim_seed, tree_seed, rng, unit)
 
 
 def _choose(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
@@ -348,15 +356,15 @@ def _schedule(pages, policy, live_limit, live_pages_limit, death, keep_at_end, e
     return ev_op[:e], ev_map[:e], ev_aux[:e], start_page, -1
 
 
-def _limits(spec: Spec) -> tuple[int, int]:
+def _limits(spec: Spec, unit: int = PAGE_SIZE) -> tuple[int, int]:
     live = spec.live or 0
-    live_pages = (spec.live_bytes // PAGE_SIZE) if spec.live_bytes else 0
+    live_pages = (spec.live_bytes // unit) if spec.live_bytes else 0
     return live, live_pages
 
 
 def _most_alive(plan: Plan) -> int:
     """An upper bound on the mappings alive at once (sizes the gap tree)."""
-    live, live_pages = _limits(plan.spec)
+    live, live_pages = _limits(plan.spec, plan.unit)
     bound = len(plan.pages)
     if live:
         bound = min(bound, live)
@@ -373,7 +381,7 @@ def schedule(plan: Plan, engine: str = "numba", slots: int | None = None) -> Sch
     """
     spec = plan.spec
     policy = POLICY_CODE[spec.lifetime_policy()[0]]
-    live, live_pages = _limits(spec)
+    live, live_pages = _limits(spec, plan.unit)
     args = (plan.pages, policy, live, live_pages, plan.death, spec.keep_at_end, plan.extras,
             plan.victim_seed, plan.tree_seed, MMAP_FLOOR >> PAGE_SHIFT, MMAP_TOP >> PAGE_SHIFT,
             _most_alive(plan) + 2, slots or wheel_slots(spec.lifetime_policy()[1]))
@@ -491,8 +499,25 @@ class _Columns:
         return self.masked(self.zero(typ.to_pandas_dtype()), typ, self._zero_bits)
 
 
+def _malloc_table(sched: Schedule) -> pa.Table:
+    """malloc level: a malloc per mapping, a free per unmap (pointers are the model's
+    addresses: distinct while live, reused once freed, as a heap's are)."""
+    plan = sched.plan
+    is_malloc = sched.op == MMAP
+    op = np.where(is_malloc, np.int8(OP_CODE["malloc"]), np.int8(OP_CODE["free"]))
+    addr = sched.start_page[sched.mapping].astype(np.uint64) * np.uint64(plan.unit)
+    length = np.where(is_malloc, plan.lengths[sched.mapping], 0).astype(np.uint64)
+    tid = ((sched.mapping % plan.spec.threads).astype(np.int32) if plan.spec.threads > 1
+           else np.zeros(len(op), np.int32))
+    return _build_table({"ts_ns": np.arange(len(op), dtype=np.int64) * EVENT_SPACING_NS,
+                         "tid": tid, "op": op, "addr": addr, "length": length,
+                         "errno": np.zeros(len(op), np.int32)})
+
+
 def build_table(sched: Schedule) -> pa.Table:
     """The trace columns of a schedule, with the spec's brk calls spread among the events."""
+    if sched.plan.spec.level == "malloc":
+        return _malloc_table(sched)
     plan, spec = sched.plan, sched.plan.spec
     events = len(sched.op)
     total = events + spec.brk_calls

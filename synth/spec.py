@@ -28,6 +28,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 LIFETIMES = ("fifo", "lifo", "random", "exp")
+LEVELS = ("mmap", "malloc")
 MAX_COUNT = 1 << 31  # mapping ids and event counts stay well inside int64 arrays
 MAX_THREADS = 1 << 16
 MAX_MADVISE_RATE = 64.0
@@ -47,6 +48,7 @@ class Spec:
 
     count: int = 1000
     size: str = "uniform:512K,1536K"
+    level: str = "mmap"
     malloc_overhead: bool = True
     live: int | None = None
     live_bytes: int | None = None
@@ -75,8 +77,8 @@ class Spec:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None:
-                continue
+            if value is None or (f.name == "level" and value == "mmap"):
+                continue  # level: only when not the default, as specs were before it
             if f.name in SIZE_KEYS:
                 value = fmt_size_short(value)
             out[f.name] = value
@@ -91,6 +93,7 @@ KEYS = tuple(f.name for f in dataclasses.fields(Spec))
 KEY_HELP = {
     "count": "mappings to create",
     "size": "request size distribution (see --size)",
+    "level": "mmap (mmap/munmap calls) or malloc (malloc/free calls, for replay --allocator)",
     "malloc_overhead": "map what glibc maps for a request (true) or the size itself (false)",
     "live": "most mappings alive at once",
     "live_bytes": "most mapped bytes alive at once",
@@ -186,7 +189,16 @@ def validate_spec(spec: Spec, base_dir: str | os.PathLike | None = None) -> Spec
     brk_calls = _want_int("brk_calls", spec.brk_calls, 0, MAX_COUNT)
     brk_step = _want_size("brk_step", spec.brk_step)
     seed = _want_int("seed", spec.seed, 0, SEED_LIMIT - 1)
-    return Spec(count=count, size=size, malloc_overhead=spec.malloc_overhead, live=live,
+    if spec.level not in LEVELS:
+        raise MmreplayError(f"level = {spec.level!r}: expected {' or '.join(LEVELS)}")
+    if spec.level == "malloc":
+        for key, value, default in (("madvise", madvise, "none"), ("guard_pages", guard, 0),
+                                    ("brk_calls", brk_calls, 0)):
+            if value != default:
+                raise MmreplayError(f"{key} = {value!r}: the malloc level has only malloc and "
+                                    "free calls (the allocator replayed decides the mm calls)")
+    return Spec(count=count, size=size, level=spec.level,
+                malloc_overhead=spec.malloc_overhead, live=live,
                 live_bytes=live_bytes, lifetime=lifetime, keep_at_end=keep, threads=threads,
                 madvise=madvise, guard_pages=float(guard), brk_calls=brk_calls, brk_step=brk_step,
                 seed=seed)

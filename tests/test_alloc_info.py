@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from traces import build_table
 from traces.summary import format_summary, summarize
@@ -55,3 +56,35 @@ def test_a_trace_without_allocations_has_no_allocation_block():
                          "errno": [0]})
     summary = summarize(table)
     assert "allocations" not in summary and "malloc" not in summary["ops"]
+
+
+def test_synth_at_the_malloc_level_and_fit_it_back():
+    """512 KiB-1.5 MiB buffers as malloc requests, 64 alive at a time: the fit recovers them."""
+    from synth.fit import fit_trace
+    from synth.generate import generate
+    from synth.spec import Spec
+    from traces.format import column_np, op_names
+    from traces.schema import OPS
+
+    spec = Spec(count=500, size="uniform:512K,1536K", level="malloc", live=64, seed=3)
+    table = generate(spec)
+    codes = op_names(table)
+    assert set(OPS[c] for c in codes.tolist()) == {"malloc", "free"}
+    sizes = column_np(table, "length")[codes == OPS.index("malloc")]
+    assert len(sizes) == 500 and sizes.min() >= 512 << 10 and sizes.max() <= 1536 << 10
+    block = summarize(table)["allocations"]
+    assert block["request_histogram"]["512K-1.5M"]["count"] == 500
+    assert block["frees_of_unknown_pointers"] == 0  # every free names a live pointer
+    result = fit_trace(table, "buffers", level="malloc")
+    assert result.spec.level == "malloc" and result.spec.count == 500
+    assert result.spec.lifetime == "fifo"
+    assert result.quality["peak_live_ratio"] == pytest.approx(1.0, abs=0.03)
+    assert result.quality["ks_mmap_lengths"] < 0.05
+
+
+def test_the_malloc_level_takes_no_mm_only_keys():
+    from synth.spec import Spec, validate_spec
+    from traces import MmreplayError
+
+    with pytest.raises(MmreplayError, match="madvise = 'hugepage': the malloc level"):
+        validate_spec(Spec(level="malloc", madvise="hugepage"))

@@ -52,6 +52,8 @@ Examples:
   mmreplay fit bert.arrow -o bert.toml
   mmreplay synth bert.toml --seed 7 -o bert-like.arrow
   mmreplay synth --preset seed-buffers --print-spec > my.toml
+  mmreplay synth --level malloc --count 1000 --size uniform:512K,1536K \
+      --live 64 -o buffers-malloc.arrow   # then: replay --allocator jemalloc
 """
 
 
@@ -62,6 +64,9 @@ Examples:
 @click.option("--preset", metavar="NAME", help="Start from a named workload (see above).")
 @click.option("--count", type=int, help="Mappings to create. [default: 1000]")
 @click.option("--size", metavar="DIST", help="Request size distribution (see above).")
+@click.option("--level", type=click.Choice(["mmap", "malloc"]), default=None,
+              help="mmap: mmap/munmap calls (default); malloc: malloc/free calls of the same "
+                   "sizes and lifetimes, for `replay --allocator`.")
 @click.option("--malloc-overhead/--no-malloc-overhead", default=None,
               help="Map what glibc maps for malloc(SIZE): SIZE + chunk header, rounded up to "
                    "4 KiB (default), or SIZE itself.")
@@ -106,5 +111,6 @@ def command(spec_file: str | None, output: str | None, preset: str | None, print
         return
     ops = ", ".join(f"{op} {n}" for op, n in written["ops"].items())
     emit(f"wrote        {output} ({written['events']} events: {ops})\n"
-         f"peak live    {fmt_bytes(written['peak_live_bytes'])} mapped\n"
+         f"peak live    {fmt_bytes(written['peak_live_bytes'])} "
+         f"{'requested' if spec.level == 'malloc' else 'mapped'}\n"
          f"regenerate   {written['regenerate']}\n", None, output)
