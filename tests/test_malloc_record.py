@@ -20,6 +20,7 @@ from traces import read_trace, trace_metadata
 from traces.format import column_np, op_names
 from traces.malloc_record import read_recording
 from traces.malloc_shim import shim_library
+from replay.alloc_runs import find_library
 from traces.schema import ALLOC_OPS, OPS
 
 from processes import PATIENCE_S, mmreplay
@@ -146,6 +147,8 @@ def _mm_lengths(table, op: str) -> list[int]:
     return sorted(column_np(table, "length")[chosen].tolist())
 
 
+@pytest.mark.skipif(find_library("libjemalloc.so.2") is None,
+                    reason="Debian's libjemalloc2 is not installed (.ci/run installs it)")
 def test_allocators_make_the_mm_calls_they_are_known_for(known, tmp_path):
     """glibc above a fixed mmap threshold maps and unmaps each 1 MiB block by itself, as the
     recorded program did; jemalloc (preloaded) carves the same blocks out of larger extents."""
@@ -187,3 +190,43 @@ def test_allocators_make_the_mm_calls_they_are_known_for(known, tmp_path):
     assert max(_mm_lengths(jemalloc, "mmap")) >= 2 << 20
     assert document["mm_trace"]["events"] == jemalloc.num_rows
     assert trace_metadata(jemalloc)["derived_from"]["allocator"] == "jemalloc"
+
+
+MALLOC_DEBUG = next((path for path in ("/lib/x86_64-linux-gnu/libc_malloc_debug.so.0",
+                                       "/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0",
+                                       "/lib64/libc_malloc_debug.so.0")
+                     if os.path.exists(path)), None)
+
+
+@pytest.mark.skipif(MALLOC_DEBUG is None, reason="glibc's libc_malloc_debug.so.0 is not here")
+def test_glibc_mtrace_output_imports_as_the_recorder_saw_the_same_calls(known, tmp_path):
+    """Both doors on one run: glibc's mtrace and the recorder see the same calls and pointers;
+    mtrace cannot tell calloc, memalign and realloc(NULL, n) from malloc."""
+    folder, log, out = tmp_path / "rec", tmp_path / "mtrace.txt", tmp_path / "m.arrow"
+    folder.mkdir()
+    env = {**os.environ, "LD_PRELOAD": f"{shim_library()}:{MALLOC_DEBUG}",
+           "MMREPLAY_MALLOC_DIR": str(folder), "MALLOC_TRACE": str(log)}
+    subprocess.run([str(known), "mtrace"], env=env, check=True, timeout=PATIENCE_S)
+    child = mmreplay("import", log, "-o", out)
+    _, stderr = child.communicate(timeout=PATIENCE_S)
+    assert child.returncode == 0, stderr.decode()
+    imported = [(op, size, pointer) for _, op, size, pointer, _ in _alloc_rows(read_trace(out))]
+    assert trace_metadata(read_trace(out))["source"] == "mtrace"
+    (image,), _ = read_recording(folder)
+    seen = []
+    for op, size, ptr, aux in zip(image.ops.tolist(), image.size.tolist(), image.ptr.tolist(),
+                                  image.aux.tolist()):
+        name = OPS[op]
+        if name == "realloc" and aux == 0:
+            name = "malloc"  # mtrace logs realloc(NULL, n) as an allocation
+        elif name == "realloc" and size == 0 and ptr == 0:
+            seen.append(("free", 0, aux))  # and realloc(p, 0) as a free
+            continue
+        elif name not in ("free", "realloc"):
+            name = "malloc"
+        if name == "free" and ptr == 0:
+            continue  # mtrace does not log free(NULL)
+        seen.append((name, size if name != "free" else 0, ptr))
+    assert len(imported) == 11
+    first = seen.index(imported[0])
+    assert seen[first:first + len(imported)] == imported

@@ -11,7 +11,7 @@ from .common import Progress, emit, exit_if_interrupted
 from .options import json_option, output_option, progress_option
 
 
-@click.command("import", short_help="Turn strace logs into a trace.")
+@click.command("import", short_help="Turn strace logs (or glibc mtrace output) into a trace.")
 @click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=str))
 @output_option("Trace to write (default: the first log's name with .arrow)")
 @click.option("--tid", type=int, default=None,
@@ -40,11 +40,25 @@ def command(logs: tuple[str, ...], output: str | None, tid: int | None, max_even
       mmreplay import app.log -o app.arrow
       mmreplay import app.log.xz --json | jq .unparsed
       mmreplay import trace.4412 trace.4413 trace.4420 -o app.arrow
+    
+    glibc's mtrace output (a program calling mtrace(3), run with
+    LD_PRELOAD=libc_malloc_debug.so.0 MALLOC_TRACE=FILE) is recognized by its "= Start" line
+    and imported as allocation calls (no threads, no times; `record --malloc` keeps both):
+      mmreplay import mtrace.txt -o app-malloc.arrow
     """
+    from traces.mtrace import format_mtrace_report, import_mtrace_to_file, is_mtrace
     from traces.strace import default_output, import_to_file
     from traces.strace_report import format_report
 
     out = output or str(default_output(logs[0]))
+    if len(logs) == 1 and is_mtrace(logs[0]):
+        report = import_mtrace_to_file(logs[0], out, max_events)
+        if as_json:
+            emit(json.dumps(report, indent=2) + "\n", None, out)
+        else:
+            emit(format_mtrace_report(report) + f"wrote        {out} ({report['calls']} events)\n",
+                 None, out)
+        return
     total = sum(os.path.getsize(log) for log in logs if os.path.isfile(log))
     with Progress(progress, "importing") as bar:
         # pipes have no size to show progress against

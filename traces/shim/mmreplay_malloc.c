@@ -164,26 +164,48 @@ static void *boot_alloc(size_t size, size_t align) {
 
 static size_t boot_size(const void *p) { return ((const size_t *)p)[-1]; }
 
+/* The next definition, as the program's own references would find it. dlsym finds the default
+ * version (libc's malloc@@GLIBC_2.2.5) or an unversioned one (jemalloc, mimalloc, tcmalloc
+ * preloaded after this library); a definition under a non-default version
+ * (libc_malloc_debug.so's malloc@GLIBC_2.2.5) only dlvsym finds, by the version the program
+ * asks for (x86-64 values). When they differ, the one that is not libc's own is the next. */
+static void *next_symbol(const char *name, const char *version) {
+    void *plain = dlsym(RTLD_NEXT, name);
+#if defined(__x86_64__) && defined(__GLIBC__)
+    void *versioned = dlvsym(RTLD_NEXT, name, version);
+    if (versioned && versioned != plain) {
+        Dl_info libc, found;
+        if (!plain) return versioned;
+        if (dladdr((void *)getpid, &libc) && dladdr(plain, &found) &&
+            found.dli_fbase == libc.dli_fbase)
+            return versioned;
+    }
+#else
+    (void)version;
+#endif
+    return plain;
+}
+
 static void resolve(void) {
     int expected = 0;
     if (atomic_load_explicit(&resolve_state, memory_order_acquire) == 2) return;
     if (atomic_compare_exchange_strong(&resolve_state, &expected, 1)) {
         in_shim++;
-        real_malloc = dlsym(RTLD_NEXT, "malloc");
-        real_free = dlsym(RTLD_NEXT, "free");
-        real_calloc = dlsym(RTLD_NEXT, "calloc");
-        real_realloc = dlsym(RTLD_NEXT, "realloc");
-        real_reallocarray = dlsym(RTLD_NEXT, "reallocarray");
-        real_posix_memalign = dlsym(RTLD_NEXT, "posix_memalign");
-        real_aligned_alloc = dlsym(RTLD_NEXT, "aligned_alloc");
-        real_memalign = dlsym(RTLD_NEXT, "memalign");
-        real_valloc = dlsym(RTLD_NEXT, "valloc");
-        real_pvalloc = dlsym(RTLD_NEXT, "pvalloc");
-        real__exit = dlsym(RTLD_NEXT, "_exit");
-        real__Exit = dlsym(RTLD_NEXT, "_Exit");
-        real_execve = dlsym(RTLD_NEXT, "execve");
-        real_execvpe = dlsym(RTLD_NEXT, "execvpe");
-        real_fexecve = dlsym(RTLD_NEXT, "fexecve");
+        real_malloc = next_symbol("malloc", "GLIBC_2.2.5");
+        real_free = next_symbol("free", "GLIBC_2.2.5");
+        real_calloc = next_symbol("calloc", "GLIBC_2.2.5");
+        real_realloc = next_symbol("realloc", "GLIBC_2.2.5");
+        real_reallocarray = next_symbol("reallocarray", "GLIBC_2.26");
+        real_posix_memalign = next_symbol("posix_memalign", "GLIBC_2.2.5");
+        real_aligned_alloc = next_symbol("aligned_alloc", "GLIBC_2.16");
+        real_memalign = next_symbol("memalign", "GLIBC_2.2.5");
+        real_valloc = next_symbol("valloc", "GLIBC_2.2.5");
+        real_pvalloc = next_symbol("pvalloc", "GLIBC_2.2.5");
+        real__exit = next_symbol("_exit", "GLIBC_2.2.5");
+        real__Exit = next_symbol("_Exit", "GLIBC_2.2.5");
+        real_execve = next_symbol("execve", "GLIBC_2.2.5");
+        real_execvpe = next_symbol("execvpe", "GLIBC_2.11");
+        real_fexecve = next_symbol("fexecve", "GLIBC_2.2.5");
         in_shim--;
         atomic_store_explicit(&resolve_state, 2, memory_order_release);
         return;

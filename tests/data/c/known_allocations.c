@@ -10,9 +10,12 @@
  * "image", which mallocs 333333 and exits; the parent waits and frees.
  *
  * "buffers": 16 blocks of 1 MiB allocated, written, then freed (glibc above its mmap threshold
- * maps each one on its own; jemalloc carves them from larger extents). */
+ * maps each one on its own; jemalloc carves them from larger extents).
+ *
+ * "mtrace": calls mtrace(3), then a few calls of each kind (for glibc's own tracer). */
 #define _GNU_SOURCE
 #include <malloc.h>
+#include <mcheck.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,8 +73,27 @@ static int buffers(void) {
     return 0;
 }
 
+static int traced(void) {
+    mtrace();
+    void *a = malloc(100);
+    void *b = calloc(2, 50);
+    a = realloc(a, 5000);
+    void *c = NULL;
+    if (posix_memalign(&c, 64, 300) != 0) return 1;
+    void *d = memalign(4096, 10);
+    void *e = realloc(NULL, 7);
+    e = realloc(e, 0);
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    muntrace();
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "fork-exec") == 0) return fork_exec(argv[0]);
+    if (argc > 1 && strcmp(argv[1], "mtrace") == 0) return traced();
     if (argc > 1 && strcmp(argv[1], "buffers") == 0) return buffers();
     if (argc > 1 && strcmp(argv[1], "image") == 0) {
         void *image = malloc(333333);
