@@ -154,6 +154,11 @@ def main(folder: Path) -> int:
             substitute |= SUBSTITUTE_VALLOC
         if found.get("pvalloc") != expected:
             substitute |= SUBSTITUTE_PVALLOC
+    elif not os.path.basename(found.get("malloc") or "").startswith("libc.so"):
+        (folder / "error.txt").write_text(
+            f"malloc resolves to {found.get('malloc')}, not to the C library: --allocator glibc "
+            "needs a process without another malloc preloaded")
+        return 3
     state = AllocState(program, job["touch_code"], substitute)
     state.run(0, 0)  # loads the compiled loop before anything is measured
     if job.get("loop") == "c":

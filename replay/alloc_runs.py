@@ -131,7 +131,11 @@ def run_child(folder: Path, env: dict, interrupt: Interrupt,
             (folder / stale).unlink()
     child_argv = [sys.executable, "-m", "replay.alloc_child", str(folder)]
     command = (traced_with + child_argv) if traced_with else child_argv
-    full_env = {**os.environ, **({} if traced_with else env)}
+    # The allocator is ours to choose: a preload or tunables in our own environment would
+    # change what the child replays through (under strace, env goes through strace's -E).
+    inherited = {name: value for name, value in os.environ.items()
+                 if name not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
+    full_env = {**inherited, **({} if traced_with else env)}
     stderr_path = folder / "stderr.txt"
     root = str(Path(__file__).resolve().parent.parent)
     full_env["PYTHONPATH"] = root + (os.pathsep + full_env["PYTHONPATH"]
