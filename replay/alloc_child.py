@@ -122,7 +122,7 @@ def op_stats(program: AllocProgram, state: AllocState, executed: np.ndarray, ns_
     stats = {}
     scale = ns_per_tick or 0.0
     for code, name in enumerate(ENGINE_OP_NAMES):
-        chosen = from_trace & (program.code == code)
+        chosen = from_trace & (program.code == code) & (state.failed != 2)  # calls made
         done = chosen & (state.failed == 0)
         latency = state.latency[done] * scale
         stats[name] = {
