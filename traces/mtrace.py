@@ -39,8 +39,11 @@ NOTE = ("imported from glibc mtrace output: no threads (all on tid 0), no times 
 
 
 def is_mtrace(path: str | Path) -> bool:
-    """Whether the file starts as mtrace output does (plain text only)."""
+    """Whether the file starts as mtrace output does (plain text only). Only a regular file is
+    looked at: reading a FIFO's first bytes would take them from the strace import."""
     try:
+        if not Path(path).is_file():
+            return False
         with open(path, "rb") as handle:
             return handle.read(len(MTRACE_HEAD)) == MTRACE_HEAD
     except OSError:
