@@ -12,6 +12,10 @@ by re-creating what was alive, as *synthetic* rows that the metadata lists:
   mapped is re-created just before the first kept row that touches it, by the thread that
   touches it (the other threads' munmaps are not kept: such memory stays alive).
 
+Allocation rows (``record --malloc``) are kept as they are: a free or realloc of a block
+allocated before the cut becomes one of a pointer the slice never allocated, which
+``replay --allocator`` skips and counts.
+
 Times are rebased so that the slice starts at 0. ``slice`` in the metadata says where the
 slice came from (the parent's file and events sha256, the range asked for, the rows kept) and
 which rows are synthetic; a slice of a slice keeps its parent's record as ``parent_slice``.
@@ -26,9 +30,10 @@ from .errors import MmreplayError
 from .format import column_np, events_sha256, op_names, trace_metadata, validate, with_metadata
 from .liveset import LiveSet
 from .schema import (COLUMN_NAMES, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MAP_ANONYMOUS, MAP_FIXED,
-                     MAP_FIXED_NOREPLACE, MAP_PRIVATE, MREMAP_DONTUNMAP, OP_CODE, OPS, PAGE_SIZE)
+                     MAP_FIXED_NOREPLACE, MAP_PRIVATE, MM_OPS, MREMAP_DONTUNMAP, OP_CODE, OPS,
+                     PAGE_SIZE)
 
-MMAP, MUNMAP, MREMAP, MADVISE, MPROTECT, BRK = (OP_CODE[op] for op in OPS)
+MMAP, MUNMAP, MREMAP, MADVISE, MPROTECT, BRK = (OP_CODE[op] for op in MM_OPS)
 THP_ADVICE = (MADV_HUGEPAGE, MADV_NOHUGEPAGE)
 ADDRESS_LIMIT = 1 << 64
 
