@@ -135,7 +135,18 @@ def op_stats(program: AllocProgram, state: AllocState, executed: np.ndarray, ns_
     return stats
 
 
+def die_with_parent() -> None:
+    """SIGKILL this process when the process that started it (mmreplay, or strace) dies: a
+    replay child must never outlive its replay, whatever kills the parent."""
+    parent = os.getppid()
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent or parent == 1:  # it died before the request took effect
+        os._exit(1)
+
+
 def main(folder: Path) -> int:
+    die_with_parent()
     job = json.loads((folder / "job.json").read_text())
     program = load_program(folder)
     found = providers()

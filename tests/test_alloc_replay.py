@@ -3,7 +3,10 @@ to the allocator; what could not be replayed is counted."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 
 import pyarrow as pa
 
@@ -42,3 +45,42 @@ def test_frees_of_pointers_the_replay_never_got_are_skipped_and_counted(tmp_path
     assert run["ops"]["free"]["count"] == 1  # free(C): free(A) was skipped at run time
     assert run["ops"]["realloc"]["count"] == 1 and run["ops"]["realloc"]["failed"] == 0
     assert "libc.so" in run["providers"]["malloc"]
+
+
+def test_a_replay_child_never_outlives_its_replay(tmp_path):
+    """mmreplay killed outright (no chance to clean up) takes its allocation replay child with
+    it, even a stopped one."""
+    from processes import assert_gone, descendants, wait_for, wait_until_replaying
+    from synth.generate import generate
+    from synth.spec import Spec
+
+    trace = tmp_path / "long.arrow"
+    # --touch full writes every byte of 20 GiB of requests: far longer than this test's steps
+    write_trace(generate(Spec(count=20000, size="const:1M", level="malloc", live=8, seed=1)),
+                trace)
+    parent = mmreplay("replay", trace, "--allocator", "glibc", "--touch", "full", "--progress",
+                      "-o", tmp_path / "r.json")
+    replay_child = {}
+    try:
+        wait_until_replaying(parent)  # the child has run its first chunk: its set-up is done
+
+        def found() -> bool:
+            for pid, started in descendants(parent.pid).items():
+                try:
+                    if b"replay.alloc_child" in open(f"/proc/{pid}/cmdline", "rb").read():
+                        replay_child[pid] = started
+                except OSError:
+                    pass
+            return bool(replay_child)
+
+        wait_for(found, "the allocation replay child")
+        for pid in replay_child:
+            os.kill(pid, signal.SIGSTOP)  # a stopped orphan would stay forever
+        parent.kill()
+        parent.wait()
+        assert_gone(replay_child)
+    finally:
+        parent.kill()
+        for pid in replay_child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
