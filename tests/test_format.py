@@ -16,13 +16,19 @@ import pytest
 from hypothesis import given, settings
 
 from strategies import mmap, munmap, table_from_rows, trace_metadata_dicts, valid_tables
-from traces import MmreplayError, TraceError, new_metadata, read_trace, trace_metadata, write_trace
+from traces import (MmreplayError, TraceError, build_table, new_metadata, read_trace, trace_metadata,
+                    write_trace)
 from traces.format import METADATA_KEY, with_metadata
-from traces.schema import FORMAT_MAJOR, FORMAT_MINOR, OP_TYPE, SCHEMA
+from traces.schema import ALLOC_OPS, FORMAT_MAJOR, FORMAT_MINOR, MM_OPS, OP_TYPE, SCHEMA
 
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
 # The writer stamps its own format version into the metadata it is given: the file is v2.
-WRITER_VERSION = {"format_version": FORMAT_MAJOR, "format_minor": FORMAT_MINOR}
+
+
+def writer_version(table) -> dict:
+    """2.1 for a trace holding allocation calls, 2.0 (as 2.0 wrote it) for mm calls only."""
+    allocations = set(table.column("op").to_pylist()) & set(ALLOC_OPS)
+    return {"format_version": FORMAT_MAJOR, "format_minor": FORMAT_MINOR if allocations else 0}
 
 
 def assert_same_trace(read: pa.Table, original: pa.Table) -> None:
@@ -47,7 +53,7 @@ def test_any_valid_table_round_trips_with_its_metadata(table, metadata):
         read = read_trace(path)
         assert sorted(os.listdir(folder)) == ["t.arrow"]
     assert_same_trace(read, table)
-    assert trace_metadata(read) == {**json.loads(json.dumps(metadata)), **WRITER_VERSION}
+    assert trace_metadata(read) == {**json.loads(json.dumps(metadata)), **writer_version(table)}
 
 
 @settings(max_examples=30)
@@ -57,7 +63,7 @@ def test_without_metadata_argument_the_tables_own_metadata_is_kept(table):
         path = Path(folder) / "t.arrow"
         write_trace(table, path)
         read = read_trace(path)
-    assert trace_metadata(read) == {**trace_metadata(table), **WRITER_VERSION}
+    assert trace_metadata(read) == {**trace_metadata(table), **writer_version(table)}
     assert_same_trace(read, table)
 
 
@@ -201,7 +207,24 @@ def test_plain_pyarrow_opens_a_v2_file_and_sees_its_columns(tmp_path):
                      "ordered=0> not null", "addr: uint64 not null", "prot: int32 not null",
                      "duration_us: int32 not null", "null_flips: uint16 not null"):
         assert expected in lines, expected
-    assert f"""mmreplay: '{{"format_minor": {FORMAT_MINOR}, "format_version": 2}}'""" in lines
+    assert """mmreplay: '{"format_minor": 0, "format_version": 2}'""" in lines
+
+
+def test_allocation_calls_make_a_2_1_file_and_mm_calls_alone_stay_2_0(tmp_path):
+    """A 2.0 reader reads a trace of mm calls (its op dictionary, its version) as 2.0 wrote it;
+    only a trace holding allocation calls says 2.1 and lists the allocation ops."""
+    rows = [mmap(0x10000, 4096), munmap(0x10000, 4096)]
+    mm_only, both = tmp_path / "mm.arrow", tmp_path / "both.arrow"
+    write_trace(table_from_rows(rows), mm_only)
+    table = table_from_rows(rows)
+    write_trace(build_table({**table.to_pydict(), "op": ["mmap", "malloc"],
+                             "addr": [0x10000, 0x20010], "length": [4096, 100]}), both)
+    for path, minor, dictionary in ((mm_only, 0, MM_OPS), (both, FORMAT_MINOR, MM_OPS + ALLOC_OPS)):
+        stored = pa.ipc.open_file(str(path)).read_all()
+        assert json.loads(stored.schema.metadata[b"mmreplay"]) == {"format_version": 2,
+                                                                   "format_minor": minor}
+        assert stored.column("op").chunk(0).dictionary.to_pylist() == list(dictionary)
+    assert read_trace(both).column("op").to_pylist() == ["mmap", "malloc"]
 
 
 # ---------------------------------------------------------------------------------------------

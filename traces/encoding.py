@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import TraceError
-from .schema import COLUMNS, NULLABLE_COLUMNS, OP_TAKES, OP_TYPE, OPS, REQUIRED_BY_OP, SCHEMA
+from .schema import (COLUMNS, MM_OPS, NULLABLE_COLUMNS, OP_TAKES, OP_TYPE, OPS, REQUIRED_BY_OP,
+                     SCHEMA)
 
 TIME_COLUMNS = ("dt_us", "dt_ns")
 DURATION_COLUMNS = ("duration_us", "duration_ns")
@@ -79,6 +80,14 @@ def _op_codes(table: pa.Table) -> np.ndarray:
     return np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in column.chunks])
 
 
+def format_minor(table: pa.Table) -> int:
+    """The minor version a validated logical table is written as: 1 once it holds allocation
+    calls (format 2.1), else 0, so that a trace of mm calls only stays a 2.0 file, byte for byte
+    what 2.0 wrote, which a 2.0 reader reads."""
+    codes = _op_codes(table)
+    return 1 if len(codes) and int(codes.max()) >= len(MM_OPS) else 0
+
+
 def encode(table: pa.Table) -> pa.Table:
     """The v2 columns of a validated logical table (see the module docstring)."""
     extra = [name for name in table.schema.names if name not in SCHEMA.names]
@@ -103,6 +112,9 @@ def encode(table: pa.Table) -> pa.Table:
     arrays["duration_us" if microseconds else "duration_ns"] = _narrowest(
         duration // NS_PER_US if microseconds else duration)
     arrays[FLIPS] = pa.array(flips, pa.uint16())
+    if not (len(codes) and int(codes.max()) >= len(MM_OPS)):
+        # no allocation call: 2.0's dictionary (the same codes), as a 2.0 writer stored it
+        arrays["op"] = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int8()), pa.array(MM_OPS))
     fields = [pa.field(name, arrays[name].type, nullable=False) for name in arrays]
     columns = list(arrays.values()) + [table.column(name) for name in extra]
     fields += [table.schema.field(name) for name in extra]

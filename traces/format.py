@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 
 from .errors import TraceError
 from .encoding import (PROVEN_OP_FIELDS, PROVEN_TIMES, canonical_op_column, check_physical,
-                       decode, encode, is_v2, op_is_canonical, op_strings, unknown_ops)
+                       decode, encode, format_minor, is_v2, op_is_canonical, op_strings,
+                       unknown_ops)
 from .files import atomic_output
 from .inputs import open_trace
 from .ipc_guard import check_ipc_sizes
@@ -330,11 +331,12 @@ def write_ipc(table: pa.Table, sink, metadata: dict | None = None, compression: 
     table = validate(table)
     if metadata is None:
         metadata = trace_metadata(table) or new_metadata("unknown")
-    metadata = {**metadata, "format_version": FORMAT_MAJOR, "format_minor": FORMAT_MINOR}
+    minor = format_minor(table)
+    metadata = {**metadata, "format_version": FORMAT_MAJOR, "format_minor": minor}
     stored = encode(table)
     # The schema carries only the version (a plain reader sees it; an old mmreplay refuses the
     # file by it); the full metadata is stored once, in the footer.
-    version = json.dumps({"format_version": FORMAT_MAJOR, "format_minor": FORMAT_MINOR},
+    version = json.dumps({"format_version": FORMAT_MAJOR, "format_minor": minor},
                          sort_keys=True).encode()
     stored = stored.replace_schema_metadata({METADATA_KEY: version})
     codec = pa.Codec("zstd", compression_level=zstd_level(table.num_rows)) if compression else None
