@@ -205,7 +205,8 @@ def test_messages_say_what_is_wrong():
     columns["op"][1] = "munmap2"
     assert first_error(rebuild(columns)) == (
         "row 1, column op: unknown op 'munmap2' (expected one of mmap, munmap, mremap, madvise, "
-        "mprotect, brk)")
+        "mprotect, brk, malloc, free, calloc, realloc, posix_memalign, aligned_alloc, memalign, "
+        "valloc, pvalloc)")
     columns = columns_of(table_from_rows(rows))
     columns["ts_ns"][1] = -3
     assert first_error(rebuild(columns)) == "row 1, column ts_ns: negative timestamp"
