@@ -218,6 +218,16 @@ def unknown_ops(names: pa.Array) -> pa.Array:
     return pc.and_(pc.invert(pc.is_in(names, value_set=pa.array(OPS))), pc.is_valid(names))
 
 
+def widened_op_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A canonical op column with today's whole dictionary (a 2.0 file's holds the mm ops only:
+    the same codes), so that tables read from 2.0 and 2.1 files compare equal."""
+    if all(len(chunk.dictionary) == len(OPS) for chunk in column.chunks):
+        return column
+    full = pa.array(OPS)
+    return pa.chunked_array([pa.DictionaryArray.from_arrays(chunk.indices, full)
+                             for chunk in column.chunks], OP_TYPE)
+
+
 def canonical_op_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """Any string or dictionary-of-string op column, re-encoded with mmreplay's fixed dictionary
     (unknown names and nulls become code 0: check them first)."""

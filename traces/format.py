@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from .errors import TraceError
 from .encoding import (PROVEN_OP_FIELDS, PROVEN_TIMES, canonical_op_column, check_physical,
                        decode, encode, format_minor, is_v2, op_is_canonical, op_strings,
-                       unknown_ops)
+                       unknown_ops, widened_op_column)
 from .files import atomic_output
 from .inputs import open_trace
 from .ipc_guard import check_ipc_sizes
@@ -109,6 +109,9 @@ def validate(table: pa.Table, proven: frozenset = frozenset()) -> pa.Table:
     if op_is_canonical(op_column):
         op_nulls = op_column.null_count
         raw_op = None
+        widened = widened_op_column(op_column)
+        if widened is not op_column:
+            table = table.set_column(names.index("op"), table.schema.field("op"), widened)
     else:
         # An unknown name must be reported as it was written, so look it up before re-encoding.
         raw_op = op_strings(op_column)
