@@ -56,11 +56,11 @@ def _pointer(text: bytes) -> int:
 
 def parse_mtrace(path: str | Path, max_events: int) -> tuple[pa.Table, dict]:
     """The trace rows of an mtrace file and an import report."""
-    from .strace import _LogReader
+    from .strace_read import LogReader
 
     ops, addr, length, new_addr, errno = [], [], [], [], []
     unparsed, first_unparsed, lines, pending_old = 0, [], 0, None
-    for chunk, _ in _LogReader(Path(path), 1 << 20):
+    for chunk, _ in LogReader(Path(path), 1 << 20):
         for line in chunk.split(b"\n")[:-1]:
             lines += 1
             if not line.strip() or line.startswith(b"= "):
