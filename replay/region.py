@@ -50,10 +50,14 @@ def read_named_maps(path: str = "/proc/self/maps") -> list[tuple[int, int, str]]
     return rows
 
 
-def plan_placeholders(vmas: list[tuple[int, int, str]], floor_residue: int) -> list[tuple[int, int]]:
+def plan_placeholders(vmas: list[tuple[int, int, str]], floor_residue: int,
+                      floor: int | None = None) -> list[tuple[int, int]]:
     """The free ranges (start, end) to fill: the gaps of the mmap area (below the stack, down to
     the first gap of MMAP_AREA_GAP or more) and the space below its lowest mapping down to the
-    first address congruent to ``floor_residue`` modulo 2 MiB."""
+    next address below it congruent to ``floor_residue`` modulo 2 MiB: at least a page, so that
+    the replay's first mapping never adjoins (and merges with) a mapping of the interpreter.
+    ``floor`` is the bottom of the placeholders already placed: when it is the area's lowest
+    mapping, nothing more is needed below."""
     stack_start = min((start for start, _, name in vmas if name == "[stack]"), default=None)
     area = [(start, end) for start, end, _ in vmas
             if stack_start is None or end <= stack_start]
@@ -68,9 +72,8 @@ def plan_placeholders(vmas: list[tuple[int, int, str]], floor_residue: int) -> l
         if gap > 0:
             ranges.append((below_end, above_start))
         lowest = below_start
-    floor = lowest - ((lowest - floor_residue) % PMD_SIZE)
-    if floor < lowest:
-        ranges.append((floor, lowest))
+    if lowest != floor:
+        ranges.append((lowest - ((lowest - floor_residue) % PMD_SIZE or PMD_SIZE), lowest))
     return ranges
 
 
@@ -96,11 +99,17 @@ class FreshAddressSpace:
         address that depends on ASLR and on the interpreter's history."""
         plan: list = []
         for self.rounds in range(1, CLAIM_ROUNDS + 1):
-            plan = plan_placeholders(read_named_maps(), self.floor_residue)
+            plan = plan_placeholders(read_named_maps(), self.floor_residue, self.floor)
             if not plan or not all([self._place(start, end) for start, end in plan]):
                 break
-        self.unfilled = len(plan_placeholders(read_named_maps(), self.floor_residue)) if plan else 0
+        self.unfilled = len(plan_placeholders(read_named_maps(), self.floor_residue,
+                                              self.floor)) if plan else 0
         return self
+
+    @property
+    def floor(self) -> int | None:
+        """The lowest placeholder's start: the replay's first mapping goes right below it."""
+        return min((start for start, _ in self.placed), default=None)
 
     def _place(self, start: int, end: int) -> bool:
         """One placeholder over [start, end); False when this kernel cannot place one at a
@@ -134,5 +143,5 @@ class FreshAddressSpace:
         return {"placeholders": len(self.placed), "refused": self.refused,
                 "raced": self.raced, "rounds": self.rounds, "unfilled": self.unfilled,
                 "placeholder_bytes": sum(end - start for start, end in self.placed),
-                "floor": min((start for start, _ in self.placed), default=None),
+                "floor": self.floor,
                 "floor_residue": self.floor_residue}

@@ -372,7 +372,7 @@ def test_a_gap_taken_while_the_address_space_is_claimed_is_filled_around():
         assert space.unfilled == 0
         floor = space.as_dict()["floor"]
         # Nothing is free above the floor: both sides of the interloper are placeholders.
-        assert not [(start, end) for start, end in plan_placeholders(read_named_maps(), 0)
+        assert not [(start, end) for start, end in plan_placeholders(read_named_maps(), 0, floor)
                     if end > floor]
         placed = set(space.placed)
         assert (outer + MIB, interloper) in placed
@@ -381,3 +381,37 @@ def test_a_gap_taken_while_the_address_space_is_claimed_is_filled_around():
         assert space.release() == 0
         libc.munmap(interloper, 4 * KIB)
         libc.munmap(outer, 3 * MIB)
+
+
+def test_the_replays_first_mapping_never_adjoins_an_interpreter_mapping():
+    """When the interpreter's lowest mapping already starts at the chosen residue, the floor
+    still gets a placeholder below it: the replay's first mapping must not merge with a mapping
+    of the interpreter (its figures, read per VMA, would count the interpreter's pages)."""
+    from replay.region import FreshAddressSpace, read_named_maps
+
+    libc = ctypes.CDLL(None)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    # An anonymous read-write mapping of "the interpreter's", made the lowest of the area by
+    # claiming first (no gap is left above it), then mapped right below that floor.
+    first = FreshAddressSpace(floor_residue=0).claim()
+    ours = first.floor - MIB
+    assert libc.mmap(ours, MIB, 3, MAP_PRIVATE_ANON | 0x100000, -1, 0) == ours
+    first.release()
+    space = FreshAddressSpace(floor_residue=ours % PMD_SIZE)  # ours starts at the residue
+    replay = None
+    try:
+        space.claim()
+        assert space.floor < ours and space.unfilled == 0
+        replay = libc.mmap(None, MIB, 3, MAP_PRIVATE_ANON, -1, 0)  # the plain top-down search
+        assert replay + MIB == space.floor
+        vma = next((start, end) for start, end, _ in read_named_maps()
+                   if start <= replay < end)
+        assert vma == (replay, replay + MIB)  # not merged with anything
+    finally:
+        if replay:
+            libc.munmap(replay, MIB)
+        space.release()
+        libc.munmap(ours, MIB)
