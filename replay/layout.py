@@ -35,6 +35,10 @@ from .program import ID_MAPPED
 MIB = 1 << 20
 
 # PAGEMAP_SCAN (Linux 6.7+): ranges of our own address space whose pages have given categories.
+PAGE_IS_PFNZERO = 1 << 5          # the shared zero page: memory read but never written. Read
+#                                   faults in a MADV_HUGEPAGE range map the *huge* zero page,
+#                                   which is PMD-mapped (PAGE_IS_HUGE) but no THP: AnonHugePages
+#                                   and Rss do not count it, nor may the picture
 PAGE_IS_HUGE = 1 << 6             # PMD-mapped THP (or hugetlb)
 PM_SCAN_ARG_BYTES = 96            # struct pm_scan_arg: twelve u64 fields
 PAGEMAP_SCAN = (3 << 30) | (PM_SCAN_ARG_BYTES << 16) | (ord("f") << 8) | 16  # _IOWR('f', 16, ...)
@@ -167,7 +171,8 @@ def merge_ranges(ranges: np.ndarray) -> np.ndarray:
 
 
 def huge_ranges(ranges: np.ndarray, pagemap: str = "/proc/self/pagemap") -> np.ndarray | None:
-    """The parts of ``ranges`` (ours, live) mapped by huge pages, from PAGEMAP_SCAN.
+    """The parts of ``ranges`` (ours, live) mapped by transparent huge pages, from PAGEMAP_SCAN:
+    PMD-mapped and not the huge zero page.
 
     Returns None where the ioctl does not exist (Linux < 6.7): smaps only gives a total per VMA.
     """
@@ -181,10 +186,12 @@ def huge_ranges(ranges: np.ndarray, pagemap: str = "/proc/self/pagemap") -> np.n
         for start, end in merge_ranges(ranges).tolist():
             while start < end:
                 # size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted,
-                # category_mask (only huge pages), category_anyof_mask, return_mask
+                # category_mask, category_anyof_mask, return_mask. The mask with PFNZERO
+                # inverted asks for huge pages that are not the huge zero page.
                 arg = (ctypes.c_uint64 * 12)(PM_SCAN_ARG_BYTES, 0, start, end, 0,
-                                             ctypes.addressof(regions), SCAN_REGIONS, 0, 0,
-                                             PAGE_IS_HUGE, 0, PAGE_IS_HUGE)
+                                             ctypes.addressof(regions), SCAN_REGIONS, 0,
+                                             PAGE_IS_PFNZERO, PAGE_IS_HUGE | PAGE_IS_PFNZERO, 0,
+                                             PAGE_IS_HUGE)
                 try:
                     count = fcntl.ioctl(fd, PAGEMAP_SCAN, arg)
                 except OSError:
@@ -197,6 +204,13 @@ def huge_ranges(ranges: np.ndarray, pagemap: str = "/proc/self/pagemap") -> np.n
     finally:
         os.close(fd)
     return merge_ranges(found_ranges)
+
+
+def huge_bytes_in(spans: np.ndarray, huge: np.ndarray) -> np.ndarray:
+    """Bytes of the ``huge`` ranges inside each of the (n, 2) ``spans``."""
+    covered = Coverage(merge_ranges(huge))
+    spans = _ranges(spans)
+    return covered.below(spans[:, 1]) - covered.below(spans[:, 0])
 
 
 def estimate_huge_ranges(vmas: np.ndarray, anon_huge_bytes: np.ndarray) -> np.ndarray:
@@ -225,6 +239,10 @@ def layout_from(vmas: Vmas, replay: np.ndarray, huge: np.ndarray | None,
         keep = np.zeros(len(vmas.start), bool)
     span = np.stack([vmas.start[keep], vmas.end[keep]], axis=1).astype(np.int64).reshape(-1, 2)
     source = "pagemap"
+    if huge is not None and (huge_bytes_in(span, huge) > vmas.anon_huge[keep]).any():
+        # More PMD-mapped bytes in a VMA than its AnonHugePages: pages that are no THP (the huge
+        # zero page on a kernel whose PAGEMAP_SCAN does not flag it). Only smaps can be trusted.
+        huge = None
     if huge is None:
         source = "smaps"
         huge = estimate_huge_ranges(span[owned[keep]], vmas.anon_huge[keep][owned[keep]])
@@ -327,10 +345,12 @@ def capture_live(program, config: ReplayConfig, alignment, stop_op: int,
     def on_stop(state, pieces) -> None:
         # Read everything while the mappings are live: run_program releases them afterwards.
         replay = state.ranges(pieces)
+        # Huge pages first: khugepaged may collapse more in between, never fewer, so the scan
+        # stays within the AnonHugePages read after it.
+        huge = huge_ranges(replay)
         vmas = read_smaps()
         captured.update(vmas_start=vmas.start, vmas_end=vmas.end, vmas_rss=vmas.rss,
                         vmas_anon_huge=vmas.anon_huge, vmas_thp_eligible=vmas.thp_eligible)
-        huge = huge_ranges(replay)
         if huge is not None:
             captured["huge"] = huge
         captured["replay"] = replay

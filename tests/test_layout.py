@@ -254,8 +254,11 @@ def made_up_layout(replay, others=(), huge=(), name="made-up.arrow") -> Layout:
     replay = np.array(sorted(replay), np.int64).reshape(-1, 2)
     vmas = np.array(sorted([tuple(r) for r in replay.tolist()] + list(others)), np.int64).reshape(-1, 2)
     zeros = np.zeros(len(vmas), np.int64)
-    return layout_from(Vmas(vmas[:, 0], vmas[:, 1], zeros, zeros, zeros.astype(np.int8)),
-                       replay, np.array(huge, np.int64).reshape(-1, 2), replay[:, 0],
+    huge = np.array(huge, np.int64).reshape(-1, 2)
+    covered = Coverage(merge_ranges(huge))  # AnonHugePages as the kernel would count it
+    anon_huge = covered.below(vmas[:, 1]) - covered.below(vmas[:, 0])
+    return layout_from(Vmas(vmas[:, 0], vmas[:, 1], zeros, anon_huge, zeros.astype(np.int8)),
+                       replay, huge, replay[:, 0],
                        replay[:, 1] - replay[:, 0], trace_name=name, trace_events=10,
                        config=ReplayConfig().as_dict(), at="peak", events_replayed=5,
                        host={"kernel": "6.18.0", "thp": {"enabled": "madvise"}})
@@ -386,3 +389,106 @@ def test_estimated_huge_ranges_use_whole_blocks():
     vmas = np.array([[PMD_SIZE - PAGE, 5 * PMD_SIZE], [9 * PMD_SIZE, 10 * PMD_SIZE]])
     estimate = estimate_huge_ranges(vmas, np.array([2 * PMD_SIZE, 0]))
     assert estimate.tolist() == [[PMD_SIZE, 3 * PMD_SIZE]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The huge zero page: memory read but never written, in a MADV_HUGEPAGE range.
+
+
+def pagemap_scan(start: int, end: int, mask: int, inverted: int = 0) -> list[tuple[int, int]]:
+    """PAGEMAP_SCAN over our own [start, end): ranges whose pages have all ``mask`` categories."""
+    import ctypes
+    import fcntl
+    import os
+
+    from replay.layout import PAGEMAP_SCAN, PM_SCAN_ARG_BYTES
+
+    regions = (ctypes.c_uint64 * (3 * 64))()
+    arg = (ctypes.c_uint64 * 12)(PM_SCAN_ARG_BYTES, 0, start, end, 0, ctypes.addressof(regions),
+                                 64, 0, inverted, mask, 0, mask)
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    try:
+        count = fcntl.ioctl(fd, PAGEMAP_SCAN, arg)
+    finally:
+        os.close(fd)
+    return [(regions[3 * k], regions[3 * k + 1]) for k in range(count)]
+
+
+def test_the_huge_zero_page_is_not_counted_as_a_huge_page():
+    """Read faults in a MADV_HUGEPAGE range map the shared huge zero page: PMD-mapped, but no
+    THP (smaps counts it in neither Rss nor AnonHugePages). Real memory of this process: half
+    read, half written; only the written half may come back as huge."""
+    import ctypes
+    import mmap
+
+    from replay.layout import PAGE_IS_HUGE, huge_ranges
+    from replay.probes import read_smaps
+
+    page_is_pfnzero = 1 << 5  # include/uapi/linux/fs.h
+
+    if thp_settings().get("enabled") not in ("always", "madvise"):
+        pytest.skip("THP is disabled on this machine")
+    area = mmap.mmap(-1, 10 * MIB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    area.madvise(mmap.MADV_HUGEPAGE)
+    pointer = ctypes.c_char.from_buffer(area)
+    try:
+        start = ctypes.addressof(pointer)
+        base = -(-start // PMD_SIZE) * PMD_SIZE
+        offset = base - start
+        for page in range(0, 4 * MIB, PAGE):            # read: the huge zero page
+            area[offset + page]
+        for page in range(4 * MIB, 8 * MIB, PAGE):      # written: real pages, THPs if any
+            area[offset + page] = 1
+        read_half = (base, base + 4 * MIB)
+        zero = pagemap_scan(*read_half, PAGE_IS_HUGE | page_is_pfnzero)
+        if sum(e - s for s, e in zero) != 4 * MIB:
+            pytest.skip("the kernel did not map the huge zero page here (use_zero_page=0?)")
+        huge = huge_ranges(np.array([[start, start + 10 * MIB]]))
+        vmas = read_smaps()
+        inside = (vmas.start <= start) & (vmas.end >= start + 10 * MIB)
+        anon_huge = int(vmas.anon_huge[inside][0])
+    finally:
+        del pointer
+        area.close()
+    assert huge is not None
+    huge_bytes = int((huge[:, 1] - huge[:, 0]).sum()) if len(huge) else 0
+    assert not any(s < read_half[1] and e > read_half[0] for s, e in huge.tolist()), huge
+    assert huge_bytes == anon_huge <= 4 * MIB
+
+
+def test_layout_huge_ranges_add_up_to_at_most_anon_huge_pages(run_cli, tmp_path):
+    """A read-only anonymous mapping (touched by reading) next to a written one, replayed with
+    --thp always: no VMA holds more huge-page bytes in the layout than its AnonHugePages."""
+    from tracegen import TracedProcess
+
+    if thp_settings().get("enabled") not in ("always", "madvise"):
+        pytest.skip("THP is disabled on this machine")
+    process = TracedProcess(1)
+    process.mmap(16 * MIB, prot=1)   # PROT_READ: the replay reads it, as the trace's program could
+    process.mmap(16 * MIB, prot=3)
+    trace = write_trace(process.table(), tmp_path / "t.arrow")
+    result = run_cli("layout", trace, "--thp", "always", "--at", "end", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    huge = np.array(document["huge_ranges"], np.int64).reshape(-1, 2)
+    covered = Coverage(merge_ranges(huge))
+    for vma in document["vmas"]:
+        inside = int(covered.below(np.array([vma["end"]]))[0] - covered.below(np.array([vma["start"]]))[0])
+        assert inside <= vma["anon_huge_bytes"], vma
+    figures = document["figures"]
+    assert figures["huge_bytes"] <= figures["anon_huge_bytes"] <= figures["rss_bytes"]
+
+
+def test_pagemap_ranges_beyond_anon_huge_pages_fall_back_to_smaps():
+    """A kernel whose PAGEMAP_SCAN does not flag the huge zero page reports more PMD-mapped
+    bytes in a VMA than its AnonHugePages: then only smaps is trusted (placed by estimate)."""
+    a = 0x7F00_0000_0000
+    vmas = Vmas(np.array([a]), np.array([a + 8 * MIB]), np.array([2 * MIB]),
+                np.array([2 * MIB]), np.array([1], np.int8))
+    layout = layout_from(vmas, np.array([[a, a + 8 * MIB]]), np.array([[a, a + 8 * MIB]]),
+                         np.array([a]), np.array([8 * MIB]), trace_name="t.arrow",
+                         trace_events=2, config=ReplayConfig().as_dict(), at="peak",
+                         events_replayed=1, host={"kernel": "6.8.0"})
+    assert layout.huge_source == "smaps"
+    assert layout.huge.tolist() == [[a, a + 2 * MIB]]
+    assert "placed by estimate" in render_ascii(layout)
