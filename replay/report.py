@@ -8,6 +8,7 @@ from traces.units import fmt_bytes
 
 from .cells import (SIGNIFICANCE_RULE, Cell, fmt_number, percent_change, significant, spread_text,
                     value_text, wrap_ascii)
+from .result import finished_runs
 
 MIB = 1 << 20
 
@@ -124,7 +125,8 @@ def format_replay(result: dict) -> str:
         lines.append(f"WARNING policy {config['policy']} is not exact here: {emulation.get('why')}")
     lines.append("")
     summary = result["summary"]
-    multi = len(runs) > 1
+    done = finished_runs(result)
+    multi = len(done) > 1
     from .copies_report import copies_section
 
     section = copies_section(result)
@@ -143,10 +145,11 @@ def format_replay(result: dict) -> str:
                      f"{fmt_number(stats['max'], scale, decimals):>14}")
         lines.append(line)
     lines.append("")
-    last = runs[-1]
+    last = (done or runs)[-1]
     ops = ", ".join(f"{name} {s['count']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
                     for name, s in last["ops"].items() if s["count"])
-    lines.append(f"calls   {ops or 'none'} ({len(runs)} run{'s' if multi else ''})")
+    counted = len(done or runs)
+    lines.append(f"calls   {ops or 'none'} ({counted} run{'s' if counted > 1 else ''})")
     lines.append(f"peak    {fmt_bytes(last['peak_live_bytes'])} live in the replay's mappings"
                  + (f" ({last.get('copies_finished')} copies together)" if copies else ""))
     if last["skipped"]:
@@ -157,8 +160,16 @@ def format_replay(result: dict) -> str:
     unavailable = last.get("perf_unavailable") or {}
     if unavailable:
         lines.append("perf    unavailable here: " + ", ".join(sorted(unavailable)))
-    if any(run["interrupted"] for run in runs):
-        lines.append(f"INTERRUPTED ({runs[-1]['interrupt_reason']}): partial figures")
+    if len(done) < len(runs):
+        stopped = runs[-1]
+        where = f"INTERRUPTED ({stopped['interrupt_reason']}) in run {len(runs)} of " \
+                f"{config.get('repeat', len(runs))}"
+        if done:
+            lines.append(f"{where}: the figures are over the {len(done)} finished "
+                         f"run{'s' if len(done) > 1 else ''}; the partial run is left out")
+        else:
+            lines.append(f"{where}: partial figures, over the {stopped['events']} of "
+                         f"{result['trace']['events']} events replayed before it")
     if copies:
         from .copies_report import copies_lines
 
@@ -174,7 +185,7 @@ def metric_cells(result: dict) -> dict:
     from .result import flatten_numbers
 
     values: dict = {}
-    for run in result["runs"]:
+    for run in finished_runs(result):  # a partial run is no sample of the configuration
         for path, value in flatten_numbers(run).items():
             values.setdefault(path, []).append(value)
     return {path: Cell(v) for path, v in values.items()}
@@ -216,9 +227,9 @@ def repro_header(results: list[dict], labels: list[str], commands: list[str], ti
     for name, sha, events, source in traces:
         lines += wrap_ascii("trace:   ", f"{name}, {events} events, source {source}")
         lines += wrap_ascii("sha256: ", sha)
-    runs = {len(r["runs"]) for r in results}
+    runs = {len(finished_runs(r)) for r in results}
     warmups = {r.get("warmup") for r in results if r.get("warmup")}
-    lines += wrap_ascii("runs:    ", f"{'/'.join(str(n) for n in sorted(runs))} per column"
+    lines += wrap_ascii("runs:    ", f"{'/'.join(str(n) for n in sorted(runs))} finished per column"
                         + (", interleaved" if any(r.get("interleaved") for r in results) else "")
                         + (f", after {max(warmups)} uncounted warm-up round(s)" if warmups else ""))
     for command in commands:
@@ -247,11 +258,31 @@ def _table_block(base: dict, new: dict, base_label: str, new_label: str) -> list
 def comparison_table(results: list[dict], labels: list[str], fmt: str = "text",
                      commands: list[str] | None = None, title: str = "mmreplay comparison",
                      notes: list[str] | None = None) -> str:
-    """The A/B table: the first result is the base, every other one is compared with it."""
-    cells = [metric_cells(r) for r in results]
+    """The A/B table: the first result is the base, every other one is compared with it.
+
+    Only finished runs are figures: a column whose runs were all stopped (Ctrl-C, the memory
+    budget) is left out and named in a note; without a base and one other column, no table."""
     commands = commands if commands is not None else [r.get("command", "") for r in results]
     commands = list(dict.fromkeys(commands))
-    notes = notes or []
+    notes = list(notes or [])
+    kept = [i for i, r in enumerate(results) if finished_runs(r)]
+    left_out = [labels[i] for i in range(len(results)) if i not in kept]
+    if left_out:
+        notes.append(f"Left out, no run finished: {', '.join(left_out)}")
+    partial = [f"{labels[i]} {len(results[i]['runs']) - len(finished_runs(results[i]))}"
+               for i in kept if len(finished_runs(results[i])) < len(results[i]["runs"])]
+    if partial:
+        notes.append("Partial runs left out of every figure: " + ", ".join(partial))
+    if not kept or kept[0] != 0 or len(kept) < 2:
+        lines = repro_header(results, labels, commands, title)
+        for note in notes:
+            lines += wrap_ascii("", note)
+        lines += ["", "No table: the base and at least one other column need a finished run."]
+        text = "\n".join(lines) + "\n"
+        return text if fmt != "markdown" else "```\n" + text + "```\n"
+    results = [results[i] for i in kept]
+    labels = [labels[i] for i in kept]
+    cells = [metric_cells(r) for r in results]
     if fmt == "markdown":
         return _markdown(results, labels, cells, commands, title, notes)
     lines = repro_header(results, labels, commands, title)

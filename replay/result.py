@@ -70,10 +70,23 @@ def summarize_runs(runs: list[dict]) -> dict:
             for path, v in values.items()}
 
 
+def finished(run: dict) -> bool:
+    """A measured run that went to the end: not stopped by a signal or the memory budget, and not
+    an uncounted warm-up run (kept when a compare stops during warm-up)."""
+    return not run.get("interrupted") and not run.get("warmup")
+
+
+def finished_runs(result: dict) -> list[dict]:
+    return [run for run in result["runs"] if finished(run)]
+
+
 def build_result(trace: dict, config: dict, runs: list[dict], program: dict, extra: dict,
                  argv: list[str] | None = None, host: dict | None = None) -> dict:
-    """``host``: the machine the runs ran on as it saw itself (default: this one; a VM guest's
-    own view for runs inside a guest, whose ``vm`` section then names the real machine)."""
+    """The result document. Its ``summary`` covers the finished runs only; when no run finished
+    it covers the partial ones and says so (``summary_of``). ``host``: the machine the runs ran
+    on as it saw itself (default: this one; a VM guest's own view for runs inside a guest, whose
+    ``vm`` section then names the real machine)."""
+    done = [run for run in runs if finished(run)]
     return {
         "mmreplay_result": RESULT_VERSION,
         "tool_version": __version__,
@@ -85,7 +98,8 @@ def build_result(trace: dict, config: dict, runs: list[dict], program: dict, ext
         "program": program,
         **extra,
         "runs": runs,
-        "summary": summarize_runs(runs),
+        "summary_of": "finished runs" if done else "partial runs",
+        "summary": summarize_runs(done or runs),
     }
 
 

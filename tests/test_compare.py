@@ -93,3 +93,43 @@ def test_compare_varies_one_axis_at_a_time():
         split_axis({"policy": "a,b", "thp": "always,never"})
     result = CliRunner().invoke(cli, ["compare", "--policies", "kernel", "--repeat", "1"])
     assert result.exit_code == 2 and "nothing to compare" in result.output
+
+
+def test_a_partial_run_is_never_compared_as_if_complete(tmp_path):
+    """A real run stopped by Ctrl-C, in a real compare document: report leaves it out of every
+    figure and says so; a column with no finished run is left out of the table."""
+    import signal
+
+    from processes import interrupt_replaying, mmreplay
+
+    trace = write_trace(buffers_trace(20000, 1 << 20, alive_together=False), tmp_path / "t.arrow")
+    whole = tmp_path / "whole.json"
+    done = CliRunner().invoke(cli, ["compare", str(trace), "--policies", "kernel,no-align",
+                                    "--repeat", "2", "--warmup", "0", "--touch", "none",
+                                    "-o", str(whole)])
+    assert done.exit_code == 0, done.output
+    stopped = tmp_path / "stopped.json"
+    child = mmreplay("replay", trace, "--policy", "no-align", "--touch", "full", "-o", stopped,
+                     "--progress")
+    interrupt_replaying(child, signal.SIGINT)
+    partial = json.loads(stopped.read_text())["runs"][-1]
+    assert partial["interrupted"] and partial["events"] < 40000
+
+    document = json.loads(whole.read_text())
+    no_align = document["results"][1]
+    kept = no_align["runs"][0]
+    no_align["runs"][1] = partial
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps(document))
+    text = CliRunner().invoke(cli, ["report", str(mixed)]).output
+    assert "Partial runs left out of every figure: no-align 1" in text, text
+    faults = table_row(text, "minor faults")
+    assert leading_numbers(faults)[-1] == kept["minflt"], (faults, kept["minflt"])
+    assert "runs:    1/2 finished per column" in text
+
+    no_align["runs"] = [partial]
+    only_partial = tmp_path / "only-partial.json"
+    only_partial.write_text(json.dumps(document))
+    text = CliRunner().invoke(cli, ["report", str(only_partial)]).output
+    assert "Left out, no run finished: no-align" in text
+    assert "No table" in text and "%change" not in text

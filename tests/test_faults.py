@@ -148,7 +148,17 @@ def test_signal_during_compare(sig, tmp_path):
     runs = [run for result in results for run in result["runs"]]
     assert runs and runs[-1]["interrupt_reason"] in (sig.name, None)
     assert all(run["release_failures"] == 0 for run in runs)
-    assert f"INTERRUPTED ({sig.name})".encode() in stdout
+    # Whenever the signal landed: partial and warm-up runs are no figures of the table.
+    finished = [[run for run in result["runs"]
+                 if not run["interrupted"] and not run.get("warmup")] for result in results]
+    for result, done in zip(results, finished):
+        assert result["summary_of"] == ("finished runs" if done else "partial runs")
+    text = stdout.decode()
+    assert f"INTERRUPTED ({sig.name}): runs finished of 3 per column: " in text
+    if len(finished) == 2 and all(finished):
+        assert "%change" in text
+    else:
+        assert "No table" in text and "%change" not in text, text
     assert listing(tmp_path) == {"long.arrow", "partial.json"}
 
 

@@ -75,7 +75,7 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
     from replay.copies import parse_counts
     from replay.copies_report import copies_notes, scalability_lines, scalability_markdown
     from replay.report import comparison_table
-    from replay.result import command_line, result_json, write_result
+    from replay.result import command_line, finished_runs, result_json, write_result
 
     check_outputs(output)
     counts = parse_counts(copies)
@@ -105,6 +105,9 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
     if as_json:
         if not is_stdout(output):
             emit(result_json(document))
+    elif not results:
+        emit(f"INTERRUPTED ({document['interrupted']}) before the first run: nothing to "
+             "compare\n", None, output)
     else:
         labels = document["labels"]
         title = f"mmreplay compare: {document['axis']} on {results[0]['trace']['name']}"
@@ -114,7 +117,10 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
                          "not interleaved.")
         notes += copies_notes(results, labels)
         if document["interrupted"]:
-            notes.append(f"INTERRUPTED ({document['interrupted']}): partial runs")
+            counts = ", ".join(f"{value} {len(finished_runs(result))}"
+                               for value, result in zip(labels, results))
+            notes.append(f"INTERRUPTED ({document['interrupted']}): runs finished of "
+                         f"{document['repeat']} per column: {counts or 'none'}")
         for value, result in zip(labels, results):
             emulation = result.get("policy_emulation") or {}
             if not emulation.get("emulated", True):
