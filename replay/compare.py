@@ -11,7 +11,7 @@ from typing import Callable
 
 from traces import MmreplayError, read_trace
 
-from .config import Access, ReplayConfig
+from .config import CHOICES, Access, ReplayConfig, check_choice
 from .result import build_result
 from .runs import Prepared, resolve_trace
 from .copies import check_budget, measure
@@ -19,6 +19,11 @@ from .session import Interrupt, catch_signals
 
 AXES = ("policy", "thp", "touch", "access", "files", "threads")
 COMPARE_VERSION = 1
+# The option that gives each axis on the command line (policy is plural: it usually varies).
+OPTION = {"policy": "--policies", "thp": "--thp", "touch": "--touch", "access": "--access",
+          "files": "--files", "threads": "--threads"}
+# Without --policies: these two when nothing else varies, else the first alone.
+DEFAULT_POLICIES = "kernel,align-ge-pmd"
 
 
 def split_axis(values: dict) -> tuple[str | None, list[str], dict]:
@@ -28,25 +33,31 @@ def split_axis(values: dict) -> tuple[str | None, list[str], dict]:
     the table compares one thing at a time.
     """
     lists = {name: [v.strip() for v in str(value).split(",") if v.strip()]
-             for name, value in values.items()}
+             for name, value in values.items() if value is not None}
     for name, items in lists.items():
         if not items:
-            raise MmreplayError(f"--{name} needs at least one value")
+            raise MmreplayError(f"{OPTION.get(name, '--' + name)} needs at least one value")
+    if values.get("policy", "") is None:  # not given: see DEFAULT_POLICIES
+        others_vary = any(len(items) > 1 for items in lists.values())
+        lists["policy"] = DEFAULT_POLICIES.split(",")[: 1 if others_vary else None]
     varying = [name for name, items in lists.items() if len(items) > 1]
     if len(varying) > 1:
         raise MmreplayError("compare varies one option at a time; several values were given for "
-                            + " and ".join(f"--{name}" for name in varying))
+                            + " and ".join(OPTION.get(name, f"--{name}") for name in varying))
     fixed = {name: items[0] for name, items in lists.items()}
     if not varying:
         return None, [], fixed
     axis = varying[0]
     if len(set(lists[axis])) != len(lists[axis]):
-        raise MmreplayError(f"--{axis}: the same value is listed twice")
+        raise MmreplayError(f"{OPTION.get(axis, '--' + axis)}: the same value is listed twice")
     return axis, lists[axis], fixed
 
 
 def configurations(values: dict) -> tuple[str, list[ReplayConfig]]:
     axis, choices, fixed = split_axis(values)
+    for name in ("policy", "thp", "touch", "files"):
+        for value in choices if axis == name else [fixed[name]]:
+            check_choice(value, CHOICES[name], OPTION[name])
     base = ReplayConfig(policy=fixed["policy"], thp=fixed["thp"], touch=fixed["touch"],
                         access=Access.parse(fixed["access"]), files=fixed["files"],
                         threads=fixed.get("threads", "1"))
@@ -153,7 +164,7 @@ def _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
     axis, choices, fixed = split_axis(values)
     if axis is not None:
         raise MmreplayError(f"compare varies one option at a time; several values were given "
-                            f"for --kernels and --{axis}")
+                            f"for --kernels and {OPTION[axis]}")
     config = ReplayConfig(policy=fixed["policy"], thp=fixed["thp"], touch=fixed["touch"],
                           access=Access.parse(fixed["access"]), files=fixed["files"],
                           threads=fixed.get("threads", "1"))

@@ -480,7 +480,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
         if max_live_bytes is not None and out.live_bytes > max_live_bytes:
             raise MmreplayError(
                 f"the trace keeps more than the memory budget mapped at event {int(mm_rows[row])}: "
-                f"{out.live_bytes} bytes live > --max-live {max_live_bytes} bytes "
+                f"{fmt_bytes(out.live_bytes)} live > --max-live {fmt_bytes(max_live_bytes)} "
                 "(raise --max-live if this machine can take it)")
 
     # Live pieces when results are sampled: at the (first) peak and at the end, before cleanup.

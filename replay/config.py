@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import asdict, dataclass
 
@@ -46,6 +47,21 @@ class Access:
         return "none" if self.kind == "none" else f"{self.kind}:{self.amount}"
 
 
+CHOICES = {"policy": POLICIES, "thp": THP_MODES, "touch": TOUCH_MODES, "files": FILE_MODES,
+           "order": ORDER_MODES}
+
+
+def check_choice(value: str, allowed, option: str) -> None:
+    """One line for a value that is not one of ``allowed``, naming the option as typed and the
+    nearest allowed value."""
+    if value in allowed:
+        return
+    near = difflib.get_close_matches(value, allowed, n=1)
+    raise MmreplayError(f"bad {option} value '{escape(value, 40)}'" + (f": did you mean {near[0]}?" if near
+                                                           else "")
+                        + f" (expected one of {', '.join(allowed)})")
+
+
 @dataclass(frozen=True)
 class ReplayConfig:
     policy: str = "kernel"
@@ -57,13 +73,8 @@ class ReplayConfig:
     order: str = "deps"
 
     def __post_init__(self):
-        for value, allowed, option in ((self.policy, POLICIES, "--policy"),
-                                       (self.thp, THP_MODES, "--thp"),
-                                       (self.touch, TOUCH_MODES, "--touch"),
-                                       (self.files, FILE_MODES, "--files"),
-                                       (self.order, ORDER_MODES, "--order")):
-            if value not in allowed:
-                raise MmreplayError(f"bad {option} {value!r} (expected one of {', '.join(allowed)})")
+        for name in ("policy", "thp", "touch", "files", "order"):
+            check_choice(getattr(self, name), CHOICES[name], f"--{name}")
         if self.threads != "recorded" and not (
                 str(self.threads).isdigit() and 1 <= int(self.threads) <= MAX_OS_THREADS):
             raise MmreplayError(f"bad --threads {escape(str(self.threads)[:40])} (expected recorded "

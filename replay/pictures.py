@@ -1,7 +1,7 @@
 """PNG pictures: the replay's address-space layout (``layout --png``) and a trace overview
 (``info --png``).
 
-matplotlib is optional (``pip install 'mmreplay[plot]'``) and imported inside these functions
+matplotlib is optional (``pip install '.[plot]'`` in a checkout) and imported inside these functions
 only. Figures are drawn with the object-oriented API on the Agg canvas (no pyplot, no display),
 at an exact pixel size, and written through ``atomic_output``.
 """
@@ -43,6 +43,10 @@ GRID_COLOUR = "#202020"
 MARK_COLOUR = "#c0392b"
 START_COLOUR = "#10253f"
 
+# mmreplay is installed from a checkout (it is not on the package index).
+INSTALL_PLOT = ("pip install matplotlib (or, in the mmreplay checkout, "
+                "pip install '.[plot]')")
+
 
 def require_matplotlib():
     """(Figure, FigureCanvasAgg), or one clear error when matplotlib is not installed."""
@@ -50,7 +54,7 @@ def require_matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise MmreplayError("PNG output needs matplotlib: pip install 'mmreplay[plot]'") from None
+        raise MmreplayError(f"PNG output needs matplotlib: {INSTALL_PLOT}") from None
     return Figure, FigureCanvasAgg
 
 

@@ -126,20 +126,26 @@ MAX_RESULT_BYTES = 64 << 20
 
 def read_result_document(path: str | Path) -> dict:
     """A result or a compare document (``replay -o`` / ``compare -o``), checked."""
-    with open_input(path, "a result file") as handle:
+    what = "a result (the JSON that replay -o or compare -o writes)"
+    with open_input(path, what) as handle:
         try:
             data = handle.read(MAX_RESULT_BYTES + 1)
-            text = data.decode()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise MmreplayError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        except OSError as exc:
+            raise MmreplayError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_RESULT_BYTES:
-        raise MmreplayError(f"{path}: larger than {MAX_RESULT_BYTES >> 20} MiB, not a result file")
+        raise MmreplayError(f"{path}: larger than {MAX_RESULT_BYTES >> 20} MiB, not {what}")
+    if data.startswith(b"ARROW1"):
+        raise MmreplayError(f"{path}: an mmreplay trace, not {what}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MmreplayError(f"{path}: binary data, not {what}") from None
     try:
         document = _parse_json(text)
     except ValueError as exc:
-        raise MmreplayError(f"{path}: not a JSON result file ({exc})") from None
+        raise MmreplayError(f"{path}: not {what}: no valid JSON ({exc})") from None
     except RecursionError:
-        raise MmreplayError(f"{path}: not a result file (JSON nested too deeply)") from None
+        raise MmreplayError(f"{path}: not {what}: JSON nested too deeply") from None
     if isinstance(document, dict) and "mmreplay_compare" in document:
         results = document.get("results")
         if not isinstance(results, list) or not results:

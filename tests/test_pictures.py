@@ -149,5 +149,5 @@ def test_missing_matplotlib_is_one_line(buffers_path, tmp_path, command):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE_S)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
-    assert len(lines) == 1 and "pip install 'mmreplay[plot]'" in lines[0], done.stderr
+    assert len(lines) == 1 and "pip install '.[plot]'" in lines[0] and "mmreplay[" not in lines[0], done.stderr
     assert not png.exists()

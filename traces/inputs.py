@@ -25,6 +25,9 @@ MAX_TEXT_BYTES = 256 << 20
 # What text (mail in any 8-bit charset) is made of: no control characters but tab and line ends.
 TEXT_BYTES = bytes([9, 10, 11, 12, 13, *range(32, 127), *range(128, 256)])
 SNIFF_BYTES = 4096
+# Compressed files (strace logs travel compressed): first bytes -> compression.
+COMPRESSION_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"),
+                     (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bzip2"))
 
 
 @dataclass
@@ -44,9 +47,22 @@ def _kind_of(head: bytes) -> str | None:
         return "a Parquet file"
     if head.startswith(b"\xff\xff\xff\xff") or head.startswith(b"\x00\x00\x00\x00"):
         return "an Arrow IPC stream (write traces as IPC files: pyarrow.feather.write_feather)"
+    compression = compression_of(head)
+    if compression:
+        return f"{'an' if compression == 'xz' else 'a'} {compression}-compressed file"
     if not head.translate(None, TEXT_BYTES):
         return None
     return "not an Arrow IPC file"
+
+
+def compression_of(head: bytes) -> str | None:
+    """gzip, xz, zstd or bzip2 from a file's first bytes; None for anything else."""
+    return next((name for magic, name in COMPRESSION_MAGIC if head.startswith(magic)), None)
+
+
+def import_hint(path) -> str:
+    """What to do with a text or compressed file that holds no trace."""
+    return f"; if it is an strace log: mmreplay import {path}"
 
 
 def open_trace(path: str | os.PathLike, pick: int | None = None) -> TraceSource:
@@ -59,7 +75,8 @@ def open_trace(path: str | os.PathLike, pick: int | None = None) -> TraceSource:
                 raise TraceError(f"{path}: empty file, not a trace")
             kind = None if head.startswith(ARROW_MAGIC) else _kind_of(head)
             if kind is not None:
-                raise TraceError(f"{path}: {kind}, not an mmreplay trace (Arrow IPC file)")
+                raise TraceError(f"{path}: {kind}, not an mmreplay trace (Arrow IPC file)"
+                                 + (import_hint(path) if compression_of(head) else ""))
             # Text is read on from the same handle: a pipe cannot be opened twice.
             text = None if head.startswith(ARROW_MAGIC) else \
                 head + handle.read(MAX_TEXT_BYTES + 1 - len(head))
@@ -97,7 +114,7 @@ def _from_text(path: Path, data: bytes, pick: int | None) -> TraceSource:
             first = damaged[0]
             more = f" (and {len(damaged) - 1} more block(s) like it)" if len(damaged) > 1 else ""
             raise TraceError(f"{path}: {first.where}: {first.problem}{more}")
-        hint = " (an strace log? use `mmreplay import`)" if what == "a text file" else ""
+        hint = import_hint(path) if what == "a text file" else ""
         raise TraceError(f"{path}: {what} with no mmreplay trace in it: no share block and no "
                          f"trace attached{hint}")
     if pick is None and len(good) > 1:

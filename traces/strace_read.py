@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from .errors import MmreplayError
 from .files import open_input
+from .inputs import COMPRESSION_MAGIC  # one table: info names a compressed log by it too
 from .strace_grammar import F_POS, NFIELDS, parse_line
 
 CHUNK_BYTES = 8 << 20
@@ -25,8 +26,6 @@ CHUNK_BYTES = 8 << 20
 # the numba tokenizer costs more than it saves on a log of a few ten thousand lines.
 FAST_MIN_BYTES = 4 << 20
 
-COMPRESSION_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"),
-          (b"BZh", "bzip2"))
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".zst", ".zstd", ".bz2")
 
 

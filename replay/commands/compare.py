@@ -16,9 +16,9 @@ from .options import (SIZE, VM_OPTION_NAMES, copies_option, json_option, output_
 @click.argument("trace", required=False, type=click.Path(dir_okay=False))
 @pick_option
 @click.option("--policies", "policy", default=None,
-              show_default="kernel,align-ge-pmd; kernel with --kernels",
-              help="Comma-separated placement policies: kernel, no-align, align-ge-pmd, "
-                   "align-pmd-multiple.")
+              help="Comma-separated placement policies (see `mmreplay replay --help`). "
+                   "[default: kernel,align-ge-pmd; kernel alone when another option varies "
+                   "or with --kernels]")
 @click.option("--thp", default="as-recorded", show_default=True,
               help="THP mode or comma list: as-recorded, always, never.")
 @click.option("--touch", default="pages", show_default=True,
@@ -86,8 +86,8 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
     # The images are in kernel_list (checked there): one guest per --kernels entry.
     _, vm_options_ = vm_settings({**{name: vm[name] for name in VM_OPTION_NAMES}, "kernel": None},
                                  guest=bool(kernel_list))
-    if policy is None:
-        policy = "kernel" if len(kernel_list) > 1 else "kernel,align-ge-pmd"
+    if policy is None and len(kernel_list) > 1:
+        policy = "kernel"  # else compare's default (replay/compare.py, DEFAULT_POLICIES)
     values = {"policy": policy, "thp": thp, "touch": touch, "access": access, "files": files,
               "threads": threads}
     with Progress(progress, "replaying") as bar:

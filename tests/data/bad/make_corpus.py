@@ -492,10 +492,10 @@ ARROW_CASES = [
     Case("parquet.arrow", "arrow", "a Parquet file of a good trace", _parquet,
          refused("a Parquet file")),
     Case("csv.arrow", "arrow", "a CSV file of a good trace", _csv,
-         refused("a text file with no mmreplay trace in it", "(an strace log? use `mmreplay "
-                 "import`)")),
+         refused("a text file with no mmreplay trace in it", "if it is an strace log: "
+                 "mmreplay import")),
     Case("gzip.arrow", "arrow", "a gzip-compressed trace", lambda: gzip.compress(good(), mtime=0),
-         refused("not an Arrow IPC file")),
+         refused("a gzip-compressed file", "not an mmreplay trace")),
 ]
 
 
