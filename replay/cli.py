@@ -27,7 +27,8 @@ Typical journey:
 
 \b
 Every command: --json prints JSON instead of text; -o FILE writes the
-output to FILE ('-' is stdout); --progress/--no-progress where a bar is drawn.
+output to FILE ('-' is stdout); --progress/--no-progress where a bar
+is drawn. Sizes: K, M, G, T are powers of 1024 (KiB, MiB, GiB, TiB).
 """
 
 

@@ -43,12 +43,14 @@ from .program import PLACE_ALIGNED, PLACE_KERNEL, PLACE_PLAIN
 MAP_HUGETLB, MAP_32BIT, MAP_NORESERVE = MAP["MAP_HUGETLB"], MAP["MAP_32BIT"], MAP["MAP_NORESERVE"]
 MAP_STACK = MAP["MAP_STACK"]
 POLICIES = ("kernel", "no-align", "align-ge-pmd", "align-pmd-multiple")
+# What each rule is, and of which kernel (the --policy help and the README table).
 POLICY_HELP = {
-    "kernel": "plain mmap(hint, ...) as recorded: whatever this kernel does",
-    "no-align": "as Linux <= 6.6: no anonymous mapping is aligned on purpose",
-    "align-ge-pmd": "as 6.7-6.11 (efa7df3e3bb5): anonymous >= 2 MiB start 2 MiB-aligned",
-    "align-pmd-multiple": ("as 6.12.y/6.13+ (d4148aeab412 and the hint fix): only exact 2 MiB "
-                           "multiples without a hint aligned"),
+    "kernel": "this kernel's own rule (the call as recorded)",
+    "no-align": "Linux <= 6.6: plain top-down placement",
+    "align-ge-pmd": "6.7-6.11 (efa7df3e3bb5): >= 2 MiB starts 2 MiB-aligned",
+    # The help prints these in a block kept as written: a second line is indented under the first.
+    "align-pmd-multiple": ("6.12.y/6.13+ (d4148aeab412 + hint fix): only exact\n" + " " * 22
+                           + "multiples of 2 MiB; hinted calls never (6.12.0: some)"),
 }
 # Kernels whose emulated THP placement has the 6.8 top-down fix (an already aligned window puts
 # the mapping at its top); no-align stands for 6.1-6.6, which align only files, without it.

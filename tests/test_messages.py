@@ -60,3 +60,30 @@ def test_the_memory_budget_error_gives_sizes_people_read(run_cli, tmp_path):
     trace = write_trace(buffers_trace(8, 4 * MIB), tmp_path / "t.arrow")
     line = one_error_line(run_cli("replay", trace, "--max-live", "8M"))
     assert "12.00 MiB live > --max-live 8.00 MiB" in line, line
+
+
+@pytest.mark.parametrize("command", ["replay", "compare", "layout"])
+def test_help_says_which_kernel_each_policy_is_and_what_thp_always_does(run_cli, command):
+    text = run_cli(command, "--help").stdout
+    for policy, kernel in (("no-align", "Linux <= 6.6"), ("align-ge-pmd", "6.7-6.11 (efa7df3e3bb5)"),
+                           ("align-pmd-multiple", "6.12.y/6.13+ (d4148aeab412")):
+        line = next(line for line in text.splitlines() if line.strip().startswith(policy + " "))
+        assert kernel in line, line
+    thp = text[text.index("THP (--thp):"):]
+    assert "MADV_HUGEPAGE" in thp and "enabled=always" in thp and "enabled=never" in thp
+    assert "powers of 1024" in text
+
+
+def test_every_size_option_says_k_is_1024(run_cli):
+    text = " ".join(run_cli("synth", "--help").stdout.split())
+    assert "powers of 1024" in text and "2G (GiB)" in text and "(K = KiB)" in text
+
+
+def test_the_command_list_is_not_cut_off():
+    env = dict(os.environ, COLUMNS="80")
+    script = Path(sys.executable).with_name("mmreplay")
+    text = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env,
+                          timeout=PATIENCE_S).stdout
+    commands = text[text.index("Commands:"):text.index("Typical journey")]
+    assert "..." not in commands and "\u2026" not in commands, commands
+    assert all(len(line) <= 80 for line in text.splitlines())

@@ -8,19 +8,42 @@ from traces.errors import MmreplayError
 
 from .common import (Progress, check_outputs, emit, exit_if_copies_failed, exit_if_interrupted,
                      invoked_argv, is_stdout, status_line)
-from .options import (SIZE, VM_OPTION_NAMES, copies_option, json_option, output_option,
-                      pick_option, progress_option, vm_options, vm_settings)
+from .options import (SIZE, SIZE_UNITS, VM_OPTION_NAMES, copies_option, json_option,
+                      output_option, pick_option, progress_option, replay_help_sections,
+                      vm_options, vm_settings)
 
 
-@click.command("compare")
+HELP = """Replay TRACE under several configurations and print one A/B table.
+
+TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay share`
+block, quoted or not, or the trace attached).
+
+Exactly one option takes several comma-separated values; the first value is the base. The
+table follows the kernel test robot's format: mean +- %stddev, %change, and a * where the 95%
+confidence intervals do not overlap. Only runs that finished are figures.
+
+""" + replay_help_sections() + """
+\b
+Examples:
+  mmreplay compare --policies align-ge-pmd,align-pmd-multiple
+  mmreplay compare t.arrow --policies kernel,no-align,align-ge-pmd --repeat 10
+  mmreplay compare t.arrow --thp always,never --touch full --format markdown
+  mmreplay compare t.arrow --policies kernel,no-align -o ab.json
+  mmreplay compare t.arrow --kernels host,/boot/vmlinuz-6.1.0-50-amd64 --repeat 2
+  mmreplay compare m.arrow --copies 1,2 --policies no-align,align-ge-pmd --thp always
+"""
+
+
+@click.command("compare", help=HELP,
+               short_help="Replay a trace under several configurations: an A/B table.")
 @click.argument("trace", required=False, type=click.Path(dir_okay=False))
 @pick_option
 @click.option("--policies", "policy", default=None,
-              help="Comma-separated placement policies (see `mmreplay replay --help`). "
+              help="Comma-separated placement policies (see 'Placement policies' above). "
                    "[default: kernel,align-ge-pmd; kernel alone when another option varies "
                    "or with --kernels]")
 @click.option("--thp", default="as-recorded", show_default=True,
-              help="THP mode or comma list: as-recorded, always, never.")
+              help="THP mode or comma list: as-recorded, always, never (see 'THP' above).")
 @click.option("--touch", default="pages", show_default=True,
               help="Touch model or comma list: none, first, pages, full.")
 @click.option("--access", default="none", show_default=True,
@@ -33,7 +56,7 @@ from .options import (SIZE, VM_OPTION_NAMES, copies_option, json_option, output_
 @click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100),
               help="Uncounted rounds before the measured ones.")
 @click.option("--max-live", type=SIZE, default=None, help="Memory budget (default: half of "
-              "MemAvailable).")
+              f"MemAvailable); {SIZE_UNITS}.")
 @output_option("Write every result (each configuration's runs) as JSON to FILE")
 @json_option("every result")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text",
@@ -52,24 +75,6 @@ from .options import (SIZE, VM_OPTION_NAMES, copies_option, json_option, output_
             "virtme-ng: a bzImage/vmlinuz file or a built kernel tree.")
 def command(trace, pick, policy, thp, touch, access, files, threads, repeat, warmup, max_live, output,
             as_json, fmt, perf_faults, copies, progress, kernels, **vm):
-    """Replay TRACE under several configurations and print one A/B table.
-
-    TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay
-    share` block, quoted or not, or the trace attached).
-
-    Exactly one option takes several comma-separated values; the first value is the base.
-    The table follows the kernel test robot's format: mean +- %stddev, %change, and a * where
-    the 95% confidence intervals do not overlap.
-
-    \b
-    Examples:
-      mmreplay compare --policies align-ge-pmd,align-pmd-multiple
-      mmreplay compare t.arrow --policies kernel,no-align,align-ge-pmd --repeat 10
-      mmreplay compare t.arrow --thp always,never --touch full --format markdown
-      mmreplay compare t.arrow --policies kernel,no-align -o ab.json
-      mmreplay compare t.arrow --kernels host,/boot/vmlinuz-6.1.0-50-amd64 --repeat 2
-      mmreplay compare m.arrow --copies 1,2 --policies no-align,align-ge-pmd --thp always
-    """
     from replay.compare import compare_trace
     from replay.vm.image import resolve_kernels
     from replay.copies import parse_counts

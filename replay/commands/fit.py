@@ -10,7 +10,7 @@ from .common import check_outputs, emit, is_stdout
 from .options import json_option, output_option, pick_option
 
 
-@click.command("fit")
+@click.command("fit", short_help="Fit a synth spec (TOML) to a trace's anonymous memory.")
 @click.argument("trace", type=click.Path(dir_okay=False, path_type=str))
 @pick_option
 @output_option("Spec file to write (.toml); without it the spec is printed")

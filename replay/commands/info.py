@@ -10,7 +10,7 @@ from .common import check_outputs, emit
 from .options import json_option, output_option, pick_option
 
 
-@click.command("info")
+@click.command("info", short_help="Summarize a trace: ops, threads, peak live bytes, sizes.")
 # A plain string: read_trace gives the one-line error for a folder or a missing file.
 @click.argument("trace", type=str)
 @pick_option

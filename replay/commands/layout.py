@@ -9,11 +9,32 @@ import click
 from traces.text import escape
 
 from .common import Progress, check_outputs, emit
-from .options import (VM_OPTION_NAMES, json_option, output_option, pick_option, progress_option,
+from .options import (VM_OPTION_NAMES, json_option, output_option, pick_option, progress_option, replay_help_sections,
                       replay_options, vm_options, vm_settings)
 
 
-@click.command("layout")
+HELP = """Replay TRACE (default: the bundled BERT inference trace) up to --at and draw the
+replay's address space as the kernel sees it: its mappings, the holes between them, every
+2 MiB boundary and which ranges huge pages back (from /proc/self/smaps and PAGEMAP_SCAN).
+
+TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay share`
+block, quoted or not, or the trace attached).
+
+The ASCII picture is plain text of at most --width columns, ready for a mail.
+
+""" + replay_help_sections() + """
+\b
+Examples:
+  mmreplay layout t.arrow --policy align-ge-pmd
+  mmreplay layout t.arrow --policy align-pmd-multiple --thp always --png layout.png
+  mmreplay layout t.arrow --at 120 --width 100
+  mmreplay layout t.arrow --json | jq .figures
+  mmreplay layout t.arrow --kernel /boot/vmlinuz-6.1.0-50-amd64
+"""
+
+
+@click.command("layout", help=HELP,
+               short_help="Draw the replay's address space (ASCII for a mail, or PNG).")
 @click.argument("trace", required=False, type=str)
 @pick_option
 @replay_options()
@@ -33,23 +54,6 @@ from .options import (VM_OPTION_NAMES, json_option, output_option, pick_option, 
             "bzImage/vmlinuz file or a built kernel tree.")
 def command(trace, pick, policy, thp, touch, access, files, max_live, at, width, png, as_json, output,
             progress, **vm):
-    """Replay TRACE (default: the bundled BERT inference trace) up to --at and draw the replay's
-    address space as the kernel sees it: its mappings, the holes between them, every 2 MiB
-    boundary and which ranges huge pages back (from /proc/self/smaps and PAGEMAP_SCAN).
-
-    TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay
-    share` block, quoted or not, or the trace attached).
-
-    The ASCII picture is plain text of at most --width columns, ready for a mail.
-
-    \b
-    Examples:
-      mmreplay layout t.arrow --policy align-ge-pmd
-      mmreplay layout t.arrow --policy align-pmd-multiple --thp always --png layout.png
-      mmreplay layout t.arrow --at 120 --width 100
-      mmreplay layout t.arrow --json | jq .figures
-      mmreplay layout t.arrow --kernel /boot/vmlinuz-6.1.0-50-amd64
-    """
     from replay.config import Access, ReplayConfig
     from replay.layout import MAX_WIDTH, MIN_WIDTH, capture_layout, parse_at, render_ascii
     from traces import MmreplayError

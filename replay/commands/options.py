@@ -9,6 +9,9 @@ from traces import MmreplayError
 from traces.units import parse_size
 
 
+SIZE_UNITS = "K, M, G, T are powers of 1024 (KiB, MiB, GiB, TiB)"
+
+
 class SizeType(click.ParamType):
     name = "BYTES"
 
@@ -36,15 +39,12 @@ def replay_options(multi: bool = False):
     options = [
         click.option("--policy" + ("s" if multi else ""), "policy",
                      default="kernel", show_default=True, type=choice(POLICIES),
-                     help=f"{plural}anonymous-mapping placement: kernel (this one), no-align "
-                          "(<= 6.6), align-ge-pmd (6.7-6.11), align-pmd-multiple (6.12.y+: a hinted "
-                          "call is never aligned; 6.12.0 still aligned some), emulated with this "
-                          "kernel's own search. Placement is emulated (and MAP_STACK as a no-op "
-                          "under no-align); VMA merging and THP stay this kernel's: checked "
-                          "against real kernels in docs/real-kernels.md."),
+                     help=f"{plural}placement rule of which kernel for anonymous mappings "
+                          "(see 'Placement policies' above), emulated with this kernel's own "
+                          "search (and MAP_STACK as a no-op under no-align); VMA merging and THP "
+                          "stay this kernel's (docs/real-kernels.md)."),
         click.option("--thp", default="as-recorded", show_default=True, type=choice(THP_MODES),
-                     help=f"{plural}as-recorded (the trace's madvise calls), always "
-                          "(MADV_HUGEPAGE on every new anonymous mapping) or never."),
+                     help=f"{plural}as-recorded, always or never (see 'THP' above)."),
         click.option("--touch", default="pages", show_default=True, type=choice(TOUCH_MODES),
                      help=f"{plural}what to write after each mmap: none, first byte, one byte per "
                           "page, or every byte."),
@@ -56,7 +56,7 @@ def replay_options(multi: bool = False):
                           "alignment the recording host gave them), or skip."),
         click.option("--max-live", type=SIZE, default=None,
                      help="Refuse traces keeping more than this mapped (default: half of "
-                          "MemAvailable). Accepts K/M/G suffixes."),
+                          f"MemAvailable); {SIZE_UNITS}."),
     ]
 
     def decorate(func):
@@ -72,6 +72,34 @@ def pick_option(func):
     return click.option("--pick", type=click.IntRange(min=1), metavar="N", default=None,
                         help="When TRACE is a mail, an mbox or a text holding several traces, "
                              "use the Nth (mmreplay lists them when this is missing).")(func)
+
+
+def replay_help_sections() -> str:
+    """The part of the replay, compare and layout help that says what the policies and THP
+    modes are (click keeps the \\b paragraphs as written)."""
+    from replay.policy import POLICY_HELP
+
+    policies = "\n".join(f"  {name:<19} {text}" for name, text in POLICY_HELP.items())
+    return f"""\b
+Placement policies (--policy; --policies in compare): the rule for a
+private anonymous mmap without an address hint, emulated in user space:
+{policies}
+
+\b
+THP (--thp):
+  as-recorded  the trace's own madvise calls, nothing more
+  always       MADV_HUGEPAGE on every new anonymous mapping of the replay.
+               On a host with enabled=madvise this makes the replay's
+               mappings THP-eligible, as sysfs enabled=always would make
+               every process's mappings. With defrag=madvise their faults
+               also reclaim and compact memory directly, which
+               enabled=always does not do for mappings without
+               MADV_HUGEPAGE. No effect when enabled=never.
+  never        MADV_NOHUGEPAGE on every new anonymous mapping of the replay
+
+\b
+Sizes (--max-live): {SIZE_UNITS}.
+"""
 
 
 def progress_option(func):

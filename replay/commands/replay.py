@@ -7,10 +7,33 @@ import click
 from .common import (Progress, check_outputs, emit, exit_if_copies_failed, exit_if_interrupted,
                      invoked_argv, is_stdout, status_line)
 from .options import (VM_OPTION_NAMES, copies_option, json_option, output_option, pick_option,
-                      progress_option, replay_options, vm_options, vm_settings)
+                      progress_option, replay_help_sections, replay_options, vm_options,
+                      vm_settings)
 
 
-@click.command("replay")
+HELP = """Replay TRACE natively (default: the bundled BERT inference trace) and measure page
+faults, THP coverage, VMA layout, syscall latency and memory speed.
+
+TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay share`
+block, quoted or not, or the trace attached).
+
+""" + replay_help_sections() + """
+\b
+Examples:
+  mmreplay replay
+  mmreplay replay t.arrow --policy align-ge-pmd -o a.json
+  mmreplay replay t.arrow --thp always --touch full --access stream:2 --repeat 5
+  mmreplay replay t.arrow --json | jq .summary
+  mmreplay replay t.arrow --copies 4 --repeat 3
+  mmreplay replay t.arrow --copies 1,2,4 -o scaling.json
+  mmreplay replay t.arrow --kernel /boot/vmlinuz-6.1.0-50-amd64 \\
+      --guest-sysfs transparent_hugepage/enabled=always
+  mmreplay replay bert-malloc.arrow --allocator jemalloc --mm-trace je.arrow -o je.json
+"""
+
+
+@click.command("replay", help=HELP,
+               short_help="Replay a trace natively; measure faults, THP, VMAs, latency.")
 @click.argument("trace", required=False, type=click.Path(dir_okay=False))
 @pick_option
 @replay_options()
@@ -41,24 +64,6 @@ from .options import (VM_OPTION_NAMES, copies_option, json_option, output_option
 @vm_options()
 def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, threads, order, output,
             as_json, perf_faults, allocator, tunables, mm_trace, copies, progress, **vm):
-    """Replay TRACE natively (default: the bundled BERT inference trace) and measure page faults,
-    THP coverage, VMA layout, syscall latency and memory speed.
-
-    TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay
-    share` block, quoted or not, or the trace attached).
-
-    \b
-    Examples:
-      mmreplay replay
-      mmreplay replay t.arrow --policy align-ge-pmd -o a.json
-      mmreplay replay t.arrow --thp always --touch full --access stream:2 --repeat 5
-      mmreplay replay t.arrow --json | jq .summary
-      mmreplay replay t.arrow --copies 4 --repeat 3
-      mmreplay replay t.arrow --copies 1,2,4 -o scaling.json
-      mmreplay replay t.arrow --kernel /boot/vmlinuz-6.1.0-50-amd64 \\
-          --guest-sysfs transparent_hugepage/enabled=always
-      mmreplay replay bert-malloc.arrow --allocator jemalloc --mm-trace je.arrow -o je.json
-    """
     from replay.config import Access, ReplayConfig
     from replay.copies import parse_counts
     from replay.report import format_replay

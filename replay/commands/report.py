@@ -10,7 +10,7 @@ from .common import check_outputs, emit
 from .options import json_option, output_option
 
 
-@click.command("report")
+@click.command("report", short_help="The A/B table from saved results (replay/compare -o).")
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text",
               show_default=True, help="The table: plain ASCII <= 72 columns, ready for a mail "

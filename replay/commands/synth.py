@@ -20,7 +20,8 @@ the command line override the spec file or preset. The trace's metadata keeps th
 and seed, and `mmreplay info` prints the exact command that regenerates it.
 
 \b
-Size distributions (--size; K/M/G suffixes; default uniform:512K,1536K):
+Size distributions (--size; default uniform:512K,1536K; sizes take K, M,
+G, T suffixes, powers of 1024: 4632K is 4632 KiB):
   uniform:LOW,HIGH             every size in [LOW, HIGH] equally likely
   lognormal:MEDIAN,SIGMA[,MIN,MAX]
                                log-normal truncated to [MIN, MAX]
@@ -57,7 +58,8 @@ Examples:
 """
 
 
-@click.command("synth", help=HELP)
+@click.command("synth", help=HELP,
+               short_help="Write a synthetic trace from a spec, a preset or options.")
 @click.argument("spec_file", metavar="[SPEC.toml]", required=False,
                 type=click.Path(dir_okay=False, path_type=str))
 @output_option("Trace to write (.arrow)")
@@ -72,7 +74,7 @@ Examples:
                    "4 KiB (default), or SIZE itself.")
 @click.option("--live", type=int, help="Most mappings alive at once. [default: no limit]")
 @click.option("--live-bytes", metavar="BYTES",
-              help="Most mapped bytes alive at once, e.g. 2G. [default: no limit]")
+              help="Most mapped bytes alive at once, e.g. 2G (GiB). [default: no limit]")
 @click.option("--lifetime", metavar="POLICY", help="fifo | lifo | random | exp:MEAN. [default: fifo]")
 @click.option("--keep-at-end", type=int, help="Mappings left alive at the end. [default: 0]")
 @click.option("--threads", type=int, help="Worker streams: tid 0..T-1, mapping i on i mod T. "
@@ -85,7 +87,7 @@ Examples:
               help="Share of mappings whose first page gets mprotect(PROT_NONE), as glibc "
                    "does for thread stacks. [default: 0]")
 @click.option("--brk-calls", type=int, help="brk calls spread among the events. [default: 0]")
-@click.option("--brk-step", metavar="BYTES", help="Heap growth per brk call. [default: 132K]")
+@click.option("--brk-step", metavar="BYTES", help="Heap growth per brk call (K = KiB). [default: 132K]")
 @click.option("--seed", type=int, help="Random seed; same spec and seed, same events. [default: 0]")
 @click.option("--print-spec", is_flag=True, help="Print the resulting spec as TOML and exit.")
 @json_option("what was written")
