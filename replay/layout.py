@@ -26,7 +26,7 @@ import numpy as np
 from traces.errors import MmreplayError
 from traces.host import describe_thp, host_metadata
 from traces.schema import PMD_SIZE
-from traces.units import fmt_bytes
+from traces.units import fmt_bytes, plural
 
 from .config import ReplayConfig
 from .probes import MAX_HOLE_BYTES, Vmas, layout_metrics, owned_mask, read_smaps
@@ -47,7 +47,7 @@ SCAN_REGIONS = 1024               # struct page_region slots per ioctl call
 # Characters of the ASCII picture.
 START, HUGE, MAPPED, OTHER, FREE, TICK = "[", "#", "=", "x", ".", "|"
 COLUMNS_PER_PMD = (32, 16, 8, 4, 2)  # scales tried, finest first (2 is the least that shows ticks)
-MIN_PMDS_PER_ROW = 3
+MIN_PMDS_PER_ROW = 4                # rows hold a power of two of 2 MiB blocks (the PNG's too)
 MIN_WIDTH = 40
 MAX_WIDTH = 1000  # columns of the ASCII picture; wider is no picture a terminal or mail shows
 DEFAULT_WIDTH = 72
@@ -589,12 +589,14 @@ def _pack(items: list[str], width: int, gap: str = "   ") -> list[str]:
 
 
 def _ruler(geometry: Geometry, label_width: int, width: int) -> list[str]:
-    """Two lines: in-row MiB offsets of the ticks, and a '|' on every 2 MiB boundary."""
+    """Two lines: in-row MiB offsets of the ticks, and a '|' on every 2 MiB boundary (the row's
+    closing boundary too, where a column is left for it)."""
     cpp = geometry.columns_per_pmd
-    ticks = [" "] * (geometry.cells + 1)
+    closing = label_width + 2 + geometry.cells + 1 <= width
+    ticks = [" "] * (geometry.cells + int(closing))
     labels = [" "] * width
     free_from = 0
-    for k in range(geometry.pmds_per_row + 1):
+    for k in range(geometry.pmds_per_row + int(closing)):
         ticks[k * cpp] = TICK
         text = f"+{2 * k}"
         column = label_width + 2 + k * cpp
@@ -602,7 +604,8 @@ def _ruler(geometry: Geometry, label_width: int, width: int) -> list[str]:
             labels[column:column + len(text)] = text
             free_from = column + len(text) + 1
     head = f"{'MiB':>{label_width}}  "
-    return [head + "".join(labels[len(head):]).rstrip(), " " * (label_width + 2) + "".join(ticks)]
+    return [head + "".join(labels[len(head):]).rstrip(),
+            (" " * (label_width + 2) + "".join(ticks)).rstrip()]
 
 
 def _size(n: int) -> str:
@@ -615,10 +618,6 @@ def _size(n: int) -> str:
 
 def _wrap(text: str, width: int, indent: str = "") -> list[str]:
     return textwrap.wrap(text, width, subsequent_indent=indent, break_on_hyphens=False) or [""]
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _outside(left_out: list[Segment], where: str, label_width: int, width: int) -> list[str]:
@@ -707,6 +706,31 @@ def _draw(layout: Layout, geometry: Geometry, label_width: int, width: int,
     return drawing, notes
 
 
+def _scale_and_draw(layout: Layout, width: int, max_rows: int):
+    """(geometry, drawing lines, notes) at the finest scale whose drawing fits ``max_rows``."""
+    label_width = max(3, len(str((int(layout.replay[-1, 1]) - layout.base) // MIB)))
+    room = width - label_width - 2  # cells; the closing tick takes one more column if free
+
+    def pmds(cpp: int) -> int:  # a power of two of 2 MiB blocks per row
+        return 1 << ((room // cpp).bit_length() - 1) if room // cpp else 0
+
+    # Rows of at least a few 2 MiB blocks show neighbours side by side; finer scales first.
+    scales = ([c for c in COLUMNS_PER_PMD if pmds(c) >= MIN_PMDS_PER_ROW]
+              or [c for c in COLUMNS_PER_PMD if pmds(c) >= 1])
+    for index, cpp in enumerate(scales):
+        geometry = Geometry(cpp, pmds(cpp))
+        drawn = _draw(layout, geometry, label_width, width, max_rows,
+                      truncate=index == len(scales) - 1)
+        if drawn is not None:
+            return (geometry, *drawn)
+    raise AssertionError("the coarsest scale always draws")  # pragma: no cover
+
+
+def ascii_row_bytes(layout: Layout, width: int = DEFAULT_WIDTH) -> int:
+    """The address range of one row of the ASCII picture (the PNG draws the same rows)."""
+    return _scale_and_draw(layout, width, DEFAULT_MAX_ROWS)[0].row_bytes
+
+
 def render_ascii(layout: Layout, width: int = DEFAULT_WIDTH, max_rows: int = DEFAULT_MAX_ROWS) -> str:
     """The layout as plain ASCII text for a mail, every line at most ``width`` columns."""
     if width < MIN_WIDTH:
@@ -723,20 +747,7 @@ def render_ascii(layout: Layout, width: int = DEFAULT_WIDTH, max_rows: int = DEF
     if layout.empty:
         return _ascii("\n".join(head + ["", "No replay mapping is live at this point."]) + "\n")
 
-    label_width = max(3, len(str((int(layout.replay[-1, 1]) - layout.base) // MIB)))
-    room = width - label_width - 2 - 1  # the last column holds the closing tick
-    drawn, geometry = None, None
-    # Rows of at least a few 2 MiB blocks show neighbours side by side; finer scales first.
-    scales = ([c for c in COLUMNS_PER_PMD if room // c >= MIN_PMDS_PER_ROW]
-              or [c for c in COLUMNS_PER_PMD if room // c >= 1])
-    for index, cpp in enumerate(scales):
-        geometry = Geometry(cpp, room // cpp)
-        drawn = _draw(layout, geometry, label_width, width, max_rows,
-                      truncate=index == len(scales) - 1)
-        if drawn is not None:
-            break
-    assert drawn is not None and geometry is not None
-    drawing, notes = drawn
+    geometry, drawing, notes = _scale_and_draw(layout, width, max_rows)
     head += _wrap(f"1 column = {_size(geometry.column_bytes)}, 1 row = "
                   f"{_size(geometry.row_bytes)}; rows labelled in MiB from {layout.base:#x}",
                   width, "  ")

@@ -19,10 +19,10 @@ from traces.format import column_np, op_names
 from traces.host import describe_thp
 from traces.schema import MAP_ANONYMOUS, OP_CODE, PMD_SIZE
 from traces.summary import page_round, walk_live_bytes
-from traces.units import fmt_bytes
+from traces.units import fmt_bytes, plural
 
-from .layout import (Layout, choose_segments, clip_ranges, merge_ranges, other_vmas_between,
-                     plan_segments, plural, subtract_ranges)
+from .layout import (Layout, ascii_row_bytes, choose_segments, clip_ranges, merge_ranges,
+                     other_vmas_between, plan_segments, subtract_ranges)
 
 MIB = 1 << 20
 DPI = 100
@@ -32,7 +32,7 @@ TRACE_SIZE_PX = (1400, 560)
 MIN_SIZE_PX, MAX_SIZE_PX = (320, 240), (12000, 12000)
 MIN_PX_PER_PMD = 5          # 2 MiB grid lines at least this far apart
 MIN_PX_PER_ROW = 13
-PMDS_PER_ROW = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+PMDS_PER_ROW = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 # Colours (colour-blind safe pairs: blue / orange; grey for what is not the replay's).
 REPLAY_COLOUR = "#3b75af"
@@ -102,9 +102,12 @@ def _size_label(n: float) -> str:
 
 
 def _layout_rows(layout: Layout, max_pmds: int, max_rows: int):
-    """Pick the row size and the segments to draw: the finest rows that fit, else the widest rows
-    with the largest segments. Returns (row_bytes, kept segments, all segments, truncated)."""
-    choices = [p for p in PMDS_PER_ROW if p <= max_pmds] or [PMDS_PER_ROW[0]]
+    """Pick the row size and the segments to draw: the rows of the ASCII picture (so that a mail
+    and its attachment line up), else the finest coarser rows that fit, else the widest rows with
+    the largest segments. Returns (row_bytes, kept segments, all segments, truncated)."""
+    ascii_pmds = ascii_row_bytes(layout) // PMD_SIZE
+    choices = ([p for p in PMDS_PER_ROW if ascii_pmds <= p <= max_pmds]
+               or [p for p in PMDS_PER_ROW if p <= max_pmds] or [PMDS_PER_ROW[0]])
     for pmds in choices:
         row_bytes = pmds * PMD_SIZE
         segments = plan_segments(layout.replay, row_bytes)
@@ -116,9 +119,10 @@ def _layout_rows(layout: Layout, max_pmds: int, max_rows: int):
     return row_bytes, [segments[i] for i in kept], segments, True
 
 
-def plot_layout(layout: Layout, path, size_px: tuple[int, int] = LAYOUT_SIZE_PX) -> None:
+def plot_layout(layout: Layout, path, size_px: tuple[int, int] = LAYOUT_SIZE_PX) -> int | None:
     """The layout as a PNG: rows of address space starting on 2 MiB boundaries, a grid line on
-    every 2 MiB boundary, replay memory coloured by whether huge pages back it."""
+    every 2 MiB boundary, replay memory coloured by whether huge pages back it. Returns the
+    address range of one row (None for an empty layout)."""
     figure = _figure(size_px, constrained=False)  # first: says how to get matplotlib if missing
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -172,7 +176,7 @@ def plot_layout(layout: Layout, path, size_px: tuple[int, int] = LAYOUT_SIZE_PX)
         figure.text(0.5, 0.5, "No replay mapping is live at this point.", ha="center",
                     fontsize=pt * 1.4)
         _save(figure, path)
-        return
+        return None
     figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - legend_y / height_px),
                   ncol=legend_columns, frameon=False, fontsize=pt * 0.9)
     plot_width_px = width_px - left_px - right_px
@@ -272,6 +276,7 @@ def plot_layout(layout: Layout, path, size_px: tuple[int, int] = LAYOUT_SIZE_PX)
     figure.text(0.5, pad / height_px, _fit(figures, size_px, pt * 0.95), ha="center",
                 va="bottom", fontsize=pt * 0.95, color="#222222")
     _save(figure, path)
+    return row_bytes
 
 
 class _Bars:

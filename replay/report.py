@@ -60,15 +60,17 @@ METRICS = (
 def header_lines(result: dict) -> list[str]:
     trace = result["trace"]
     host = result.get("host") or {}
-    return [
-        f"trace   {escape(trace['name'])} ({escape(trace['events'])} events, "
-        f"source {escape(trace['source'])})",
-        f"        sha256 {escape(str(trace['sha256'])[:16])}...",
-        f"kernel  Linux {escape(host.get('kernel', '?'))} on {escape(host.get('hostname', '?'))}",
-        f"cpu     {escape(host.get('cpu_model') or '?')}",
-        f"thp     {escape(describe_thp(host))}",
-        f"command {escape(result.get('command', ''), 2000)}",
+    fields = [
+        ("trace   ", f"{escape(trace['name'])} ({escape(trace['events'])} events, "
+                     f"source {escape(trace['source'])})"),
+        ("        ", f"sha256 {escape(str(trace['sha256'])[:16])}..."),
+        ("kernel  ", f"Linux {escape(host.get('kernel', '?'))} on "
+                     f"{escape(host.get('hostname', '?'))}"),
+        ("cpu     ", escape(host.get("cpu_model") or "?")),
+        ("thp     ", escape(describe_thp(host))),
+        ("command ", escape(result.get("command", ""), 2000)),
     ]
+    return [line for prefix, text in fields for line in wrap_ascii(prefix, text)]
 
 
 TCG_NOTE = ("times are not comparable with native runs (full emulation); counts are: "
@@ -118,8 +120,11 @@ def format_replay(result: dict) -> str:
     runs = result["runs"]
     lines = header_lines(result)
     lines += vm_lines(result)
-    lines.append(f"config  policy={config['policy']} thp={config['thp']} touch={config['touch']} "
-                 f"access={config['access']} files={config['files']}")
+    threads = config.get("threads", "1")
+    lines += wrap_ascii("config  ", f"policy={config['policy']} thp={config['thp']} "
+                        f"touch={config['touch']} access={config['access']} "
+                        f"files={config['files']} threads={threads}"
+                        + (f" order={config.get('order')}" if str(threads) != "1" else ""))
     emulation = result.get("policy_emulation") or {}
     if emulation and not emulation.get("emulated", True):
         lines.append(f"WARNING policy {config['policy']} is not exact here: {emulation.get('why')}")
@@ -192,7 +197,8 @@ def metric_cells(result: dict) -> dict:
 
 
 def repro_header(results: list[dict], labels: list[str], commands: list[str], title: str) -> list[str]:
-    """The block a mail reply starts with: kernel(s), THP, CPU, trace, exact commands."""
+    """The block a mail reply starts with: kernel(s), THP, CPU, trace, exact commands. Labels
+    take 8 columns, as in ``replay``'s header, so a full sha256 fits 72 columns."""
     lines = wrap_ascii("", title)
     kernels = []
     for label, result in zip(labels, results):
@@ -202,9 +208,9 @@ def repro_header(results: list[dict], labels: list[str], commands: list[str], ti
     unique = sorted(set(kernels))
     if len(unique) == 1:
         kernel, hostname, thp, cpu = unique[0]
-        lines += wrap_ascii("kernel:  ", f"Linux {kernel} (host {hostname})")
-        lines += wrap_ascii("thp:     ", thp)
-        lines += wrap_ascii("cpu:     ", cpu)
+        lines += wrap_ascii("kernel  ", f"Linux {kernel} (host {hostname})")
+        lines += wrap_ascii("thp     ", thp)
+        lines += wrap_ascii("cpu     ", cpu)
     else:
         for label, (kernel, hostname, thp, cpu) in zip(labels, kernels):
             lines += wrap_ascii(f"[{label}] ", f"Linux {kernel} on {hostname}; {thp}; {cpu}")
@@ -225,15 +231,15 @@ def repro_header(results: list[dict], labels: list[str], commands: list[str], ti
         if key not in traces:
             traces.append(key)
     for name, sha, events, source in traces:
-        lines += wrap_ascii("trace:   ", f"{name}, {events} events, source {source}")
-        lines += wrap_ascii("sha256: ", sha)
+        lines += wrap_ascii("trace   ", f"{name}, {events} events, source {source}")
+        lines += wrap_ascii("sha256  ", sha)
     runs = {len(finished_runs(r)) for r in results}
     warmups = {r.get("warmup") for r in results if r.get("warmup")}
-    lines += wrap_ascii("runs:    ", f"{'/'.join(str(n) for n in sorted(runs))} finished per column"
+    lines += wrap_ascii("runs    ", f"{'/'.join(str(n) for n in sorted(runs))} finished per column"
                         + (", interleaved" if any(r.get("interleaved") for r in results) else "")
                         + (f", after {max(warmups)} uncounted warm-up round(s)" if warmups else ""))
     for command in commands:
-        lines += wrap_ascii("command: ", command)
+        lines += wrap_ascii("command ", command)
     return lines
 
 

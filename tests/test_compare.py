@@ -46,7 +46,8 @@ def test_compare_policies_shows_vma_contrast_marked_significant(cactus_trace, tm
     aligned = table_row(text, "of them 2 MiB-aligned")
     assert leading_numbers(aligned) == [48, 0] or leading_numbers(aligned)[0] == 48
     # The header names the kernel, THP settings, trace hash and the command.
-    assert "kernel:" in text and "thp:" in text and "sha256:" in text and "command:" in text
+    for label in ("kernel  Linux", "thp     enabled=", "sha256  ", "command mmreplay"):
+        assert f"\n{label}" in text, label
     document = json.loads(out.read_text())
     assert document["axis"] == "policy" and len(document["results"]) == 2
     assert [len(r["runs"]) for r in document["results"]] == [2, 2]
@@ -125,7 +126,7 @@ def test_a_partial_run_is_never_compared_as_if_complete(tmp_path):
     assert "Partial runs left out of every figure: no-align 1" in text, text
     faults = table_row(text, "minor faults")
     assert leading_numbers(faults)[-1] == kept["minflt"], (faults, kept["minflt"])
-    assert "runs:    1/2 finished per column" in text
+    assert "runs    1/2 finished per column" in text
 
     no_align["runs"] = [partial]
     only_partial = tmp_path / "only-partial.json"

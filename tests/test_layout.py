@@ -75,14 +75,17 @@ def check_picture(text: str, layout: Layout, width: int) -> Drawing:
     drawing = Drawing(text)
     cpp = drawing.columns_per_pmd
     assert cpp in COLUMNS_PER_PMD
-    # Rows start on 2 MiB boundaries and hold whole 2 MiB blocks, so the ruler's ticks fall on
-    # every 2 MiB boundary of every row, the row's closing boundary included.
+    # Rows start on 2 MiB boundaries and hold a power of two of whole 2 MiB blocks (as the PNG's
+    # rows do), so the ruler's ticks fall on every 2 MiB boundary of every row, the row's
+    # closing boundary included where the width leaves a column for it.
     assert drawing.base % PMD_SIZE == 0 and drawing.base <= layout.replay[0, 0]
     assert drawing.ticks == list(range(drawing.first_cell, drawing.ticks[-1] + 1, cpp))
-    row_cells = len(drawing.ticks) - 1
+    row_mib = int(re.search(r"1 row = (\d+) MiB", " ".join(text.split())).group(1))
+    pmds = row_mib // 2
+    assert pmds & (pmds - 1) == 0 and len(drawing.ticks) in (pmds, pmds + 1)
     for offset_mib, cells in drawing.rows:
         assert offset_mib % 2 == 0
-        assert len(cells) <= row_cells * cpp
+        assert len(cells) <= pmds * cpp
     # Every '[' drawn has a replay mapping starting inside its cell.
     starts = layout.replay[:, 0]
     for (low, high), _ in drawing.starts():

@@ -4,6 +4,8 @@ says what each option means, and output that lines up. Through the real CLI."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +89,63 @@ def test_the_command_list_is_not_cut_off():
     commands = text[text.index("Commands:"):text.index("Typical journey")]
     assert "..." not in commands and "\u2026" not in commands, commands
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+# ---------------------------------------------------------------------------------------------
+# Output that lines up (item 10).
+
+
+def test_compare_and_report_headers_line_up_in_72_columns(run_cli, tmp_path):
+    trace = write_trace(buffers_trace(4, MIB), tmp_path / "t.arrow")
+    result = tmp_path / "r.json"
+    assert run_cli("replay", trace, "--touch", "none", "--threads", "recorded",
+                   "-o", result).exit_code == 0
+    for text in (run_cli("report", result, result).stdout,
+                 run_cli("compare", trace, "--policies", "kernel,no-align", "--repeat", "1",
+                         "--warmup", "0", "--touch", "none").stdout):
+        header = text.split("\n\n")[0].splitlines()[1:]
+        assert all(len(line) <= 72 for line in text.splitlines()), text
+        # every value starts in column 8, the full sha256 on one line
+        assert all(line[7] == " " and line[8] != " " or line.startswith(" " * 8)
+                   for line in header), header
+        assert any(re.fullmatch(r"sha256  [0-9a-f]{64}", line) for line in header), header
+
+
+def test_replay_config_line_names_the_threads(run_cli, tmp_path):
+    trace = write_trace(buffers_trace(4, MIB), tmp_path / "t.arrow")
+    text = run_cli("replay", trace, "--touch", "none", "--threads", "recorded").stdout
+    config = " ".join(text[text.index("\nconfig  "):].split("\n\n")[0].split())
+    assert "threads=recorded order=deps" in config, text
+    assert all(len(line) <= 72 for line in text.splitlines()), text
+
+
+def test_info_fits_72_columns(run_cli):
+    for trace in sorted((ROOT / "traces" / "data").glob("*.arrow")):
+        text = run_cli("info", trace).stdout
+        assert all(len(line) <= 72 for line in text.splitlines()), (trace, text)
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="strace is not installed")
+def test_record_says_1_thread(run_cli, tmp_path):
+    result = run_cli("record", "-o", tmp_path / "t.arrow", "--", sys.executable, "-c",
+                     "import mmap; mmap.mmap(-1, 1 << 20).close()")
+    assert result.exit_code == 0, result.output
+    assert ", 1 thread;" in result.stderr and "1 threads" not in result.stderr, result.stderr
+
+
+def test_the_ascii_and_png_pictures_have_the_same_rows(tmp_path):
+    """Far-apart mappings give 6-digit row labels: the ASCII rows used to be 62 MiB, the PNG's
+    64 MiB. Both now hold the same power of two of 2 MiB blocks."""
+    pytest.importorskip("matplotlib")
+    from test_layout import made_up_layout
+
+    from replay.layout import render_ascii
+    from replay.pictures import plot_layout
+
+    a = 0x7F00_0000_0000
+    layout = made_up_layout([(a + i * 7 * MIB, a + i * 7 * MIB + 5 * MIB) for i in range(200)]
+                            + [(a + 300_000 * MIB, a + 300_040 * MIB)])
+    text = render_ascii(layout)
+    row_mib = int(re.search(r"1 row = (\d+) MiB", " ".join(text.split())).group(1))
+    assert row_mib == 64, text
+    assert plot_layout(layout, tmp_path / "x.png") == row_mib * MIB

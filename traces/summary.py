@@ -119,7 +119,7 @@ def summarize(table: pa.Table) -> dict:
     return document
 
 
-WIDTH = 80
+WIDTH = 72  # mail-ready, as every text mmreplay prints
 LABEL_WIDTH = 13
 
 
@@ -129,13 +129,13 @@ def _printable(value) -> str:
 
 
 def _field(label: str, value) -> list[str]:
-    """``label value`` wrapped to 80 columns, continuation lines indented under the value."""
+    """``label value`` wrapped to WIDTH columns, continuation lines indented under the value."""
     return textwrap.wrap(_printable(value), WIDTH, initial_indent=f"{label:<{LABEL_WIDTH}}",
                          subsequent_indent=" " * LABEL_WIDTH, break_on_hyphens=False) or [label]
 
 
 def format_summary(summary: dict, name: str = "") -> str:
-    """Plain text for ``mmreplay info`` (fits 80 columns)."""
+    """Plain text for ``mmreplay info`` (fits WIDTH columns)."""
     meta = summary["metadata"]
     host = meta.get("host") if isinstance(meta.get("host"), dict) else {}
     lines = _field("trace", name)

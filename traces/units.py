@@ -49,6 +49,11 @@ def fmt_size_short(n: int) -> str:
     return str(n)
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 thread', '7 threads'."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def fmt_duration_ns(ns: float | int | None) -> str:
     if ns is None:
         return "n/a"

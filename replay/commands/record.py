@@ -54,6 +54,7 @@ def command(argv: tuple[str, ...], output: str | None, strace_path: str | None,
     """
     from traces import MmreplayError
     from traces.record import record
+    from traces.units import plural
 
     args = list(argv)
     if args and args[0].startswith("-") and args[0] != "--":
@@ -90,7 +91,7 @@ def command(argv: tuple[str, ...], output: str | None, strace_path: str | None,
     else:
         ended = f"command exit status {meta.get('exit_status')}"
     click.echo(f"recorded {recording.events} events ({ops}) in {meta['wall_time_s']:.2f} s, "
-               f"{report['threads']} threads; {ended}; strace mode {meta['strace_mode']}"
+               f"{plural(report['threads'], 'thread')}; {ended}; strace mode {meta['strace_mode']}"
                + ("; interrupted" if recording.interrupted else ""), err=True)
     allocations = meta.get("malloc")
     if allocations:
