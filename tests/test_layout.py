@@ -136,7 +136,8 @@ def test_unaligned_buffers_mostly_miss_the_ticks(layouts):
     layout = layouts("align-pmd-multiple")
     large, aligned = layout.large_mappings()
     assert large == COUNT and aligned <= COUNT // 4  # 4632 KiB is not a multiple of 2 MiB
-    assert layout.metrics["vmas"] <= 4                 # contiguous: the kernel merged them
+    # (How many VMAs they make depends on the holes earlier tests left in this process: the
+    # top-down search fills them. Only the alignment is the rule's.)
     drawing = check_picture(render_ascii(layout), layout, 72)
     columns = [column for _, column in drawing.starts()]
     assert columns
