@@ -16,7 +16,7 @@ from traces import MmreplayError, __version__
 from traces.text import escape
 
 from .commands import COMMANDS
-from .commands.common import ARGV_KEY, invoked_argv
+from .commands.common import ARGV_KEY, interrupt_exit_code, invoked_argv
 
 EPILOG = """\b
 Typical journey:
@@ -58,7 +58,7 @@ class MmreplayGroup(click.Group):
         except KeyboardInterrupt:
             # Ctrl-C outside a replay's own handler (reading, compiling): the shell's convention.
             click.echo("Interrupted (SIGINT)", err=True)
-            ctx.exit(130)
+            ctx.exit(interrupt_exit_code("SIGINT"))
         except MemoryError:
             click.echo("Error: out of memory (the input is too large for this machine; try a "
                        "smaller trace or --max-live)", err=True)
