@@ -244,9 +244,10 @@ def test_cactusbssn_replays_as_many_large_mappings_alive_together(run_cli, tmp_p
     # 6.7-6.11 placement: every one 2 MiB-aligned, separate VMAs with holes between them...
     assert aligned["peak_vmas"] == 128 and aligned["pmd_aligned_large_mappings"] == 128
     assert aligned["holes"] > 100
-    # ... while unaligned neighbours merge into a few VMAs, as they did before 6.7 and since 6.12.
+    # ... while unaligned neighbours merge into a few VMAs, as they did before 6.7 and since 6.12
+    # (a few more where the top-down search fills holes earlier tests left in this process).
     merged = replay_run(run_cli, trace, tmp_path, "--policy", "no-align")
-    assert merged["peak_live_bytes"] == 128 * 4632 * KIB and merged["peak_vmas"] < 10
+    assert merged["peak_live_bytes"] == 128 * 4632 * KIB and merged["peak_vmas"] < 128 // 4
 
 
 def test_malloc1_replays_as_one_mapping_at_a_time(run_cli, tmp_path):
