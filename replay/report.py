@@ -136,7 +136,8 @@ def format_replay(result: dict) -> str:
 
     section = copies_section(result)
     copies = section["stages"][-1]["copies"] if section else None
-    head = f"{f'metric (sum of {copies} copies)' if copies else 'metric':<34}{'median':>14}"
+    # With min and max: 72 columns.
+    head = f"{f'metric (sum of {copies} copies)' if copies else 'metric':<30}{'median':>14}"
     if multi:
         head += f"{'min':>14}{'max':>14}"
     lines.append(head + ("" if multi else ""))
@@ -144,7 +145,7 @@ def format_replay(result: dict) -> str:
         stats = summary.get(path)
         if stats is None:
             continue
-        line = f"{label:<34}{fmt_number(stats['median'], scale, decimals):>14}"
+        line = f"{label:<30}{fmt_number(stats['median'], scale, decimals):>14}"
         if multi:
             line += (f"{fmt_number(stats['min'], scale, decimals):>14}"
                      f"{fmt_number(stats['max'], scale, decimals):>14}")

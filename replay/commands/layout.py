@@ -9,8 +9,8 @@ import click
 from traces.text import escape
 
 from .common import Progress, check_outputs, emit
-from .options import (VM_OPTION_NAMES, json_option, output_option, pick_option, progress_option, replay_help_sections,
-                      replay_options, vm_options, vm_settings)
+from .options import (VM_OPTION_NAMES, json_option, output_option, pick_option, progress_option,
+                      replay_help_sections, replay_options, vm_options, vm_settings)
 
 
 HELP = """Replay TRACE (default: the bundled BERT inference trace) up to --at and draw the

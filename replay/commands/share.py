@@ -8,7 +8,7 @@ from .common import check_outputs, emit
 from .options import output_option, pick_option
 
 
-@click.command("share")
+@click.command("share", short_help="Print a trace as a text block to paste into a mail.")
 @click.argument("trace", type=str)
 @pick_option
 @output_option("Write the block to FILE instead of stdout")
