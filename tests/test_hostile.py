@@ -203,17 +203,37 @@ def test_absurd_thread_counts_are_refused(tmp_path, value):
     assert_one_line_error(mmreplay("replay", trace, "--threads", value), "bad --threads")
 
 
+def chained_threads_trace(threads: int):
+    """Every thread maps, then unmaps the next thread's mapping: thread t's second call waits for
+    thread t+1's first, so every thread stays alive until the last one has started. How many
+    thread stacks exist at once is then the trace's doing, not the scheduler's."""
+    addresses = [A + t * (1 << 20) for t in range(threads)]
+    rows = [corpus.mmap(a, 65536, tid=1000 + t) for t, a in enumerate(addresses)]
+    rows += [corpus.munmap(addresses[(t + 1) % threads], 65536, tid=1000 + t)
+             for t in range(threads)]
+    return corpus.table(rows)
+
+
+def test_chained_threads_wait_for_the_next_one():
+    table = chained_threads_trace(8)
+    plan = plan_threads(compile_trace(table, ReplayConfig(threads="recorded")), table, "recorded")
+    assert plan.threads == 8 and plan.dependencies == 8
+    waits = [(int(plan.thread_of_op[i]), int(plan.dep_thread[i]))
+             for i in range(len(plan.dep_thread)) if plan.dep_thread[i] >= 0]
+    assert sorted(waits) == [(t, (t + 1) % 8) for t in range(8)]
+
+
 THREAD_START_CHILD = textwrap.dedent("""
     import json, resource, sys
     sys.path.insert(0, sys.argv[1])
-    from test_hostile import many_threads_trace
+    from test_hostile import chained_threads_trace, many_threads_trace
     from replay.compile import compile_trace
     from replay.config import ReplayConfig
     from replay.policy import probe_kernel_alignment
     from replay.probes import MapsReader, maps_snapshot
     from replay.session import run_program
     from replay.threads import plan_threads
-    table = many_threads_trace(64)
+    table = chained_threads_trace(64)  # all 64 thread stacks are needed at once
     config = ReplayConfig(touch="pages", threads="recorded")
     program = compile_trace(table, config)
     plan = plan_threads(program, table, "recorded")
@@ -236,7 +256,9 @@ THREAD_START_CHILD = textwrap.dedent("""
 def test_a_thread_that_cannot_start_stops_the_run_with_its_reason():
     """Finding 10 (and 2): under an address-space limit, thread stacks cannot be had. The run
     stops with the reason, the threads that did start are stopped and joined, nothing waits
-    forever, and the replay's memory is given back."""
+    forever, and the replay's memory is given back. The trace keeps every thread alive until the
+    last has started, so 64 stacks of 8 MiB never fit in 40 MiB, however the threads are
+    scheduled."""
     done = subprocess.run([sys.executable, "-c", THREAD_START_CHILD, str(Path(__file__).parent)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr

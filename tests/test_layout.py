@@ -135,10 +135,17 @@ def test_aligned_buffers_start_on_a_tick(layouts):
 def test_unaligned_buffers_mostly_miss_the_ticks(layouts):
     layout = layouts("align-pmd-multiple")
     large, aligned = layout.large_mappings()
-    assert large == COUNT and aligned <= COUNT // 4  # 4632 KiB is not a multiple of 2 MiB
-    # Mostly merged: neighbours are contiguous, but the top-down search first fills the holes
-    # that earlier tests left in this process, so not always into one VMA.
-    assert layout.metrics["vmas"] <= COUNT // 2
+    # The replay starts in a region of its own (replay/region.py): the top-down search puts each
+    # buffer right below the one before, leaving no hole, and the kernel merges neighbouring
+    # anonymous mappings of equal flags. Only a mapping the interpreter made meanwhile (a
+    # pymalloc arena) can come between two buffers and split them.
+    assert len(layout.holes()) == 0
+    foreign = int((~layout.vma_replay).sum())
+    runs = layout.metrics["vmas"]
+    assert 1 <= runs <= 1 + foreign
+    # 4632 KiB is 536 KiB over a multiple of 2 MiB: within one contiguous run, starts step by
+    # 536 KiB modulo 2 MiB and repeat only after 256 buffers, so at most one per run is aligned.
+    assert large == COUNT and aligned <= runs
     drawing = check_picture(render_ascii(layout), layout, 72)
     columns = [column for _, column in drawing.starts()]
     assert columns
