@@ -42,6 +42,11 @@ FREE_COLOUR = "#f2f2f2"
 GRID_COLOUR = "#202020"
 MARK_COLOUR = "#c0392b"
 START_COLOUR = "#10253f"
+# Starts of anonymous mappings >= 2 MiB (what the placement rules are about): a filled triangle
+# on a 2 MiB boundary, a hollow one off it, so that "did alignment happen?" is read at a glance.
+ALIGNED_COLOUR = "#111111"  # not the text's black
+UNALIGNED_COLOUR = "#d62728"
+GRID_STYLE = (0, (1, 2))  # dotted
 
 # mmreplay is installed from a checkout (it is not on the package index).
 INSTALL_PLOT = ("pip install matplotlib (or, in the mmreplay checkout, "
@@ -143,13 +148,23 @@ def plot_layout(layout: Layout, path, size_px: tuple[int, int] = LAYOUT_SIZE_PX)
                f"{fmt_bytes(m['rss_bytes'])};  {large} anonymous mappings >= 2 MiB, {aligned} of "
                f"them 2 MiB-aligned")
     estimated = ", placed by estimate" if layout.huge_source == "smaps" else ""
+    marker_points = pt * 0.9
     handles = [Patch(color=REPLAY_COLOUR, label="replay memory, 4 KiB pages"),
                Patch(color=HUGE_COLOUR, label=f"THP-backed (PMD-mapped{estimated})"),
                Patch(color=OTHER_COLOUR, label="other memory of the process"),
                Patch(facecolor=FREE_COLOUR, edgecolor="#cccccc", label="unmapped (hole)"),
+               Line2D([], [], linewidth=0, marker="v", markersize=marker_points,
+                      markerfacecolor=ALIGNED_COLOUR, markeredgecolor=ALIGNED_COLOUR,
+                      label=f"mapping >= 2 MiB starts on a 2 MiB boundary ({aligned})"),
+               Line2D([], [], linewidth=0, marker="v", markersize=marker_points,
+                      markerfacecolor="white", markeredgecolor=UNALIGNED_COLOUR,
+                      markeredgewidth=1.5,
+                      label=f"mapping >= 2 MiB starts off a boundary ({large - aligned})"),
                Line2D([], [], linewidth=0, marker="|", markersize=pt * 1.1, markeredgewidth=1.5,
-                      markeredgecolor=START_COLOUR, label="a replay mapping starts")]
-    legend_columns = 5 if width_px >= 1200 else 3 if width_px >= 760 else 2
+                      markeredgecolor=START_COLOUR, label="a smaller mapping starts"),
+               Line2D([], [], color=GRID_COLOUR, alpha=0.5, linestyle=GRID_STYLE, linewidth=0.8,
+                      label="2 MiB boundary")]
+    legend_columns = 4 if width_px >= 1200 else 2
 
     # Margins in pixels, from the text they hold (no automatic layout: it lets the legend and
     # the title overlap).
@@ -194,51 +209,29 @@ def plot_layout(layout: Layout, path, size_px: tuple[int, int] = LAYOUT_SIZE_PX)
     replay = merge_ranges(layout.replay)
     other = subtract_ranges(layout.vmas, replay)
     bars = {name: _Bars() for name in ("free", "other", "replay", "huge")}
-    starts_x, starts_y = [], []
+    plan = plan_png_rows(layout, row_bytes, segments, every_segment,
+                         max_rows if truncated else None)
+    large_start = layout.mapping_start[(layout.mapping_length >= PMD_SIZE) & layout.mapping_anon]
+    starts = {"small": ([], []), "aligned": ([], []), "unaligned": ([], [])}
     y_labels: list[tuple[int, str]] = []
     breaks: list[tuple[int, str]] = []
-    y = 0
-
-    def not_drawn(left_out) -> str:
-        return (f"{plural(len(left_out), 'smaller segment')} not drawn "
-                f"({fmt_bytes(sum(s.bytes for s in left_out))} of replay memory)")
-
-    below = [s for s in every_segment if s.end <= segments[0].start]
-    if below:
-        breaks.append((y, f"~ below: {not_drawn(below)} ~"))
-        y += 1
-    previous = None
-    for segment in segments:
-        if previous is not None:
-            skipped = [s for s in every_segment if previous.end <= s.start < segment.start]
-            gap = segment.start - previous.end
-            if skipped:
-                text = f"~ {fmt_bytes(gap)}: {not_drawn(skipped)} ~"
-            else:
-                others = other_vmas_between(layout, previous.end, segment.start)
-                text = f"~ {fmt_bytes(gap)} without replay memory" + (
-                    f" ({plural(others, 'other VMA')})" if others else "") + " ~"
-            breaks.append((y, text))
-            y += 1
-        rows = segment.rows(row_bytes)
-        rows = min(rows, max(1, max_rows - y)) if truncated else rows
-        for r in range(rows):
-            low = segment.start + r * row_bytes
-            high = low + row_bytes
-            bars["free"].add(np.array([[low, high]]), low, y)
-            for name, ranges in (("other", other), ("replay", replay), ("huge", layout.huge)):
-                bars[name].add(clip_ranges(ranges, low, high), low, y, pixel_mib)
-            row_starts = layout.replay[(layout.replay[:, 0] >= low) & (layout.replay[:, 0] < high), 0]
-            starts_x.extend(((row_starts - low) / MIB).tolist())
-            starts_y.extend([y] * len(row_starts))
-            y_labels.append((y, f"{(low - base) // MIB:,}"))
-            y += 1
-        previous = segment
-    above = [s for s in every_segment if s.start >= segments[-1].end]
-    if above:
-        breaks.append((y, f"~ above: {not_drawn(above)} ~"))
-        y += 1
-    rows_total = y
+    for y, row in enumerate(plan):
+        if isinstance(row, str):
+            breaks.append((y, row))
+            continue
+        low, high = row, row + row_bytes
+        bars["free"].add(np.array([[low, high]]), low, y)
+        for name, ranges in (("other", other), ("replay", replay), ("huge", layout.huge)):
+            bars[name].add(clip_ranges(ranges, low, high), low, y, pixel_mib)
+        row_large = large_start[(large_start >= low) & (large_start < high)]
+        row_starts = layout.replay[(layout.replay[:, 0] >= low) & (layout.replay[:, 0] < high), 0]
+        for kind, at in (("small", np.setdiff1d(row_starts, row_large)),
+                         ("aligned", row_large[row_large % PMD_SIZE == 0]),
+                         ("unaligned", row_large[row_large % PMD_SIZE != 0])):
+            starts[kind][0].extend(((at - low) / MIB).tolist())
+            starts[kind][1].extend([y] * len(at))
+        y_labels.append((y, f"{(low - base) // MIB:,}"))
+    rows_total = len(plan)
 
     # One collection of rectangles per kind, drawn in this order (thousands of bar patches
     # would take seconds); rows are y = 0, 1, ... from the top.
@@ -246,8 +239,18 @@ def plot_layout(layout: Layout, path, size_px: tuple[int, int] = LAYOUT_SIZE_PX)
     for z, (name, colour) in enumerate((("free", FREE_COLOUR), ("other", OTHER_COLOUR),
                                         ("replay", REPLAY_COLOUR), ("huge", HUGE_COLOUR))):
         ax.add_collection(bars[name].collection(heights, colour, zorder=1 + z * 0.1))
-    ax.vlines(starts_x, np.array(starts_y) - heights / 2, np.array(starts_y) + heights / 2,
-              color=START_COLOUR, linewidth=1.0)
+    small_x, small_y = starts["small"]
+    ax.vlines(small_x, np.array(small_y) - heights / 2, np.array(small_y) + heights / 2,
+              color=START_COLOUR, linewidth=1.0, zorder=2)
+    # Large mappings' starts: triangles pointing at the start, above the row's bar.
+    marker_area = marker_points ** 2
+    for kind, face, edge in (("aligned", ALIGNED_COLOUR, ALIGNED_COLOUR),
+                             ("unaligned", "white", UNALIGNED_COLOUR)):
+        x, y_of = starts[kind]
+        if x:
+            ax.scatter(x, np.array(y_of) - heights / 2, s=marker_area, marker="v",
+                       facecolors=face, edgecolors=edge, linewidths=1.5, zorder=3,
+                       clip_on=False)
     for y_break, text in breaks:
         ax.text(row_mib / 2, y_break, text, ha="center", va="center", fontsize=pt * 0.9,
                 style="italic", color="#555555")
@@ -257,8 +260,11 @@ def plot_layout(layout: Layout, path, size_px: tuple[int, int] = LAYOUT_SIZE_PX)
     ax.xaxis.set_minor_locator(MultipleLocator(2))
     ax.xaxis.set_major_locator(MultipleLocator(_major_step(row_mib)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"+{v:.0f}"))
-    ax.grid(which="minor", axis="x", color=GRID_COLOUR, alpha=0.28, linewidth=0.6)
-    ax.grid(which="major", axis="x", color=GRID_COLOUR, alpha=0.5, linewidth=0.8)
+    # Boundaries dotted, starts solid: the two must not be mistaken for each other.
+    ax.grid(which="minor", axis="x", color=GRID_COLOUR, alpha=0.35, linewidth=0.6,
+            linestyle=GRID_STYLE)
+    ax.grid(which="major", axis="x", color=GRID_COLOUR, alpha=0.5, linewidth=0.8,
+            linestyle=GRID_STYLE)
     ax.set_axisbelow(False)
     ax.tick_params(axis="x", which="minor", length=3)
     step = max(1, int(np.ceil(len(y_labels) / 40)))
@@ -277,6 +283,60 @@ def plot_layout(layout: Layout, path, size_px: tuple[int, int] = LAYOUT_SIZE_PX)
                 va="bottom", fontsize=pt * 0.95, color="#222222")
     _save(figure, path)
     return row_bytes
+
+
+def plan_png_rows(layout: Layout, row_bytes: int, segments: list, every_segment: list,
+                  max_rows: int | None = None) -> list:
+    """The picture's rows from the top: an int (a row of address space starting there) or a str
+    (a break line). Rows without replay memory are never drawn: a run of them becomes one break
+    line saying how much address space and how many other VMAs it holds. ``max_rows`` (when the
+    segments were cut to fit) bounds the rows of each segment."""
+    replay = merge_ranges(layout.replay)
+    plan: list = []
+
+    def not_drawn(left_out) -> str:
+        return (f"{plural(len(left_out), 'smaller segment')} not drawn "
+                f"({fmt_bytes(sum(s.bytes for s in left_out))} of replay memory)")
+
+    others = layout.vmas[~layout.vma_replay]
+
+    def without_replay(low: int, high: int, within_segment: bool = False) -> str:
+        # Between segments: the VMAs lying in the gap; inside one: those the rows cut through.
+        count = (int(((others[:, 0] < high) & (others[:, 1] > low)).sum()) if within_segment
+                 else other_vmas_between(layout, low, high))
+        return f"~ {fmt_bytes(high - low)} without replay memory" + (
+            f" ({plural(count, 'other VMA')})" if count else "") + " ~"
+
+    below = [s for s in every_segment if s.end <= segments[0].start]
+    if below:
+        plan.append(f"~ below: {not_drawn(below)} ~")
+    previous = None
+    for segment in segments:
+        if previous is not None:
+            skipped = [s for s in every_segment if previous.end <= s.start < segment.start]
+            if skipped:
+                plan.append(f"~ {fmt_bytes(segment.start - previous.end)}: {not_drawn(skipped)} ~")
+            else:
+                plan.append(without_replay(previous.end, segment.start))
+        rows = segment.rows(row_bytes)
+        if max_rows is not None:
+            rows = min(rows, max(1, max_rows - len(plan)))
+        empty_from = None
+        for r in range(rows + 1):
+            low = segment.start + r * row_bytes
+            if r < rows and not len(clip_ranges(replay, low, low + row_bytes)):
+                empty_from = low if empty_from is None else empty_from
+                continue
+            if empty_from is not None:
+                plan.append(without_replay(empty_from, low, within_segment=True))
+                empty_from = None
+            if r < rows:
+                plan.append(low)
+        previous = segment
+    above = [s for s in every_segment if s.start >= segments[-1].end]
+    if above:
+        plan.append(f"~ above: {not_drawn(above)} ~")
+    return plan
 
 
 class _Bars:

@@ -12,7 +12,8 @@ import pytest
 from processes import PATIENCE_S
 from replay.config import ReplayConfig
 from replay.layout import capture_layout
-from replay.pictures import (HUGE_COLOUR, LAYOUT_SIZE_PX, MARK_COLOUR, REPLAY_COLOUR,
+from replay.pictures import (ALIGNED_COLOUR, HUGE_COLOUR, LAYOUT_SIZE_PX, MARK_COLOUR,
+                             REPLAY_COLOUR, UNALIGNED_COLOUR,
                              TRACE_SIZE_PX, live_bytes_series, plot_layout, plot_trace)
 from strategies import mmap, munmap, table_from_rows
 from tracegen import buffers_trace, random_trace
@@ -151,3 +152,51 @@ def test_missing_matplotlib_is_one_line(buffers_path, tmp_path, command):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "pip install '.[plot]'" in lines[0] and "mmreplay[" not in lines[0], done.stderr
     assert not png.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# What a reader must see without reading the footer (issue 14 item 11).
+
+
+def test_aligned_and_unaligned_starts_are_told_apart_at_a_glance(tmp_path):
+    """Starts of mappings >= 2 MiB on a 2 MiB boundary are filled triangles, off it hollow red
+    ones; neither looks like the (dotted) 2 MiB grid. The same eight 4 MiB mappings, aligned,
+    then moved 512 KiB off the boundary."""
+    from test_layout import made_up_layout
+
+    a = 0x7F00_0000_0000
+    pictures = {}
+    for name, shift in (("aligned", 0), ("unaligned", 512 * KIB)):
+        layout = made_up_layout([(a + shift + i * 6 * MIB, a + shift + i * 6 * MIB + 4 * MIB)
+                                 for i in range(8)])
+        assert layout.large_mappings() == (8, 8 if shift == 0 else 0)
+        plot_layout(layout, tmp_path / f"{name}.png")
+        pictures[name] = read_png(tmp_path / f"{name}.png")
+    aligned, unaligned = pictures["aligned"], pictures["unaligned"]
+    # Eight markers each (the legend's swatches are in both pictures).
+    assert pixels_of(aligned, ALIGNED_COLOUR) - pixels_of(unaligned, ALIGNED_COLOUR) > 8 * 20
+    assert pixels_of(unaligned, UNALIGNED_COLOUR) - pixels_of(aligned, UNALIGNED_COLOUR) > 8 * 10
+
+
+def test_rows_without_replay_memory_are_one_break_line(tmp_path):
+    """Other memory of the process between two replay mappings (closer than a segment break)
+    used to fill whole grey rows; such rows are now one line saying what they hold."""
+    from test_layout import made_up_layout
+
+    from replay.layout import ascii_row_bytes, plan_segments
+    from replay.pictures import OTHER_COLOUR, plan_png_rows
+
+    a = 0x7F00_0000_0000
+    layout = made_up_layout([(a, a + 6 * MIB), (a + 26 * MIB, a + 32 * MIB)],
+                            others=[(a + 6 * MIB, a + 26 * MIB)])
+    row_bytes = ascii_row_bytes(layout)
+    assert row_bytes == 8 * MIB  # two whole rows [a+8M, a+24M) hold other memory only
+    segments = plan_segments(layout.replay, row_bytes)
+    assert len(segments) == 1
+    plan = plan_png_rows(layout, row_bytes, segments, segments)
+    assert plan == [a, "~ 16.00 MiB without replay memory (1 other VMA) ~", a + 24 * MIB]
+    plot_layout(layout, tmp_path / "x.png")
+    image = read_png(tmp_path / "x.png")
+    rgb = np.array([int(OTHER_COLOUR[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    grey = (np.abs(image[:, :, :3] - rgb).max(axis=2) < 0.02).mean(axis=1)
+    assert grey.max() < 0.5  # no pixel row grey from edge to edge
