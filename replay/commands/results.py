@@ -10,7 +10,7 @@ from .common import Progress, check_outputs, emit, interrupt_exit_code, invoked_
 from .options import json_option, output_option, progress_option
 
 
-@click.command("results")
+@click.command("results", short_help="Gather result files into one Arrow table, a row per run.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @output_option("Write the corpus (an Arrow IPC file) to FILE")
 @click.option("--glob", "pattern", default="*.json", show_default=True,
