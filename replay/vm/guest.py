@@ -19,11 +19,10 @@ import time
 import traceback
 from pathlib import Path
 
+from .native_env import NATIVE_BUILD_ENV, NATIVE_ENV, NATIVE_FAILED
+
 SYSFS_MM = "/sys/kernel/mm"
 MARKER = "@mmreplay "  # prefix of the progress lines on the guest's stdout
-NATIVE_ENV = "MMREPLAY_NATIVE_ENGINE"  # native.ENV, without importing it when unused
-NATIVE_BUILD_ENV = "MMREPLAY_NATIVE_BUILD"  # warm-up on the host: build the library here
-NATIVE_FAILED = "native-failed.txt"
 
 
 def emit(event: str, **fields) -> None:

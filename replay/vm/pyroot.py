@@ -103,7 +103,7 @@ class PyRoot:
                        "LD_LIBRARY_PATH": os.pathsep.join(libraries),
                        "MMREPLAY_PYROOT": str(self.root)}
         if note.get("engine") == "native library":
-            from .guest import NATIVE_ENV
+            from .native_env import NATIVE_ENV
             environment[NATIVE_ENV] = str(self.native)
         return environment
 
@@ -217,7 +217,7 @@ def _copy(original: str, target: Path) -> None:
 
 def _build(pyroot: PyRoot, job_dir: Path, features: list[str], timeout_s: float) -> dict:
     from .cache import guest_environment
-    from .guest import NATIVE_BUILD_ENV, NATIVE_ENV, NATIVE_FAILED
+    from .native_env import NATIVE_BUILD_ENV, NATIVE_ENV, NATIVE_FAILED
     from .native import LIBRARY, MANIFEST
 
     roots = pyroot.root.parent
