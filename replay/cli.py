@@ -7,7 +7,9 @@ Heavy modules (numba, matplotlib) are imported inside commands so ``--help`` and
 from __future__ import annotations
 
 import atexit
+import errno
 import gc
+import os
 import sys
 
 import click
@@ -59,6 +61,15 @@ class MmreplayGroup(click.Group):
             # Ctrl-C outside a replay's own handler (reading, compiling): the shell's convention.
             click.echo("Interrupted (SIGINT)", err=True)
             ctx.exit(interrupt_exit_code("SIGINT"))
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise  # the reader went away (`| head`): click closes stdout and exits 1
+            # An output the system refused (ENOSPC on stdout, EIO): one line, never a traceback.
+            # Written data still buffered for stdout would fail again at exit: drop it.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {escape(where, 500)}{exc.strerror or exc}", err=True)
+            ctx.exit(1)
         except MemoryError:
             click.echo("Error: out of memory (the input is too large for this machine; try a "
                        "smaller trace or --max-live)", err=True)

@@ -115,6 +115,19 @@ def test_dash_is_stdout_wherever_a_file_is_written(small, tmp_path):
         assert os.listdir(work) == [], (args, os.listdir(work))
 
 
+@pytest.mark.parametrize("args", [("info", "{trace}", "--json"),
+                                  ("slice", "{trace}", "--events", "0:10", "-o", "-"),
+                                  ("share", "{trace}")])
+def test_a_full_stdout_is_one_line_not_a_traceback(small, args):
+    """/dev/full: every write fails with ENOSPC, as on a full disk behind `> file`."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "replay.cli",
+                               *(a.format(trace=small) for a in args)],
+                              stdout=full, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 1
+    assert done.stderr == "Error: No space left on device\n"
+
+
 def test_record_refuses_stdout_for_its_trace(tmp_path):
     done = mmreplay_in(tmp_path, "record", "-o", "-", "--", "true")
     assert done.returncode == 2 and b"Error: -o -:" in done.stderr
