@@ -2,7 +2,8 @@
  *
  * It executes the same op program as the numba engine (replay/engine.py: run_ops), with the same
  * semantics for what the benchmark needs: OP_MMAP with kernel placement, OP_MMAP_FIXED_IN,
- * OP_MUNMAP, OP_MREMAP, OP_MADVISE, OP_MPROTECT; --thp advice; touch none/first/pages/full. Every
+ * OP_MUNMAP, OP_MREMAP, OP_MADVISE, OP_MPROTECT, OP_TOUCH; --thp advice; touch
+ * none/first/pages/full. Every
  * call is timed with clock_gettime(CLOCK_MONOTONIC) into a latency array and its errno recorded,
  * as the engine does, so the two loops do the same work and their speeds can be compared.
  *
@@ -37,7 +38,7 @@
 
 /* Must match replay/program.py and replay/engine.py. */
 enum { OP_MMAP = 0, OP_MMAP_FIXED_IN = 1, OP_MUNMAP = 2, OP_MREMAP = 3, OP_MADVISE = 4,
-       OP_MPROTECT = 5 };
+       OP_MPROTECT = 5, OP_TOUCH = 6 };
 enum { PLACE_MASK = 0x03, TOUCH_WRITE = 0x04, TOUCH_READ = 0x08, THP_ADVISE = 0x20 };
 enum { ID_MAPPED = 0x01, ID_TAINTED = 0x02 };
 enum { TOUCH_NONE = 0, TOUCH_FIRST = 1, TOUCH_PAGES = 2, TOUCH_FULL = 3 };
@@ -131,7 +132,7 @@ int main(int argc, char **argv) {
     int64_t stop = argc == 4 ? atoll(argv[3]) : n_ops;
     if (stop < 0 || stop > n_ops) die("STOP_OP out of range");
     for (int64_t i = 0; i < n_ops; i++) {
-        if (code[i] < OP_MMAP || code[i] > OP_MPROTECT) die("unknown op code");
+        if (code[i] < OP_MMAP || code[i] > OP_TOUCH) die("unknown op code");
         if (map_id[i] < 0 || map_id[i] >= n_ids) die("map_id out of range");
         if ((code[i] == OP_MMAP_FIXED_IN || code[i] == OP_MREMAP) && (ref_id[i] < 0 || ref_id[i] >= n_ids))
             die("ref_id out of range");
@@ -181,6 +182,11 @@ int main(int argc, char **argv) {
             if ((md & THP_ADVISE) && thp_advice >= 0 && madvise(p, (size_t)size, (int)thp_advice) != 0)
                 counters[K_THP_ADVICE_FAILED]++;
             if (md & (TOUCH_WRITE | TOUCH_READ)) touch_memory(p, size, (md & TOUCH_WRITE) != 0, touch);
+            continue;
+        }
+        if (c == OP_TOUCH) {  /* the workload's first use: no call, nothing to skip */
+            if ((id_state[m] & (ID_MAPPED | ID_TAINTED)) == ID_MAPPED)
+                touch_memory((char *)base[m] + offset[i], length[i], (md & TOUCH_WRITE) != 0, touch);
             continue;
         }
         /* Every other op works on a piece of mapping m, which must exist in this replay. */

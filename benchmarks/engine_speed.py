@@ -41,7 +41,8 @@ from replay.engine import P_THP_ADVICE, P_TOUCH  # noqa: E402
 from replay.model import live_pieces  # noqa: E402
 from replay.policy import probe_kernel_alignment  # noqa: E402
 from replay.program import (ID_MAPPED, ID_TAINTED, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN,  # noqa: E402
-                            OP_MREMAP, OP_MUNMAP, PLACE_MASK, THP_ADVISE, TOUCH_READ, TOUCH_WRITE)
+                            OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_MASK, THP_ADVISE, TOUCH_READ,
+                            TOUCH_WRITE)
 from replay.session import engine_params, run_program  # noqa: E402
 from traces import build_table, new_metadata, write_trace  # noqa: E402
 from traces.host import host_metadata  # noqa: E402
@@ -271,6 +272,10 @@ def python_replay(program, params: np.ndarray, events: int) -> dict:
                 madvise(p, length[i], thp_advice)
             if md & (TOUCH_WRITE | TOUCH_READ):
                 touch(p, length[i], md & TOUCH_WRITE)
+            continue
+        if c == OP_TOUCH:
+            if state[m] & (ID_MAPPED | ID_TAINTED) == ID_MAPPED:
+                touch(base[m] + offset[i], length[i], md & TOUCH_WRITE)
             continue
         if not state[m] & ID_MAPPED:
             err[i] = -1

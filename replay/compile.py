@@ -19,6 +19,13 @@ process's address space and emits one engine op per piece, so that
   where it is readable or writable; a shared mapping grown by mremap is never touched beyond its
   shared memory object (the real program would get SIGBUS there too);
 - whatever the trace leaves mapped is released by cleanup ops at the end.
+
+Memory is touched when the workload would first use it (the rule --touch documents): not
+inside the mmap,
+but after the madvise and mprotect calls the same thread makes on it before its next mmap,
+munmap, mremap or brk call, so that an application's MADV_HUGEPAGE after mmap takes effect as it
+did when recorded. A touch that falls right after its own call (nothing in between) is folded into
+that call's op, which keeps programs as small and fast as touching inside the call.
 """
 
 from __future__ import annotations
@@ -40,8 +47,8 @@ from .config import ReplayConfig
 from .policy import emulated_flags, placement, remap_placement
 from .probes import vma_count
 from .program import (ACCESS_BEFORE, CLEANUP, LOCKSTEP, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN,
-                      OP_MPROTECT, OP_MREMAP, OP_MUNMAP, PLACE_KERNEL, THP_ADVISE, TOUCH_READ,
-                      TOUCH_WRITE, OpProgram)
+                      OP_MPROTECT, OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_KERNEL, THP_ADVISE,
+                      TOUCH_READ, TOUCH_WRITE, OpProgram)
 
 # Largest single mapping the compiler accepts (x86-64 user space is 128 TiB).
 MAX_MAPPING_BYTES = 1 << 47
@@ -58,7 +65,9 @@ for _name in ("MAP_SHARED", "MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_32BIT", "MAP_GR
               "MAP_HUGETLB", "MAP_FIXED_NOREPLACE"):
     KNOWN_MAP_BITS |= MAP[_name]
 HUGETLB_SIZE_BITS = 0x3F << 26
-MAP_HUGETLB, MAP_NORESERVE = MAP["MAP_HUGETLB"], MAP["MAP_NORESERVE"]
+MAP_HUGETLB, MAP_NORESERVE, MAP_STACK = MAP["MAP_HUGETLB"], MAP["MAP_NORESERVE"], MAP["MAP_STACK"]
+MADV_HUGEPAGE, MADV_NOHUGEPAGE = MADV["MADV_HUGEPAGE"], MADV["MADV_NOHUGEPAGE"]
+MADV_GUARD_INSTALL = MADV["MADV_GUARD_INSTALL"]
 # Memory compiling takes per trace event (Python lists of the columns and of the ops, the live
 # set), checked against what the machine has before starting. Measured by
 # benchmarks/hostile_scaling.py: a peak Python heap of ~540 B per event (tracemalloc), ~380 B of
@@ -93,8 +102,16 @@ class _Emitter:
         self.live_bytes = 0
         self.peak_bytes = 0
         self.peak_op = 0
+        self.peak_settled_op: int | None = None
         self.access_on = config.access.kind in ("stream", "random")
         self.touch_on = config.touch != "none"
+        self.lockstep_on = config.access.kind == "lockstep"
+        # Touches not yet emitted: per thread, in the order the memory became usable.
+        self.pending: dict[int, list[_PendingTouch]] = {}
+        self.pending_threads: dict[int, dict[int, int]] = {}  # map_id -> {tid: entries}
+        # Mappings that may still join the lockstep set on their first touch (whole, readable,
+        # never mprotected, unmapped in part or guarded).
+        self.lockstep_ready: set[int] = set()
         # Shared mappings: id -> (offset of the mapping's start in its shared memory object, the
         # object's size). mremap can grow a mapping past its object; those bytes are never touched.
         self.objects: dict[int, tuple[int, int]] = {}
@@ -129,6 +146,11 @@ class _Emitter:
         if self.live_bytes > self.peak_bytes:
             self.peak_bytes = self.live_bytes
             self.peak_op = len(c["code"])
+            self.peak_settled_op = None
+        elif live_delta < 0 and self.peak_settled_op is None:
+            # The peak's figures are sampled just before live bytes first fall again, so that
+            # the memory live at the peak has been touched (touches come before that call).
+            self.peak_settled_op = len(c["code"]) - 1
 
     def touch_mode(self, prot: int) -> int:
         if not self.touch_on:
@@ -145,8 +167,88 @@ class _Emitter:
             return 0
         return self.access_mode(piece.prot)
 
+    def mmap_mode(self, map_id: int, prot: int) -> int:
+        """Mode bits of a new mapping's op for lockstep membership (the touch comes later)."""
+        if not self.lockstep_on or not prot & PROT_READ:
+            return 0
+        if not self.touch_on:
+            return LOCKSTEP  # nothing will touch it: it joins the sweeps when mapped
+        self.lockstep_ready.add(map_id)
+        return 0
+
+    # -- touching as the workload's first use (the rule of the module docstring)
+
+    def defer_touch(self, tid: int, map_id: int, start: int, end: int, prot: int, row: int,
+                    op: int | None = None) -> None:
+        """The memory [start, end) of ``map_id`` (trace addresses), made usable by op ``op``
+        (default: the op just emitted), is to be touched when ``tid`` would first use it."""
+        if not self.touch_on or not self.touch_mode(prot) or end <= start:
+            return
+        if op is None:
+            op = len(self.columns["code"]) - 1
+        entry = _PendingTouch(map_id, start, end, prot, op, row)
+        self.pending.setdefault(tid, []).append(entry)
+        holders = self.pending_threads.setdefault(map_id, {})
+        holders[tid] = holders.get(tid, 0) + 1
+
+    def flush_thread(self, tid: int, row: int, live: LiveSet) -> None:
+        """Touch everything ``tid`` made usable: it makes a call other than madvise/mprotect."""
+        for entry in self.pending.pop(tid, ()):
+            self._forget(entry.map_id, tid)
+            self._touch(entry, row, live)
+
+    def flush_pieces(self, pieces, row: int, live: LiveSet, except_tid: int | None = None) -> None:
+        """Touch pending memory of the mappings ``pieces`` belong to, held by threads other
+        than ``except_tid``: a call on that memory comes next."""
+        for map_id in {p.map_id for p in pieces if p.map_id in self.pending_threads}:
+            for tid in [t for t in self.pending_threads.get(map_id, {}) if t != except_tid]:
+                keep = []
+                for entry in self.pending.get(tid, ()):
+                    if entry.map_id == map_id:
+                        self._forget(map_id, tid)
+                        self._touch(entry, row, live)
+                    else:
+                        keep.append(entry)
+                self.pending[tid] = keep
+
+    def flush_all(self, row: int, live: LiveSet) -> None:
+        for tid in list(self.pending):
+            self.flush_thread(tid, row, live)
+
+    def forget_lockstep(self, pieces) -> None:
+        for piece in pieces:
+            self.lockstep_ready.discard(piece.map_id)
+
+    def _forget(self, map_id: int, tid: int) -> None:
+        holders = self.pending_threads[map_id]
+        holders[tid] -= 1
+        if not holders[tid]:
+            del holders[tid]
+            if not holders:
+                del self.pending_threads[map_id]
+
+    def _touch(self, entry: "_PendingTouch", row: int, live: LiveSet) -> None:
+        """Touch what is still live of ``entry``, with the protection each piece has now."""
+        pieces = [p for p in live.overlapping(entry.start, entry.end) if p.map_id == entry.map_id]
+        lockstep = LOCKSTEP if entry.map_id in self.lockstep_ready else 0
+        self.lockstep_ready.discard(entry.map_id)
+        c = self.columns
+        if (len(pieces) == 1 and entry.op == len(c["code"]) - 1 and pieces[0].prot == entry.prot
+                and pieces[0].start <= entry.start and pieces[0].end >= entry.end):
+            # Nothing happened since the call that made it usable: touch inside that call.
+            c["mode"][entry.op] |= self.touch_mode(entry.prot) | lockstep
+            return
+        for piece in pieces:
+            start, end = max(piece.start, entry.start), min(piece.end, entry.end)
+            mode = self.touch_mode(piece.prot)
+            if mode and end > start:
+                self.emit(OP_TOUCH, row, piece.map_id, offset=piece.map_offset + start - piece.start,
+                          length=end - start, arg=entry.row, mode=mode | lockstep)
+                lockstep = 0
+
     def unmap_pieces(self, pieces, row) -> None:
         for piece in pieces:
+            self.lockstep_ready.discard(piece.map_id)
             if piece.map_id >= 0:
                 self.emit(OP_MUNMAP, row, piece.map_id, offset=piece.map_offset,
                           length=piece.length, mode=self.piece_access_mode(piece),
@@ -163,6 +265,14 @@ class _Emitter:
                 if (piece.map_offset + address - piece.start) % self.huge[piece.map_id]:
                     return True
         return False
+
+
+class _PendingTouch:
+    __slots__ = ("map_id", "start", "end", "prot", "op", "row")
+
+    def __init__(self, map_id: int, start: int, end: int, prot: int, op: int, row: int):
+        self.map_id, self.start, self.end, self.prot, self.op, self.row = (
+            map_id, start, end, prot, op, row)
 
 
 def _single_mapping_span(pieces, start: int, end: int):
@@ -225,6 +335,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     fd = column_np(table, "fd", -1).tolist()
     advice = column_np(table, "advice").tolist()
     file_offsets = []  # the offset column, read at the first file mmap (as a numpy array)
+    tids = column_np(table, "tid").tolist()
 
     out = _Emitter(config)
     huge_default, huge_supported = hugetlb_page_sizes()
@@ -237,8 +348,25 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     notes: dict = {}
     mmap_c, munmap_c, mremap_c = OP_CODE["mmap"], OP_CODE["munmap"], OP_CODE["mremap"]
     madvise_c, mprotect_c, brk_c = OP_CODE["madvise"], OP_CODE["mprotect"], OP_CODE["brk"]
+    # --thp always/never: each new anonymous mapping gets the run's advice. always, like
+    # enabled=always, leaves out MAP_STACK mappings and keeps the trace's MADV_NOHUGEPAGE (and
+    # MADV_HUGEPAGE, which it implies); never drops the trace's MADV_HUGEPAGE.
     thp_override = config.thp != "as-recorded"
     top_residue = None
+    # Per mapping id: the THP advice the trace last gave any part of it, or MADV_NOHUGEPAGE for
+    # MAP_STACK mappings (the kernel's VM_NOHUGEPAGE); kept when an mremap has to be emulated.
+    thp_of: dict[int, int] = {}
+
+    def advise_new(trace_flags: int, new_id: int) -> int:
+        """THP_ADVISE for a new private mapping under --thp always/never (not for MAP_STACK
+        under always: enabled=always gives stacks no huge pages either, since 6.7.5)."""
+        if trace_flags & MAP_STACK:
+            thp_of[new_id] = MADV_NOHUGEPAGE
+        if not thp_override or trace_flags & MAP_SHARED:
+            return 0
+        if config.thp == "always" and trace_flags & MAP_STACK:
+            return 0
+        return THP_ADVISE
 
     if allocation_calls:
         skipped["allocation_calls"] = allocation_calls
@@ -247,6 +375,9 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
         if errno[row]:
             _count(skipped, "failed_in_trace")
             continue
+        tid = tids[row]
+        if op != madvise_c and op != mprotect_c:
+            out.flush_thread(tid, row, live)
         if op == brk_c:
             _count(skipped, "brk")  # the replay's own heap belongs to Python: never moved
             continue
@@ -258,6 +389,8 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 _count(skipped, "bad_length")
                 continue
             anon = bool(flags[row] & MAP_ANONYMOUS) or fd[row] < 0
+            overlapped = live.overlapping(start, end)
+            out.flush_pieces(overlapped, row, live)
             if not anon and config.files == "skip":
                 live.map(start, end, SKIPPED_FILE, prot[row], False)
                 _count(skipped, "file_mmap")
@@ -301,16 +434,14 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 _count(skipped, "hugetlb_unaligned")
                 continue
             map_prot = prot[row] & PROT_BITS
-            mode = out.touch_mode(map_prot) | (LOCKSTEP if map_prot & PROT_READ else 0)
-            if thp_override and not flags[row] & 0x01:
-                mode |= THP_ADVISE
-            overlapped = live.overlapping(start, end)
+            new = out.new_id(size, anon)
+            mode = out.mmap_mode(new, map_prot) | advise_new(flags[row], new)
             if flags[row] & MAP_FIXED:
                 # Never a hugetlb MAP_FIXED: it unmaps its rounded window even when it then fails.
                 span = None if huge else _single_mapping_span(overlapped, start, end)
-                new = out.new_id(size, anon)
                 if span is not None:
                     # Inside a mapping the replay made itself: MAP_FIXED there is safe.
+                    out.forget_lockstep(overlapped)
                     out.emit(OP_MMAP_FIXED_IN, row, new, ref_id=span[0], offset=span[1],
                              length=size, prot=map_prot, flags=mmap_flags, mode=mode)
                 else:
@@ -322,12 +453,12 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                     _count(notes, "hugetlb_fixed_kernel_placed" if huge else "fixed_relocated")
                 _new_mapping(out, new, size, mmap_flags, huge)
                 live.map(start, end, new, map_prot, anon)
+                out.defer_touch(tid, new, start, end, map_prot, row)
                 continue
             if overlapped:
                 # The trace lost a munmap (or is hostile): the kernel never returns live memory.
                 out.unmap_pieces(live.isolate(start, end), row)
                 _count(notes, "overlap_implicit_unmap")
-            new = out.new_id(size, anon)
             if top_residue is None and not hint[row]:
                 top_residue = end % PMD_SIZE
             map_hint = hint[row]
@@ -340,6 +471,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                      flags=mmap_flags, mode=mode | place, live_delta=size)
             _new_mapping(out, new, size, mmap_flags, huge)
             live.map(start, end, new, map_prot, anon)
+            out.defer_touch(tid, new, start, end, map_prot, row)
 
         elif op == munmap_c:
             if size == 0 or end > (1 << 64):
@@ -348,6 +480,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             if out.cuts_huge_page(live, start, end):
                 _count(skipped, "hugetlb_unaligned")
                 continue
+            out.flush_pieces(live.overlapping(start, end), row, live)
             pieces = live.unmap(start, end)
             if not pieces:
                 _count(skipped, "munmap_unknown_range")
@@ -368,9 +501,12 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 if advice[row] not in SAFE_ADVICE:
                     _count(skipped, "madvise_unsafe_advice")
                     continue
-                if thp_override and advice[row] in THP_ADVICE:
+                if config.thp == "never" and advice[row] == MADV_HUGEPAGE:
                     _count(skipped, "madvise_thp_overridden")
                     continue
+            # Another thread's call on memory this one has not used yet: it is used first.
+            out.flush_pieces(live.overlapping(start, end), row, live, except_tid=tid)
+            if op == madvise_c:
                 pieces = live.isolate(start, end)
             else:
                 old = {p.start: p.prot for p in live.isolate(start, end)}
@@ -378,20 +514,23 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             if not pieces:
                 _count(skipped, f"{name}_unknown_range")
                 continue
+            if op == mprotect_c or advice[row] == MADV_GUARD_INSTALL:
+                out.forget_lockstep(pieces)
             for piece in pieces:
                 if piece.map_id < 0:
                     continue
                 if op == madvise_c:
                     out.emit(OP_MADVISE, row, piece.map_id, offset=piece.map_offset,
                              length=piece.length, arg=advice[row])
+                    if advice[row] in THP_ADVICE:
+                        thp_of[piece.map_id] = advice[row]
                 else:
                     new_prot = prot[row] & PROT_BITS
-                    gains_write = (new_prot & PROT_WRITE and not old[piece.start] & PROT_WRITE
-                                   and out.within_object(piece.map_id, piece.map_offset,
-                                                         piece.length))
                     out.emit(OP_MPROTECT, row, piece.map_id, offset=piece.map_offset,
-                             length=piece.length, prot=new_prot,
-                             mode=out.touch_mode(new_prot) if gains_write else 0)
+                             length=piece.length, prot=new_prot)
+                    if (new_prot & PROT_WRITE and not old[piece.start] & PROT_WRITE
+                            and out.within_object(piece.map_id, piece.map_offset, piece.length)):
+                        out.defer_touch(tid, piece.map_id, piece.start, piece.end, new_prot, row)
 
         elif op == mremap_c:
             grown = new_length[row]
@@ -403,6 +542,8 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             if out.cuts_huge_page(live, start, end, target, target + grown):
                 _count(skipped, "hugetlb_unaligned")
                 continue
+            out.flush_pieces(live.overlapping(start, end), row, live)
+            out.flush_pieces(live.overlapping(target, target + grown), row, live)
             pieces = live.isolate(start, end)
             if not pieces:
                 _count(skipped, "mremap_unknown_range")
@@ -414,8 +555,10 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 # The kernel rounds both lengths to huge pages and refuses growth: not replayed.
                 _count(skipped, "hugetlb_mremap")
                 continue
+            out.forget_lockstep(pieces)
             span = _single_mapping_span(pieces, start, end)
             old_prot, anon = pieces[0].prot, pieces[0].anon
+            kept_thp = thp_of.get(pieces[0].map_id)
             # What the kept part's pages allow stays per page range; growth extends the last.
             kept = [(p.start - start, p.length, p.prot) for p in pieces]
             tail_prot = pieces[-1].prot
@@ -433,14 +576,24 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 live.unmap(piece.start, piece.end)
             out.unmap_pieces(displaced, row)
             new = out.new_id(grown, anon)
+            if kept_thp is not None:
+                thp_of[new] = kept_thp
             if span is None:
                 # Several replayed mappings (neighbours merged in the traced process): emulate.
+                # The new mapping keeps what the kernel's mremap keeps: the THP advice.
                 if not dont_unmap:
                     out.unmap_pieces(pieces, row)
+                mode = out.mmap_mode(new, old_prot)
+                if thp_override and not (config.thp == "always" and kept_thp == MADV_NOHUGEPAGE):
+                    mode |= THP_ADVISE
                 out.emit(OP_MMAP, row, new, length=grown, prot=old_prot,
-                         flags=0x02 | MAP_ANONYMOUS, mode=out.touch_mode(old_prot)
-                         | placement(config.policy, grown, 0x02 | MAP_ANONYMOUS, 0, True)[0],
+                         flags=0x02 | MAP_ANONYMOUS,
+                         mode=mode | placement(config.policy, grown, 0x02 | MAP_ANONYMOUS, 0, True)[0],
                          live_delta=grown)
+                created = len(out.columns["code"]) - 1
+                if kept_thp is not None and (not thp_override or (
+                        config.thp == "always" and kept_thp == MADV_NOHUGEPAGE)):
+                    out.emit(OP_MADVISE, row, new, length=grown, arg=kept_thp)
                 _count(notes, "mremap_emulated_by_mmap")
             else:
                 remap_flags = flags[row] & (MREMAP_MAYMOVE | MREMAP_DONTUNMAP)
@@ -454,14 +607,15 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                     _count(notes, "shared_growth_not_touched")
                 out.emit(OP_MREMAP, row, span[0], ref_id=new, offset=span[1], length=size,
                          arg=grown, flags=remap_flags, prot=tail_prot,
-                         mode=(out.touch_mode(tail_prot) if touch_growth else 0)
-                         | (PLACE_KERNEL if span[0] in out.objects or span[0] in out.huge else
-                            remap_placement(config.policy, size, grown, remap_flags, anon)),
+                         mode=(PLACE_KERNEL if span[0] in out.objects or span[0] in out.huge else
+                               remap_placement(config.policy, size, grown, remap_flags, anon)),
                          live_delta=grown - (0 if dont_unmap else size))
+                created = len(out.columns["code"]) - 1
             if not dont_unmap:
                 live.unmap(start, end)
             if span is None:
                 live.map(target, target + grown, new, old_prot, anon)
+                out.defer_touch(tid, new, target, target + grown, old_prot, row, created)
             else:
                 live.unmap(target, target + grown)
                 for offset, piece_length, piece_prot in kept:
@@ -471,6 +625,9 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 if grown > size:
                     live.map(target + size, target + grown, new, tail_prot, anon,
                              map_offset=size)
+                if touch_growth:
+                    out.defer_touch(tid, new, target + size, target + grown, tail_prot, row,
+                                    created)
 
         if len(live) > max_pieces:
             raise MmreplayError(
@@ -483,10 +640,15 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 f"{fmt_bytes(out.live_bytes)} live > --max-live {fmt_bytes(max_live_bytes)} "
                 "(raise --max-live if this machine can take it)")
 
+    # What was made usable and not touched yet is used before the trace ends.
+    out.flush_all(max(n_events - 1, 0), live)
     # Live pieces when results are sampled: at the (first) peak and at the end, before cleanup.
     end_pieces = _pieces_array(live)
-    peak_pieces = _pieces_at(out, out.peak_op)
     cleanup_start = len(out.columns["code"])
+    peak_op = out.peak_op
+    if out.peak_bytes:
+        peak_op = out.peak_settled_op if out.peak_settled_op is not None else cleanup_start
+    peak_pieces = _pieces_at(out, peak_op)
     for piece in live.pieces():
         if piece.map_id >= 0:
             out.emit(OP_MUNMAP, CLEANUP, piece.map_id, offset=piece.map_offset,
@@ -504,7 +666,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
         arg=np.array(c["arg"], np.int64), prot=np.array(c["prot"], np.int32),
         flags=np.array(c["flags"], np.int32), trace_row=trace_row,
         id_length=np.array(out.id_length, np.int64), id_anon=np.array(out.id_anon, bool),
-        events=n_events, peak_live_bytes=out.peak_bytes, peak_op=out.peak_op,
+        events=n_events, peak_live_bytes=out.peak_bytes, peak_op=peak_op,
         cleanup_start=cleanup_start, peak_pieces=peak_pieces, end_pieces=end_pieces,
         skipped=skipped, notes=notes, top_residue=top_residue or 0)
 

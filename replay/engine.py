@@ -23,7 +23,7 @@ from traces.jit import njit
 from traces.schema import PMD_SIZE
 
 from .program import (ACCESS_BEFORE, ID_MAPPED, ID_TAINTED, LOCKSTEP, OP_MADVISE, OP_MMAP,
-                      OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP, PLACE_ALIGNED,
+                      OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_ALIGNED,
                       PLACE_KERNEL, PLACE_MASK, PLACE_PLAIN, THP_ADVISE, TOUCH_READ,
                       TOUCH_WRITE)
 
@@ -516,6 +516,15 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
                 _touch(p, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
             if (md & LOCKSTEP) != 0 and access_kind == ACCESS_LOCKSTEP:
                 _lockstep_add(m, live_ids, live_pos, counters)
+            continue
+
+        if c == OP_TOUCH:
+            # The workload's first use of memory made usable earlier: no call, nothing to skip.
+            if (id_state[m] & (ID_MAPPED | ID_TAINTED)) == ID_MAPPED:
+                _touch(base[m] + offset[i], length[i], (md & TOUCH_WRITE) != 0, touch, counters,
+                       clock)
+                if (md & LOCKSTEP) != 0 and access_kind == ACCESS_LOCKSTEP and live_pos[m] < 0:
+                    _lockstep_add(m, live_ids, live_pos, counters)
             continue
 
         # Every other op works on a piece of mapping m, which must exist in this replay.

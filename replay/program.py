@@ -19,16 +19,21 @@ OP_MUNMAP = 2         # unmap (map_id, offset, length)
 OP_MREMAP = 3         # remap (map_id, offset, length) to arg=new length, creating `ref_id`
 OP_MADVISE = 4        # madvise (map_id, offset, length), arg=advice
 OP_MPROTECT = 5       # mprotect (map_id, offset, length), prot
-ENGINE_OP_NAMES = ("mmap", "mmap", "munmap", "mremap", "madvise", "mprotect")
+OP_TOUCH = 6          # touch (map_id, offset, length) as the workload's first use; no syscall.
+#                       arg = the trace row of the call that made the memory usable (its thread
+#                       touches it). Touches right after their call are folded into its mode.
+ENGINE_OP_NAMES = ("mmap", "mmap", "munmap", "mremap", "madvise", "mprotect", "touch")
 
 # mode bits, per op
 PLACE_MASK = 0x03     # mmap placement: see policy.py
 PLACE_KERNEL, PLACE_PLAIN, PLACE_ALIGNED = 0, 1, 2
-TOUCH_WRITE = 0x04    # write-touch the new memory (mmap, mremap growth, mprotect to writable)
+TOUCH_WRITE = 0x04    # write-touch the memory (OP_TOUCH; folded: the new memory of mmap, of mremap
+#                       growth, of mprotect to writable)
 TOUCH_READ = 0x08     # read-touch it (readable but not writable)
 ACCESS_BEFORE = 0x10  # run the access pattern over the range before unmapping it (readable)
 THP_ADVISE = 0x20     # apply the run's --thp advice to this new anonymous mapping
-LOCKSTEP = 0x40       # new mapping joins the lockstep sweep set (readable, whole)
+LOCKSTEP = 0x40       # the mapping joins the lockstep sweep set (readable, whole): on its mmap,
+#                       or on its first touch when touching is on
 CLEANUP = -1          # trace_row of ops the compiler adds to release what the trace left mapped
 
 # id_state bits, per mapping
@@ -52,7 +57,8 @@ class OpProgram:
     id_anon: np.ndarray    # bool: anonymous in the trace (file mappings replayed as anon are False)
     events: int                    # trace rows
     peak_live_bytes: int           # of the replayed mappings
-    peak_op: int                   # ops [0, peak_op) run when peak live bytes is reached
+    peak_op: int                   # ops [0, peak_op) run when the peak is sampled: peak live
+    #                                bytes reached, and its memory touched
     cleanup_start: int             # first cleanup op
     peak_pieces: np.ndarray        # (n, 3) int64: id, offset, length live at peak
     end_pieces: np.ndarray         # (n, 3) int64: id, offset, length live at end of trace

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # planning reads the trace; running a plan (inside a VM guest
 from .config import MAX_OS_THREADS
 from .engine import N_COUNTERS, NOT_ADDITIVE, C_RNG
 from .program import (CLEANUP, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP,
-                      OP_MUNMAP, OpProgram)
+                      OP_MUNMAP, OP_TOUCH, OpProgram)
 
 
 @dataclass
@@ -81,7 +81,10 @@ def plan_threads(program: OpProgram, table: pa.Table, mode: str, order: str = "d
     thread_of_row, groups = assign_threads(rows_tid, mode)
     n = program.ops
     trace_ops = program.cleanup_start
-    rows = program.trace_row[:trace_ops]
+    # A touch runs on the thread whose call made the memory usable (its arg), not on the
+    # thread whose call came next.
+    rows = np.where(program.code[:trace_ops] == OP_TOUCH, program.arg[:trace_ops],
+                    program.trace_row[:trace_ops])
     thread_of_op = np.zeros(n, np.int32)
     thread_of_op[:trace_ops] = thread_of_row[rows] if trace_ops else 0
     tid_of_op = np.full(n, -1, np.int64)
@@ -136,7 +139,7 @@ def _dependencies(program: OpProgram, table: pa.Table, thread_of_op: np.ndarray,
             dep[i] = last_op_on[ref_id[i]]
             last_op_on[ref_id[i]] = i
             last_op_on[m] = i
-        elif c in (OP_MUNMAP, OP_MADVISE, OP_MPROTECT, OP_MREMAP):
+        elif c in (OP_MUNMAP, OP_MADVISE, OP_MPROTECT, OP_MREMAP, OP_TOUCH):
             dep[i] = last_op_on[m]
             last_op_on[m] = i
             if c == OP_MREMAP:

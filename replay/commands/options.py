@@ -46,8 +46,11 @@ def replay_options(multi: bool = False):
         click.option("--thp", default="as-recorded", show_default=True, type=choice(THP_MODES),
                      help=f"{plural}as-recorded, always or never (see 'THP' above)."),
         click.option("--touch", default="pages", show_default=True, type=choice(TOUCH_MODES),
-                     help=f"{plural}what to write after each mmap: none, first byte, one byte per "
-                          "page, or every byte."),
+                     help=f"{plural}how new memory is used: none, first byte, one byte per page, "
+                          "or every byte (written; read if read-only). It is touched when the "
+                          "workload would first use it: after the madvise and mprotect calls "
+                          "its thread makes before that thread's next mmap, munmap, mremap or "
+                          "brk."),
         click.option("--access", default="none", show_default=True,
                      help=f"{plural}reads: none, stream:N (N passes before unmap), random:K (K reads "
                           "per MiB) or lockstep:N (sweeps over all live mappings per chunk)."),
@@ -88,14 +91,19 @@ private anonymous mmap without an address hint, emulated in user space:
 \b
 THP (--thp):
   as-recorded  the trace's own madvise calls, nothing more
-  always       MADV_HUGEPAGE on every new anonymous mapping of the replay.
-               On a host with enabled=madvise this makes the replay's
-               mappings THP-eligible, as sysfs enabled=always would make
-               every process's mappings. With defrag=madvise their faults
-               also reclaim and compact memory directly, which
-               enabled=always does not do for mappings without
+  always       MADV_HUGEPAGE on every new anonymous mapping of the replay,
+               but what enabled=always leaves out: MAP_STACK mappings
+               (VM_NOHUGEPAGE since 6.7.5; under no-align, an older
+               kernel, stacks are advised too) and ranges the trace
+               advised MADV_NOHUGEPAGE; an mremap the replay emulates
+               keeps the advice. On a host with enabled=madvise this makes
+               the replay's mappings THP-eligible, as sysfs enabled=always
+               would make every process's mappings. With defrag=madvise
+               their faults also reclaim and compact memory directly,
+               which enabled=always does not do for mappings without
                MADV_HUGEPAGE. No effect when enabled=never.
-  never        MADV_NOHUGEPAGE on every new anonymous mapping of the replay
+  never        MADV_NOHUGEPAGE on every new anonymous mapping of the
+               replay; the trace's MADV_HUGEPAGE dropped
 
 \b
 Sizes (--max-live): {SIZE_UNITS}.
