@@ -5,8 +5,11 @@ emulated policy) puts them. The compiler walks the trace through a ``LiveSet`` o
 process's address space and emits one engine op per piece, so that
 
 - a partial munmap, madvise or mprotect becomes ops on the pieces it covers;
-- a call on memory the trace never mapped (mapped before recording began, the brk heap) is
-  skipped and counted;
+- a call on memory the trace never mapped (mapped before recording began) is skipped and
+  counted;
+- the brk heap is replayed as a region of the replay's own (see OP_HEAP_RESERVE): brk calls
+  grow and shrink it in place, never the replay process's program break; memory of the heap is
+  only ever freed back into its reservation, so nothing can move into it;
 - MAP_FIXED is only ever replayed inside a mapping the replay itself created; anywhere else it
   becomes a normal mmap at a kernel-chosen address (counted), so a hostile trace cannot clobber
   foreign memory; MAP_FIXED_NOREPLACE becomes a plain hint (counted): as root it would map
@@ -40,14 +43,15 @@ from traces.liveset import LiveSet
 from traces.schema import (MADV, MAP, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE,
                            MAP_HUGE_SHIFT, MAP_SHARED, MM_OPS, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
                            OP_CODE, PMD_SIZE, PROT_READ, PROT_WRITE)
-from traces.summary import page_round
+from traces.summary import heap_sizes, page_round
 from traces.units import fmt_bytes
 
 from .config import ReplayConfig
 from .policy import emulated_flags, placement, remap_placement
 from .probes import vma_count
-from .program import (ACCESS_BEFORE, CLEANUP, LOCKSTEP, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN,
-                      OP_MPROTECT, OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_KERNEL, THP_ADVISE,
+from .program import (ACCESS_BEFORE, CLEANUP, LOCKSTEP, OP_HEAP_FREE, OP_HEAP_GROW,
+                      OP_HEAP_RESERVE, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT,
+                      OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_KERNEL, THP_ADVISE,
                       TOUCH_READ, TOUCH_WRITE, OpProgram)
 
 # Largest single mapping the compiler accepts (x86-64 user space is 128 TiB).
@@ -116,6 +120,8 @@ class _Emitter:
         # object's size). mremap can grow a mapping past its object; those bytes are never touched.
         self.objects: dict[int, tuple[int, int]] = {}
         self.huge: dict[int, int] = {}  # hugetlb mapping id -> its huge page size
+        self.heap_id = -1
+        self.heap_advice = THP_ADVISE if config.thp != "as-recorded" else 0
 
     def within_object(self, map_id: int, offset: int, length: int) -> bool:
         """Whether bytes [offset, offset + length) of mapping ``map_id`` can be touched."""
@@ -247,12 +253,23 @@ class _Emitter:
                 lockstep = 0
 
     def unmap_pieces(self, pieces, row) -> None:
+        heap = []  # (offset, length) runs of heap memory, neighbours joined: one free each
         for piece in pieces:
             self.lockstep_ready.discard(piece.map_id)
-            if piece.map_id >= 0:
+            if piece.map_id == self.heap_id and piece.map_id >= 0:
+                if heap and heap[-1][0] + heap[-1][1] == piece.map_offset:
+                    heap[-1][1] += piece.length
+                else:
+                    heap.append([piece.map_offset, piece.length, piece.prot])
+            elif piece.map_id >= 0:
                 self.emit(OP_MUNMAP, row, piece.map_id, offset=piece.map_offset,
                           length=piece.length, mode=self.piece_access_mode(piece),
                           live_delta=-piece.length)
+        for offset, length, prot in heap:
+            # Heap memory goes back into the heap's reservation (with the reservation's advice),
+            # never out of it.
+            self.emit(OP_HEAP_FREE, row, self.heap_id, offset=offset, length=length,
+                      mode=self.access_mode(prot) | self.heap_advice, live_delta=-length)
 
     def cuts_huge_page(self, live: LiveSet, *addresses: int) -> bool:
         """Whether a call with these boundaries would split a hugetlb mapping inside a huge page
@@ -370,6 +387,13 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
 
     if allocation_calls:
         skipped["allocation_calls"] = allocation_calls
+    # The brk heap: its size after each brk call; its reservation is the largest size.
+    heap_rows, heap_size_after, heap_start = heap_sizes(table)
+    heap_after = dict(zip(heap_rows.tolist(), heap_size_after.tolist()))
+    heap_extent = max(heap_after.values(), default=0)
+    heap_size = heap_grown = 0
+    heap_too_large = heap_extent > MAX_MAPPING_BYTES
+
     for row in range(mm_events):
         op = codes[row]
         if errno[row]:
@@ -379,7 +403,32 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
         if op != madvise_c and op != mprotect_c:
             out.flush_thread(tid, row, live)
         if op == brk_c:
-            _count(skipped, "brk")  # the replay's own heap belongs to Python: never moved
+            if row not in heap_after or heap_too_large:
+                _count(skipped, "bad_length" if heap_too_large else "brk_without_result")
+                continue
+            new_size = heap_after[row]
+            if new_size == heap_size:
+                _count(notes, "brk_without_change")  # a query (brk(NULL)) or a refused move
+                continue
+            if out.heap_id < 0:
+                out.heap_id = out.new_id(heap_extent, True)
+                out.emit(OP_HEAP_RESERVE, row, out.heap_id, length=heap_extent,
+                         arg=heap_start % PMD_SIZE, mode=out.heap_advice)
+            low, high = sorted((heap_start + heap_size, heap_start + new_size))
+            out.flush_pieces(live.overlapping(low, high), row, live)
+            if new_size > heap_size:
+                if live.overlapping(low, high):
+                    # Hostile: the kernel grows brk only into free address space.
+                    out.unmap_pieces(live.isolate(low, high), row)
+                    _count(notes, "overlap_implicit_unmap")
+                out.emit(OP_HEAP_GROW, row, out.heap_id, offset=heap_size,
+                         length=new_size - heap_size, live_delta=new_size - heap_size)
+                live.map(low, high, out.heap_id, PROT_READ | PROT_WRITE, True, heap_size)
+                out.defer_touch(tid, out.heap_id, low, high, PROT_READ | PROT_WRITE, row)
+                heap_grown += new_size - heap_size
+            else:
+                out.unmap_pieces(live.unmap(low, high), row)
+            heap_size = new_size
             continue
         start, size = addr[row], length[row]
         end = start + size
@@ -437,9 +486,10 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             new = out.new_id(size, anon)
             mode = out.mmap_mode(new, map_prot) | advise_new(flags[row], new)
             if flags[row] & MAP_FIXED:
-                # Never a hugetlb MAP_FIXED: it unmaps its rounded window even when it then fails.
+                # Never a hugetlb MAP_FIXED: it unmaps its rounded window even when it then fails;
+                # never inside the heap's reservation (only the heap's own ops change that).
                 span = None if huge else _single_mapping_span(overlapped, start, end)
-                if span is not None:
+                if span is not None and span[0] != out.heap_id:
                     # Inside a mapping the replay made itself: MAP_FIXED there is safe.
                     out.forget_lockstep(overlapped)
                     out.emit(OP_MMAP_FIXED_IN, row, new, ref_id=span[0], offset=span[1],
@@ -557,6 +607,8 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 continue
             out.forget_lockstep(pieces)
             span = _single_mapping_span(pieces, start, end)
+            if span is not None and span[0] == out.heap_id:
+                span = None  # moving heap pages out would leave a hole in its reservation
             old_prot, anon = pieces[0].prot, pieces[0].anon
             kept_thp = thp_of.get(pieces[0].map_id)
             # What the kept part's pages allow stays per page range; growth extends the last.
@@ -649,11 +701,9 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     if out.peak_bytes:
         peak_op = out.peak_settled_op if out.peak_settled_op is not None else cleanup_start
     peak_pieces = _pieces_at(out, peak_op)
-    for piece in live.pieces():
-        if piece.map_id >= 0:
-            out.emit(OP_MUNMAP, CLEANUP, piece.map_id, offset=piece.map_offset,
-                     length=piece.length, mode=out.piece_access_mode(piece),
-                     live_delta=-piece.length)
+    out.unmap_pieces([p for p in live.pieces() if p.map_id >= 0], CLEANUP)
+    if out.heap_id >= 0:
+        out.emit(OP_MUNMAP, CLEANUP, out.heap_id, length=heap_extent)
     c = out.columns
     trace_row = np.array(c["trace_row"], np.int32)
     if allocation_calls:
@@ -667,6 +717,8 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
         flags=np.array(c["flags"], np.int32), trace_row=trace_row,
         id_length=np.array(out.id_length, np.int64), id_anon=np.array(out.id_anon, bool),
         events=n_events, peak_live_bytes=out.peak_bytes, peak_op=peak_op,
+        heap_id=out.heap_id, heap_peak_bytes=heap_extent if out.heap_id >= 0 else 0,
+        heap_grown_bytes=heap_grown,
         cleanup_start=cleanup_start, peak_pieces=peak_pieces, end_pieces=end_pieces,
         skipped=skipped, notes=notes, top_residue=top_residue or 0)
 

@@ -6,7 +6,8 @@ integers; ``_u8_ptr``/``_i64_ptr`` turn them into typed pointers for touching an
 
 Safety rules the loop keeps (the compiler guarantees the rest):
 - MAP_FIXED is only used inside a mapping this replay created (OP_MMAP_FIXED_IN, and the
-  PROT_NONE window of an emulated THP-aligned placement);
+  PROT_NONE window of an emulated THP-aligned placement) or inside the brk heap's own
+  reservation (OP_HEAP_FREE), and never again once a call there failed;
 - memory is only read or written right after a successful call that mapped it, or while the
   mapping is known intact; any failed call on a mapping "taints" it and its memory is never
   touched again.
@@ -22,10 +23,10 @@ from numba.extending import intrinsic
 from traces.jit import njit
 from traces.schema import PMD_SIZE
 
-from .program import (ACCESS_BEFORE, ID_MAPPED, ID_TAINTED, LOCKSTEP, OP_MADVISE, OP_MMAP,
-                      OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_ALIGNED,
-                      PLACE_KERNEL, PLACE_MASK, PLACE_PLAIN, THP_ADVISE, TOUCH_READ,
-                      TOUCH_WRITE)
+from .program import (ACCESS_BEFORE, ID_MAPPED, ID_TAINTED, LOCKSTEP, OP_HEAP_FREE, OP_HEAP_GROW,
+                      OP_HEAP_RESERVE, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT,
+                      OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_ALIGNED, PLACE_KERNEL, PLACE_MASK,
+                      PLACE_PLAIN, THP_ADVISE, TOUCH_READ, TOUCH_WRITE)
 
 _intp, _uintp, _i32, _i64 = types.intp, types.uintp, types.int32, types.int64
 c_mmap = types.ExternalFunction("mmap", _intp(_intp, _uintp, _i32, _i32, _i32, _i64))
@@ -36,6 +37,7 @@ c_mprotect = types.ExternalFunction("mprotect", _i32(_intp, _uintp, _i32))
 c_clock_gettime = types.ExternalFunction("clock_gettime", _i32(_i32, _intp))
 c_errno_location = types.ExternalFunction("__errno_location", types.CPointer(_i32)())
 c_sched_yield = types.ExternalFunction("sched_yield", _i32())
+c_getrusage = types.ExternalFunction("getrusage", _i32(_i32, _intp))
 
 CLOCK_MONOTONIC = 1
 MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
@@ -43,6 +45,10 @@ PAGE = 4096
 PMD = PMD_SIZE
 MAP_FIXED = 0x10
 MADV_GUARD_INSTALL = 102
+PROT_NONE, PROT_RW = 0, 3
+HEAP_RESERVE_FLAGS = 0x02 | 0x20 | 0x4000  # MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+RUSAGE_THREAD = 1
+RU_MINFLT_WORD = 8  # struct rusage: two timevals (4 words), maxrss, ixrss, idrss, isrss, minflt
 
 # The emulator's padding window: no access, no memory reserved, never populated.
 WINDOW_FLAGS = 0x02 | 0x20 | 0x4000  # MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
@@ -50,18 +56,21 @@ ZERO_WINDOW_FLAGS = 0x02 | 0x4000    # MAP_PRIVATE | MAP_NORESERVE, of /dev/zero
 
 # params[]
 (P_TOUCH, P_ACCESS_KIND, P_ACCESS_AMOUNT, P_THP_ADVICE, P_PAD_PMD_MULTIPLES, P_PLAIN_BY_HINT,
- P_TOPDOWN_FIX, P_ZERO_FD) = range(8)
-N_PARAMS = 8
+ P_TOPDOWN_FIX, P_ZERO_FD, P_HEAP_ID) = range(9)
+N_PARAMS = 9
 TOUCH_NONE, TOUCH_FIRST, TOUCH_PAGES, TOUCH_FULL = 0, 1, 2, 3
 ACCESS_NONE, ACCESS_STREAM, ACCESS_RANDOM, ACCESS_LOCKSTEP = 0, 1, 2, 3
 
 # counters[]
 (C_TOUCH_BYTES, C_TOUCH_NS, C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_CHECKSUM,
  C_POLICY_CALLS, C_POLICY_FAILED, C_LIVE_BYTES, C_RNG, C_RUNTIME_SKIPPED, C_N_LOCKSTEP,
- C_THP_ADVICE_FAILED, C_ENGINE_NS, C_WAIT_NS, C_POLICY_NS, C_MMAP_NS, C_CLOCK) = range(18)
-N_COUNTERS = 19  # C_CLOCK and C_CLOCK + 1: scratch for clock_gettime's struct timespec
+ C_THP_ADVICE_FAILED, C_ENGINE_NS, C_WAIT_NS, C_POLICY_NS, C_MMAP_NS, C_HEAP_MINFLT,
+ C_HEAP_TOUCH_BYTES, C_CLOCK) = range(20)
+C_RUSAGE = C_CLOCK + 2  # 18 words of scratch for getrusage's struct rusage
+N_COUNTERS = C_RUSAGE + 18  # C_CLOCK and C_CLOCK + 1: scratch for clock_gettime's timespec
 # Counters that are not sums when threads' counters are merged.
-NOT_ADDITIVE = (C_RNG, C_N_LOCKSTEP, C_MMAP_NS, C_CLOCK, C_CLOCK + 1)
+NOT_ADDITIVE = (C_RNG, C_N_LOCKSTEP, C_MMAP_NS, C_CLOCK, C_CLOCK + 1) + tuple(
+    range(C_RUSAGE, N_COUNTERS))
 
 
 def _pointer_intrinsic(element_type):
@@ -162,6 +171,36 @@ def _touch(address, length, write, touch, counters, clock):
         touched = length
     counters[C_TOUCH_BYTES] += touched
     counters[C_TOUCH_NS] += now_ns(clock) - t0
+
+
+@njit(cache=True, nogil=True)
+def _touch_heap(address, length, write, touch, counters, clock):
+    """_touch for the brk heap, counting the faults it takes (this thread's own, exactly)."""
+    scratch = counters.ctypes.data + 8 * C_RUSAGE
+    c_getrusage(RUSAGE_THREAD, scratch)
+    before = counters[C_RUSAGE + RU_MINFLT_WORD]
+    touched = counters[C_TOUCH_BYTES]
+    _touch(address, length, write, touch, counters, clock)
+    c_getrusage(RUSAGE_THREAD, scratch)
+    counters[C_HEAP_MINFLT] += counters[C_RUSAGE + RU_MINFLT_WORD] - before
+    counters[C_HEAP_TOUCH_BYTES] += counters[C_TOUCH_BYTES] - touched
+
+
+@njit(cache=True, nogil=True)
+def _reserve_heap(length, pmd_offset, counters, clock):
+    """PROT_NONE, unaccounted address space for the brk heap, starting at an address that is
+    ``pmd_offset`` past a 2 MiB boundary (the traced heap's own): length + 2 MiB is mapped and
+    what lies outside the chosen window unmapped at once."""
+    total = length + PMD
+    r = c_mmap(0, total, PROT_NONE, HEAP_RESERVE_FLAGS, -1, 0)
+    if r == -1:
+        return -1
+    start = r + (pmd_offset - r % PMD + PMD) % PMD
+    if start > r:
+        c_munmap(r, start - r)
+    if r + total > start + length:
+        c_munmap(start + length, r + total - start - length)
+    return start
 
 
 @njit(cache=True, nogil=True)
@@ -441,6 +480,7 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
     access_kind = params[P_ACCESS_KIND]
     access_amount = params[P_ACCESS_AMOUNT]
     thp_advice = params[P_THP_ADVICE]
+    heap = params[P_HEAP_ID]
     engine_t0 = now_ns(clock)
     reached = kstop
     for k in range(kstart, kstop):
@@ -521,10 +561,25 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
         if c == OP_TOUCH:
             # The workload's first use of memory made usable earlier: no call, nothing to skip.
             if (id_state[m] & (ID_MAPPED | ID_TAINTED)) == ID_MAPPED:
-                _touch(base[m] + offset[i], length[i], (md & TOUCH_WRITE) != 0, touch, counters,
-                       clock)
+                if m == heap:
+                    _touch_heap(base[m] + offset[i], length[i], (md & TOUCH_WRITE) != 0, touch,
+                                counters, clock)
+                else:
+                    _touch(base[m] + offset[i], length[i], (md & TOUCH_WRITE) != 0, touch,
+                           counters, clock)
                 if (md & LOCKSTEP) != 0 and access_kind == ACCESS_LOCKSTEP and live_pos[m] < 0:
                     _lockstep_add(m, live_ids, live_pos, counters)
+            continue
+        if c == OP_HEAP_RESERVE:
+            p = _reserve_heap(length[i], arg[i], counters, clock)
+            if p == -1:
+                err[i] = _errno()
+                continue
+            base[m] = p
+            id_state[m] = ID_MAPPED
+            if (md & THP_ADVISE) != 0 and thp_advice >= 0:
+                if c_madvise(p, length[i], thp_advice) != 0:
+                    counters[C_THP_ADVICE_FAILED] += 1
             continue
 
         # Every other op works on a piece of mapping m, which must exist in this replay.
@@ -536,6 +591,12 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
         size = length[i]
         intact = (id_state[m] & ID_TAINTED) == 0
         if c == OP_MUNMAP:
+            if m == heap and not intact:
+                # A failed call may have left a hole in the heap's reservation that something
+                # else now uses: leave the reservation mapped rather than unmap foreign memory.
+                err[i] = -1
+                counters[C_RUNTIME_SKIPPED] += 1
+                continue
             if (md & ACCESS_BEFORE) != 0 and intact and access_kind != ACCESS_NONE \
                     and access_kind != ACCESS_LOCKSTEP:
                 _access(address, size, access_kind, access_amount, counters, clock)
@@ -547,6 +608,10 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
             if r != 0:
                 err[i] = _errno()
                 id_state[m] |= ID_TAINTED
+            elif m == heap:
+                # The heap's reservation, unmapped only whole, at cleanup (after its live parts
+                # were freed, which counted them).
+                id_state[m] = 0
             else:
                 counters[C_LIVE_BYTES] -= size
         elif c == OP_MREMAP:
@@ -586,6 +651,39 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
                 id_state[m] |= ID_TAINTED  # guard pages fault on access
                 if access_kind == ACCESS_LOCKSTEP:
                     _lockstep_remove(m, live_ids, live_pos, counters)
+        elif c == OP_HEAP_GROW:
+            # In place, inside the heap's own reservation: never unmaps anything.
+            t0 = now_ns(clock)
+            r = c_mprotect(address, size, PROT_RW)
+            latency[i] = now_ns(clock) - t0
+            if r != 0:
+                err[i] = _errno()
+                id_state[m] |= ID_TAINTED  # part of the heap may not be writable: never touch it
+            else:
+                counters[C_LIVE_BYTES] += size
+                if (md & (TOUCH_WRITE | TOUCH_READ)) != 0 and intact:
+                    _touch_heap(address, size, (md & TOUCH_WRITE) != 0, touch, counters, clock)
+        elif c == OP_HEAP_FREE:
+            if (md & ACCESS_BEFORE) != 0 and intact and access_kind != ACCESS_NONE \
+                    and access_kind != ACCESS_LOCKSTEP:
+                _access(address, size, access_kind, access_amount, counters, clock)
+            if not intact:
+                err[i] = -1  # the reservation may have a hole: no MAP_FIXED into it any more
+                counters[C_RUNTIME_SKIPPED] += 1
+                continue
+            # A fresh PROT_NONE piece of reservation in place of the freed memory: its pages go,
+            # and so does any advice or protection the trace gave it, as when brk shrinks.
+            t0 = now_ns(clock)
+            p = c_mmap(address, size, PROT_NONE, HEAP_RESERVE_FLAGS | MAP_FIXED, -1, 0)
+            latency[i] = now_ns(clock) - t0
+            if p == -1:
+                err[i] = _errno()
+                id_state[m] |= ID_TAINTED
+            else:
+                counters[C_LIVE_BYTES] -= size
+                if (md & THP_ADVISE) != 0 and thp_advice >= 0:
+                    if c_madvise(address, size, thp_advice) != 0:
+                        counters[C_THP_ADVICE_FAILED] += 1
         elif c == OP_MPROTECT:
             if access_kind == ACCESS_LOCKSTEP:
                 _lockstep_remove(m, live_ids, live_pos, counters)
@@ -633,7 +731,8 @@ class EngineState:
         self.counters[C_RNG] = seed
         self.live_ids = np.zeros(max(n_ids, 1), np.int64)
         self.live_pos = np.full(max(n_ids, 1), -1, np.int64)
-        self.params = params
+        self.params = params.copy()
+        self.params[P_HEAP_ID] = program.heap_id  # a property of the program, not of the config
         self.program = program
 
     def run(self, start: int, stop: int) -> int:
@@ -664,7 +763,17 @@ class EngineState:
         lockstep_sweep(self.base, self.program.id_length, self.live_ids, self.counters, passes)
 
     def release(self, pieces: np.ndarray) -> int:
-        return int(release_pieces(pieces.astype(np.int64), self.base, self.id_state))
+        """munmap the given live pieces, and the brk heap's whole reservation (never its pieces
+        alone: that would leave holes in it for a moment)."""
+        pieces = pieces.astype(np.int64)
+        heap = self.program.heap_id
+        if heap < 0:
+            return int(release_pieces(pieces, self.base, self.id_state))
+        failed = int(release_pieces(pieces[pieces[:, 0] != heap], self.base, self.id_state))
+        if self.id_state[heap] & ID_TAINTED:
+            return failed + 1  # it may have holes something else now uses: leave it mapped
+        reservation = np.array([[heap, 0, self.program.id_length[heap]]], np.int64)
+        return failed + int(release_pieces(reservation, self.base, self.id_state))
 
     def ranges(self, pieces: np.ndarray) -> np.ndarray:
         """Replay address ranges (start, end) of live pieces whose mapping exists, sorted."""

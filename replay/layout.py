@@ -29,6 +29,7 @@ from traces.schema import PMD_SIZE
 from traces.units import fmt_bytes, plural
 
 from .config import ReplayConfig
+from .model import coalesce_pieces
 from .probes import MAX_HOLE_BYTES, Vmas, layout_metrics, owned_mask, read_smaps
 from .program import ID_MAPPED
 
@@ -45,7 +46,7 @@ PAGEMAP_SCAN = (3 << 30) | (PM_SCAN_ARG_BYTES << 16) | (ord("f") << 8) | 16  # _
 SCAN_REGIONS = 1024               # struct page_region slots per ioctl call
 
 # Characters of the ASCII picture.
-START, HUGE, MAPPED, OTHER, FREE, TICK = "[", "#", "=", "x", ".", "|"
+START, HUGE, MAPPED, OTHER, FREE, TICK, RESERVED = "[", "#", "=", "x", ".", "|", "-"
 COLUMNS_PER_PMD = (32, 16, 8, 4, 2)  # scales tried, finest first (2 is the least that shows ticks)
 MIN_PMDS_PER_ROW = 4                # rows hold a power of two of 2 MiB blocks (the PNG's too)
 MIN_WIDTH = 40
@@ -86,6 +87,8 @@ class Layout:
     #                               as anonymous)
     metrics: dict                 # probes.layout_metrics: the figures ``replay`` reports
     vm: dict | None = None        # the ``vm`` section of a result, when read inside a guest
+    heap: dict | None = None      # the brk heap: start, bytes (live), reserved_bytes, and
+    #                               layout_metrics of its live part; None without a heap
 
     @property
     def empty(self) -> bool:
@@ -115,6 +118,15 @@ class Layout:
         """Live mappings >= 2 MiB that were file mappings in the trace (replayed as anonymous)."""
         return int(((self.mapping_length >= PMD_SIZE) & ~self.mapping_anon).sum())
 
+    def _reserved(self, start: int, end: int) -> bool:
+        return _inside(self.heap_reservation(), start, end)
+
+    def heap_reservation(self) -> np.ndarray:
+        """(n, 2): the brk heap's reserved address range (PROT_NONE until the heap grows)."""
+        if not self.heap:
+            return np.zeros((0, 2), np.int64)
+        return _ranges([self.heap["start"], self.heap["start"] + self.heap["reserved_bytes"]])
+
     def at_text(self) -> str:
         if self.at == "peak":
             return f"at peak live bytes (after event {self.events_replayed - 1} " \
@@ -137,9 +149,11 @@ class Layout:
                         "large_file_mappings": self.large_file_mappings(),
                         "huge_bytes": int((self.huge[:, 1] - self.huge[:, 0]).sum()),
                         "huge_source": self.huge_source},
+            "heap": self.heap,
             "vmas": [{"start": int(s), "end": int(e), "bytes": int(e - s), "rss_bytes": int(r),
                       "anon_huge_bytes": int(h), "thp_eligible": bool(t),
-                      "owner": "replay" if o else "other"}
+                      "owner": "replay" if o else ("heap reservation" if self._reserved(s, e)
+                                                   else "other")}
                      for (s, e), r, h, t, o in zip(self.vmas.tolist(), self.vma_rss_bytes,
                                                    self.vma_anon_huge_bytes, self.vma_thp_eligible,
                                                    self.vma_replay)],
@@ -150,6 +164,10 @@ class Layout:
                          for s, n, a in zip(self.mapping_start, self.mapping_length,
                                             self.mapping_anon)],
         }
+
+
+def _inside(ranges: np.ndarray, start: int, end: int) -> bool:
+    return bool(((ranges[:, 0] <= start) & (ranges[:, 1] >= end)).any()) if len(ranges) else False
 
 
 def _ranges(array) -> np.ndarray:
@@ -227,13 +245,16 @@ def estimate_huge_ranges(vmas: np.ndarray, anon_huge_bytes: np.ndarray) -> np.nd
 def layout_from(vmas: Vmas, replay: np.ndarray, huge: np.ndarray | None,
                 mapping_start: np.ndarray, mapping_length: np.ndarray, *, trace_name: str,
                 trace_events: int, config: dict, at: str, events_replayed: int,
-                host: dict, mapping_anon: np.ndarray | None = None) -> Layout:
+                host: dict, mapping_anon: np.ndarray | None = None,
+                heap: dict | None = None) -> Layout:
     """Build a ``Layout`` from what was read while the replay's mappings were live (pure)."""
     replay = _ranges(replay)
     replay = replay[np.argsort(replay[:, 0], kind="stable")]
     owned = owned_mask(vmas.start, vmas.end, replay)
     if owned.any():
         low, high = vmas.start[owned].min(), vmas.end[owned].max()
+        if heap:  # the heap's reservation above it belongs to the picture too
+            low, high = min(low, heap["start"]), max(high, heap["start"] + heap["reserved_bytes"])
         keep = (vmas.start < high) & (vmas.end > low)
     else:
         keep = np.zeros(len(vmas.start), bool)
@@ -256,7 +277,7 @@ def layout_from(vmas: Vmas, replay: np.ndarray, huge: np.ndarray | None,
         mapping_length=np.asarray(mapping_length, np.int64),
         mapping_anon=(np.ones(len(mapping_start), bool) if mapping_anon is None
                       else np.asarray(mapping_anon, bool)),
-        metrics=layout_metrics(vmas, replay))
+        metrics=layout_metrics(vmas, replay), heap=heap)
 
 
 def parse_at(text) -> str | int:
@@ -344,6 +365,7 @@ def capture_live(program, config: ReplayConfig, alignment, stop_op: int,
 
     def on_stop(state, pieces) -> None:
         # Read everything while the mappings are live: run_program releases them afterwards.
+        pieces = coalesce_pieces(pieces)  # a mapping's neighbouring pieces drawn as one
         replay = state.ranges(pieces)
         # Huge pages first: khugepaged may collapse more in between, never fewer, so the scan
         # stays within the AnonHugePages read after it.
@@ -356,6 +378,13 @@ def capture_live(program, config: ReplayConfig, alignment, stop_op: int,
         captured["replay"] = replay
         ids = np.unique(pieces[:, 0].astype(np.int64)) if len(pieces) else np.zeros(0, np.int64)
         ids = ids[(state.id_state[ids] & ID_MAPPED) != 0]
+        heap = program.heap_id
+        if heap >= 0 and heap in ids:
+            ids = ids[ids != heap]  # not an mmap: the mapping figures leave it out, as replay's
+            # Arrays only: a capture travels back from a VM guest as an .npz file.
+            captured["heap_ranges"] = state.ranges(pieces[pieces[:, 0] == heap])
+            captured["heap_start_reserved"] = np.array(
+                [state.base[heap], program.id_length[heap]], np.int64)
         captured["mapping_start"] = state.base[ids].copy()
         captured["mapping_length"] = program.id_length[ids].copy()
         captured["mapping_anon"] = program.id_anon[ids].copy()
@@ -378,8 +407,15 @@ def layout_from_capture(captured: dict, **fields) -> Layout:
     a VM guest as an .npz file); ``fields`` are ``layout_from``'s keyword arguments."""
     vmas = Vmas(captured["vmas_start"], captured["vmas_end"], captured["vmas_rss"],
                 captured["vmas_anon_huge"], captured["vmas_thp_eligible"])
+    heap = None
+    if "heap_ranges" in captured:
+        ranges = np.asarray(captured["heap_ranges"], np.int64).reshape(-1, 2)
+        start, reserved = (int(v) for v in captured["heap_start_reserved"])
+        heap = {"start": start, "bytes": int((ranges[:, 1] - ranges[:, 0]).sum()),
+                "reserved_bytes": reserved, **layout_metrics(vmas, ranges)}
     return layout_from(vmas, captured["replay"], captured.get("huge"), captured["mapping_start"],
-                       captured["mapping_length"], mapping_anon=captured["mapping_anon"], **fields)
+                       captured["mapping_length"], mapping_anon=captured["mapping_anon"],
+                       heap=heap, **fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,6 +547,7 @@ class _Cells:
         self.replay = Coverage(merge_ranges(layout.replay))
         self.vmas = Coverage(merge_ranges(layout.vmas))
         self.huge = Coverage(layout.huge)
+        self.reserved = Coverage(layout.heap_reservation())
         self.starts = np.unique(layout.replay[:, 0]) if len(layout.replay) else np.zeros(0, np.int64)
 
     def rows(self, first_row_start: int, count: int) -> list[str]:
@@ -522,6 +559,7 @@ class _Cells:
         huge = self.huge.per_cell(edges)
         chars = np.full(n, FREE, "S1")
         chars[vmas > replay] = OTHER           # memory of the process that is not the replay's
+        chars[self.reserved.per_cell(edges) > replay] = RESERVED  # the heap's room to grow
         chars[replay > 0] = MAPPED             # a replay mapping never vanishes, however small
         chars[2 * huge >= g.column_bytes] = HUGE
         lo, hi = np.searchsorted(self.starts, [edges[0], edges[-1]])
@@ -757,7 +795,9 @@ def render_ascii(layout: Layout, width: int = DEFAULT_WIDTH, max_rows: int = DEF
     legend = _pack([f"{START} a replay mapping starts", f"{MAPPED} replay memory, 4 KiB pages",
                     f"{HUGE} THP-backed (PMD-mapped{estimated})",
                     f"{OTHER} other memory of this process", f"{FREE} unmapped",
-                    f"{TICK} 2 MiB boundary"], width)
+                    f"{TICK} 2 MiB boundary"]
+                   + ([f"{RESERVED} the brk heap's reservation (PROT_NONE)"] if layout.heap
+                      else []), width)
     return _ascii("\n".join(head + [""] + drawing + [""] + legend + [""]
                             + figure_lines(layout, width)) + "\n")
 
@@ -784,4 +824,11 @@ def figure_lines(layout: Layout, width: int = DEFAULT_WIDTH) -> list[str]:
     lines += _wrap(f"anonymous mappings >= 2 MiB: {large} live, {aligned} of them start 2 MiB-"
                    f"aligned" + (f" (and {plural(files, 'file mapping')} >= 2 MiB replayed as "
                                  f"anonymous)" if files else ""), width, "  ")
+    heap = layout.heap
+    if heap:
+        lines += _wrap(f"brk heap: {fmt_bytes(heap['bytes'])} at {heap['start']:#x} in "
+                       f"{plural(heap['vmas'], 'VMA')}, AnonHugePages "
+                       f"{fmt_bytes(heap['anon_huge_bytes'])}; reserved up to "
+                       f"{fmt_bytes(heap['reserved_bytes'])} (its largest size in the trace), the "
+                       f"rest PROT_NONE and not counted as replay memory", width, "  ")
     return lines

@@ -12,7 +12,7 @@ import numpy as np
 from traces.liveset import LiveSet
 from traces.schema import MREMAP_DONTUNMAP
 
-from .program import OP_MMAP, OP_MMAP_FIXED_IN, OP_MREMAP, OP_MUNMAP
+from .program import OP_HEAP_FREE, OP_HEAP_GROW, OP_MMAP, OP_MMAP_FIXED_IN, OP_MREMAP, OP_MUNMAP
 
 ID_SHIFT = 48  # each mapping id owns a 2^48-byte slot of the model's address space
 
@@ -34,8 +34,11 @@ class ProgramModel:
         elif code == OP_MMAP_FIXED_IN:
             self.live.unmap(self._key(ref_id, offset), self._key(ref_id, offset + length))
             self.live.map(self._key(map_id, 0), self._key(map_id, length), map_id, 0, True)
-        elif code == OP_MUNMAP:
+        elif code == OP_MUNMAP or code == OP_HEAP_FREE:
             self.live.unmap(self._key(map_id, offset), self._key(map_id, offset + length))
+        elif code == OP_HEAP_GROW:
+            self.live.map(self._key(map_id, offset), self._key(map_id, offset + length), map_id,
+                          0, True, offset)
         elif code == OP_MREMAP:
             if not int(flags) & MREMAP_DONTUNMAP:
                 self.live.unmap(self._key(map_id, offset), self._key(map_id, offset + length))
@@ -66,3 +69,17 @@ def live_pieces(program, stop: int, executed: np.ndarray | None = None) -> np.nd
     every call succeeded. Each mapping's calls keep their order in any executed subset, so the
     program order gives the right live set even when threads ran them."""
     return ProgramModel(program.id_length).run(program, stop, executed).pieces_array()
+
+
+def coalesce_pieces(pieces: np.ndarray) -> np.ndarray:
+    """(id, offset, length) pieces with each mapping's touching neighbours joined, sorted."""
+    pieces = np.asarray(pieces, np.int64).reshape(-1, 3)
+    if len(pieces) < 2:
+        return pieces
+    pieces = pieces[np.lexsort((pieces[:, 1], pieces[:, 0]))]
+    ends = pieces[:, 1] + pieces[:, 2]
+    new = np.ones(len(pieces), bool)
+    new[1:] = (pieces[1:, 0] != pieces[:-1, 0]) | (pieces[1:, 1] != ends[:-1])
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], len(pieces)) - 1
+    return np.stack([pieces[first, 0], pieces[first, 1], ends[last] - pieces[first, 1]], axis=1)

@@ -22,7 +22,19 @@ OP_MPROTECT = 5       # mprotect (map_id, offset, length), prot
 OP_TOUCH = 6          # touch (map_id, offset, length) as the workload's first use; no syscall.
 #                       arg = the trace row of the call that made the memory usable (its thread
 #                       touches it). Touches right after their call are folded into its mode.
-ENGINE_OP_NAMES = ("mmap", "mmap", "munmap", "mremap", "madvise", "mprotect", "touch")
+# The brk heap: one mapping id whose whole extent (the trace's largest heap) is reserved
+# PROT_NONE when the trace first calls brk; growing makes the next part read-write in place,
+# shrinking frees its pages and makes it PROT_NONE again: one VMA growing upward, as brk's, without
+# moving the replay process's own program break (Python's malloc uses it).
+OP_HEAP_RESERVE = 7   # reserve `length` bytes for the heap `map_id`, starting at an address with
+#                       arg = the traced heap's start modulo 2 MiB (its THP alignment)
+OP_HEAP_GROW = 8      # make (map_id, offset, length) of the heap read-write (brk growth)
+OP_HEAP_FREE = 9      # free (map_id, offset, length) of the heap: a fresh PROT_NONE piece of
+#                       reservation mapped over it (MAP_FIXED inside the heap's own reservation), so
+#                       its pages, advice and protection go as when brk shrinks (brk shrinking, or
+#                       any unmap of heap memory: the reservation is only unmapped whole)
+ENGINE_OP_NAMES = ("mmap", "mmap", "munmap", "mremap", "madvise", "mprotect", "touch",
+                   "heap reservation", "brk", "brk")
 
 # mode bits, per op
 PLACE_MASK = 0x03     # mmap placement: see policy.py
@@ -62,6 +74,9 @@ class OpProgram:
     cleanup_start: int             # first cleanup op
     peak_pieces: np.ndarray        # (n, 3) int64: id, offset, length live at peak
     end_pieces: np.ndarray         # (n, 3) int64: id, offset, length live at end of trace
+    heap_id: int = -1              # mapping id of the brk heap (-1: the trace never grows one)
+    heap_peak_bytes: int = 0       # largest heap, the bytes reserved for it
+    heap_grown_bytes: int = 0      # sum of all heap growth
     skipped: dict = field(default_factory=dict)   # reason -> trace events not replayed
     notes: dict = field(default_factory=dict)     # reason -> trace events replayed differently
     # End of the trace's first kernel-placed mmap modulo 2 MiB: where the recorded process's

@@ -19,7 +19,8 @@ from traces.schema import MM_OPS, PMD_SIZE
 from traces.units import SIZE_BUCKETS
 
 from .config import ACCESS_CODE, TOUCH_CODE, ReplayConfig
-from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C_LIVE_BYTES,
+from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C_HEAP_MINFLT,
+                     C_HEAP_TOUCH_BYTES, C_LIVE_BYTES,
                      C_POLICY_CALLS, C_POLICY_NS, C_RUNTIME_SKIPPED, C_THP_ADVICE_FAILED, C_TOUCH_BYTES,
                      C_TOUCH_NS, C_WAIT_NS, N_PARAMS, P_ACCESS_AMOUNT, P_ACCESS_KIND, P_PAD_PMD_MULTIPLES,
                      P_PLAIN_BY_HINT, P_THP_ADVICE, P_TOPDOWN_FIX, P_TOUCH, P_ZERO_FD, EngineState)
@@ -112,8 +113,6 @@ def op_stats(program: OpProgram, state: EngineState, ran: np.ndarray) -> dict:
     err = state.err
     stats = {}
     for name in MM_OPS:
-        if name == "brk":
-            continue
         codes = [c for c, n in enumerate(ENGINE_OP_NAMES) if n == name]
         chosen = np.isin(program.code, codes) & from_trace & (err >= 0)
         latencies = state.latency[chosen & (err == 0)]
@@ -145,7 +144,13 @@ def alignment_by_size(program: OpProgram, state: EngineState, ran: np.ndarray) -
 
 
 def sample_layout(state: EngineState, pieces: np.ndarray) -> dict:
-    return layout_metrics(read_smaps(), state.ranges(pieces))
+    """Layout figures of the replay's live pieces; those of the brk heap alone under "heap"."""
+    vmas = read_smaps()
+    sample = layout_metrics(vmas, state.ranges(pieces))
+    heap = state.program.heap_id
+    if heap >= 0:
+        sample["heap"] = layout_metrics(vmas, state.ranges(pieces[pieces[:, 0] == heap]))
+    return sample
 
 
 def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlignment,
@@ -308,6 +313,19 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
         "interrupted": interrupt.reason is not None,
         "interrupt_reason": interrupt.reason,
     }
+    if program.heap_id >= 0:
+        peak_heap, end_heap = peak.get("heap") or {}, end.get("heap") or {}
+        run["heap"] = {
+            "peak_bytes": program.heap_peak_bytes,
+            "grown_bytes": program.heap_grown_bytes,
+            "minflt": int(counters[C_HEAP_MINFLT]),
+            "touch_bytes": int(counters[C_HEAP_TOUCH_BYTES]),
+            "peak_rss_bytes": peak_heap.get("rss_bytes"),
+            "peak_anon_huge_bytes": peak_heap.get("anon_huge_bytes"),
+            "end_rss_bytes": end_heap.get("rss_bytes"),
+            "end_anon_huge_bytes": end_heap.get("anon_huge_bytes"),
+            "vmas_at_peak": peak_heap.get("vmas"),
+        }
     if trace_wall_s and recorded_duration_ns:
         run["trace_wall_s"] = trace_wall_s
         run["speed_vs_recorded"] = recorded_duration_ns / 1e9 / trace_wall_s

@@ -30,11 +30,12 @@ from traces.liveset import LiveSet
 
 if TYPE_CHECKING:  # planning reads the trace; running a plan (inside a VM guest too) does not
     import pyarrow as pa
+from traces.schema import OPS
 
 from .config import MAX_OS_THREADS
 from .engine import N_COUNTERS, NOT_ADDITIVE, C_RNG
-from .program import (CLEANUP, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP,
-                      OP_MUNMAP, OP_TOUCH, OpProgram)
+from .program import (CLEANUP, OP_HEAP_FREE, OP_HEAP_GROW, OP_HEAP_RESERVE, OP_MADVISE, OP_MMAP,
+                      OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP, OP_TOUCH, OpProgram)
 
 
 @dataclass
@@ -135,11 +136,14 @@ def _dependencies(program: OpProgram, table: pa.Table, thread_of_op: np.ndarray,
                 dep[i] = max(foreign)
             freed.unmap(start, end)
             last_op_on[m] = i
+        elif c == OP_HEAP_RESERVE:
+            last_op_on[m] = i  # address space of its own: it follows nobody's unmap
         elif c == OP_MMAP_FIXED_IN:
             dep[i] = last_op_on[ref_id[i]]
             last_op_on[ref_id[i]] = i
             last_op_on[m] = i
-        elif c in (OP_MUNMAP, OP_MADVISE, OP_MPROTECT, OP_MREMAP, OP_TOUCH):
+        elif c in (OP_MUNMAP, OP_MADVISE, OP_MPROTECT, OP_MREMAP, OP_TOUCH, OP_HEAP_GROW,
+                   OP_HEAP_FREE):
             dep[i] = last_op_on[m]
             last_op_on[m] = i
             if c == OP_MREMAP:
@@ -275,9 +279,10 @@ def thread_stats(program: OpProgram, state, plan: ThreadPlan, ran_mask: np.ndarr
     Grouped by (tid, op) with one sort: a trace may hold a hundred thousand threads."""
     from .program import ENGINE_OP_NAMES
 
-    names = ("mmap", "munmap", "mremap", "madvise", "mprotect")
+    names = tuple(dict.fromkeys(ENGINE_OP_NAMES))
     name_of_code = np.array([names.index(n) for n in ENGINE_OP_NAMES], np.int64)
-    counted = np.flatnonzero(ran_mask & (program.trace_row != CLEANUP) & (state.err >= 0))
+    calls = np.isin(program.code, [c for c, n in enumerate(ENGINE_OP_NAMES) if n in OPS])
+    counted = np.flatnonzero(ran_mask & calls & (program.trace_row != CLEANUP) & (state.err >= 0))
     tids = plan.tid_of_op[counted]
     # One key per (tid, op name); tids are 32-bit in the format.
     keys = (tids - np.int64(-(1 << 31))) * len(names) + name_of_code[program.code[counted]]

@@ -81,6 +81,42 @@ def walk_live_bytes(table: pa.Table, series: list | None = None) -> dict:
             "end_live_bytes": live.live_anon_bytes}
 
 
+def heap_sizes(table: pa.Table) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """The brk heap through the trace: (rows of the successful brk calls, heap size in bytes after
+    each, page-rounded, the first break returned).
+
+    The heap is counted from the first break the trace saw (brk(NULL) at start-up returns the
+    start of the heap; a trace recorded by attaching later starts at the break of that moment,
+    and what lies below it is not known). A break below that start counts as an empty heap.
+    """
+    codes = op_names(table)
+    new_addr_column = table.column("new_addr")
+    ok = (codes == OP_CODE["brk"]) & (column_np(table, "errno") == 0)
+    ok &= ~np.asarray(new_addr_column.is_null(), bool)
+    rows = np.flatnonzero(ok)
+    if len(rows) == 0:
+        return rows, np.zeros(0, np.uint64), None
+    breaks = column_np(table, "new_addr")[rows].astype(np.uint64)
+    start = int(breaks[0])
+    above = np.where(breaks > np.uint64(start), breaks - np.uint64(start), np.uint64(0))
+    return rows, page_round(above), start
+
+
+def heap_summary(table: pa.Table) -> dict:
+    """What the trace did with its brk heap (the ``brk_heap`` block of ``info --json``)."""
+    rows, sizes, start = heap_sizes(table)
+    # Python ints: a hostile trace's sizes can be near 2^64.
+    sizes = [0] + sizes.tolist()
+    steps = [b - a for a, b in zip(sizes, sizes[1:])]
+    peak = max(sizes)
+    return {"brk_calls": int(len(rows)), "start": start, "peak_bytes": peak,
+            "peak_event": int(rows[sizes.index(peak) - 1]) if peak else None,
+            "end_bytes": sizes[-1],
+            "grows": sum(1 for d in steps if d > 0), "grown_bytes": sum(d for d in steps if d > 0),
+            "shrinks": sum(1 for d in steps if d < 0),
+            "shrunk_bytes": -sum(d for d in steps if d < 0)}
+
+
 def summarize(table: pa.Table) -> dict:
     """The ``mmreplay info --json`` document for a validated trace table."""
     codes = op_names(table)
@@ -112,6 +148,7 @@ def summarize(table: pa.Table) -> dict:
         "size_histogram": size_histogram(anon_mmap_lengths),
         "partial_munmaps": walk["partial_munmaps"],
         "events_sha256": events_sha256(table),
+        "brk_heap": heap_summary(table),
         "metadata": trace_metadata(table),
     }
     if allocations:
@@ -169,6 +206,12 @@ def format_summary(summary: dict, name: str = "") -> str:
     lines += _field("", f"{summary['pmd_unaligned_large_mmaps']} are >= 2 MiB but not a multiple "
                         "(aligned by 6.7-6.11)")
     lines += _field("partial", f"{summary['partial_munmaps']} munmaps left part of a mapping alive")
+    heap = summary.get("brk_heap") or {}
+    if heap.get("brk_calls"):
+        lines += _field("brk heap", f"{fmt_bytes(heap['peak_bytes'])} at most above the first "
+                                    f"break; grew {heap['grows']} times ("
+                                    f"{fmt_bytes(heap['grown_bytes'])} in all), shrank "
+                                    f"{heap['shrinks']} times ({fmt_bytes(heap['shrunk_bytes'])})")
     lines.append("")
     lines.append("anonymous mmap lengths     count          bytes")
     for label, cell in summary["size_histogram"].items():
