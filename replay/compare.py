@@ -17,7 +17,7 @@ from .runs import Prepared, resolve_trace
 from .copies import check_budget, measure
 from .session import Interrupt, catch_signals
 
-AXES = ("policy", "thp", "touch", "access", "files", "threads")
+AXES = ("policy", "thp", "touch", "access", "files", "threads", "collapse")
 COMPARE_VERSION = 1
 # The option that gives each axis on the command line (policy is plural: it usually varies).
 OPTION = {"policy": "--policies", "thp": "--thp", "touch": "--touch", "access": "--access",
@@ -60,7 +60,7 @@ def configurations(values: dict) -> tuple[str, list[ReplayConfig]]:
             check_choice(value, CHOICES[name], OPTION[name])
     base = ReplayConfig(policy=fixed["policy"], thp=fixed["thp"], touch=fixed["touch"],
                         access=Access.parse(fixed["access"]), files=fixed["files"],
-                        threads=fixed.get("threads", "1"))
+                        threads=fixed.get("threads", "1"), collapse=fixed.get("collapse", "none"))
     if axis is None:
         raise MmreplayError("nothing to compare: give two or more values to one option, e.g. "
                             "--policies kernel,align-ge-pmd")

@@ -408,7 +408,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 continue
             new_size = heap_after[row]
             if new_size == heap_size:
-                _count(notes, "brk_without_change")  # a query (brk(NULL)) or a refused move
+                _count(skipped, "brk_no_change")  # a query (brk(NULL)) or a refused move
                 continue
             if out.heap_id < 0:
                 out.heap_id = out.new_id(heap_extent, True)

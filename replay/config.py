@@ -71,10 +71,13 @@ class ReplayConfig:
     files: str = "anon"
     threads: str = "1"        # "recorded", "1" or a count
     order: str = "deps"
+    collapse: str = "none"    # none, madvise or khugepaged:SECONDS (replay/collapse.py)
 
     def __post_init__(self):
         for name in ("policy", "thp", "touch", "files", "order"):
             check_choice(getattr(self, name), CHOICES[name], f"--{name}")
+        from .collapse import parse_collapse
+        parse_collapse(self.collapse)
         if self.threads != "recorded" and not (
                 str(self.threads).isdigit() and 1 <= int(self.threads) <= MAX_OS_THREADS):
             raise MmreplayError(f"bad --threads {escape(str(self.threads)[:40])} (expected recorded "
@@ -90,6 +93,6 @@ class ReplayConfig:
         """The inverse of ``as_dict`` (a VM guest receives its configuration this way)."""
         return cls(**{**data, "access": Access.parse(data.get("access", "none"))})
 
-    def label(self, fields=("policy", "thp", "touch", "access", "files", "threads")) -> str:
+    def label(self, fields=("policy", "thp", "touch", "access", "files", "threads", "collapse")) -> str:
         data = self.as_dict()
         return " ".join(f"{name}={data[name]}" for name in fields)

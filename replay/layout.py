@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import json
 import os
 import textwrap
 from dataclasses import dataclass
@@ -28,9 +29,11 @@ from traces.host import describe_thp, host_metadata
 from traces.schema import PMD_SIZE
 from traces.units import fmt_bytes, plural
 
+from .collapse import collapse
 from .config import ReplayConfig
 from .model import coalesce_pieces
-from .probes import MAX_HOLE_BYTES, Vmas, layout_metrics, owned_mask, read_smaps
+from .probes import (MAX_HOLE_BYTES, Vmas, layout_metrics, merge_ranges, owned_mask,
+                     read_smaps)
 from .program import ID_MAPPED
 
 MIB = 1 << 20
@@ -89,6 +92,7 @@ class Layout:
     vm: dict | None = None        # the ``vm`` section of a result, when read inside a guest
     heap: dict | None = None      # the brk heap: start, bytes (live), reserved_bytes, and
     #                               layout_metrics of its live part; None without a heap
+    collapse: dict | None = None  # what --collapse did before the layout was read
 
     @property
     def empty(self) -> bool:
@@ -150,6 +154,7 @@ class Layout:
                         "huge_bytes": int((self.huge[:, 1] - self.huge[:, 0]).sum()),
                         "huge_source": self.huge_source},
             "heap": self.heap,
+            "collapse": self.collapse,
             "vmas": [{"start": int(s), "end": int(e), "bytes": int(e - s), "rss_bytes": int(r),
                       "anon_huge_bytes": int(h), "thp_eligible": bool(t),
                       "owner": "replay" if o else ("heap reservation" if self._reserved(s, e)
@@ -172,20 +177,6 @@ def _inside(ranges: np.ndarray, start: int, end: int) -> bool:
 
 def _ranges(array) -> np.ndarray:
     return np.asarray(array, np.int64).reshape(-1, 2)
-
-
-def merge_ranges(ranges: np.ndarray) -> np.ndarray:
-    """Sorted (n, 2) ranges with touching or overlapping neighbours joined."""
-    ranges = _ranges(ranges)
-    if len(ranges) == 0:
-        return ranges
-    ranges = ranges[np.argsort(ranges[:, 0], kind="stable")]
-    reach = np.maximum.accumulate(ranges[:, 1])
-    new = np.ones(len(ranges), bool)
-    new[1:] = ranges[1:, 0] > reach[:-1]
-    first = np.flatnonzero(new)
-    last = np.append(first[1:], len(ranges)) - 1
-    return np.stack([ranges[first, 0], reach[last]], axis=1)
 
 
 def huge_ranges(ranges: np.ndarray, pagemap: str = "/proc/self/pagemap") -> np.ndarray | None:
@@ -246,7 +237,7 @@ def layout_from(vmas: Vmas, replay: np.ndarray, huge: np.ndarray | None,
                 mapping_start: np.ndarray, mapping_length: np.ndarray, *, trace_name: str,
                 trace_events: int, config: dict, at: str, events_replayed: int,
                 host: dict, mapping_anon: np.ndarray | None = None,
-                heap: dict | None = None) -> Layout:
+                heap: dict | None = None, collapse: dict | None = None) -> Layout:
     """Build a ``Layout`` from what was read while the replay's mappings were live (pure)."""
     replay = _ranges(replay)
     replay = replay[np.argsort(replay[:, 0], kind="stable")]
@@ -277,7 +268,7 @@ def layout_from(vmas: Vmas, replay: np.ndarray, huge: np.ndarray | None,
         mapping_length=np.asarray(mapping_length, np.int64),
         mapping_anon=(np.ones(len(mapping_start), bool) if mapping_anon is None
                       else np.asarray(mapping_anon, bool)),
-        metrics=layout_metrics(vmas, replay), heap=heap)
+        metrics=layout_metrics(vmas, replay), heap=heap, collapse=collapse)
 
 
 def parse_at(text) -> str | int:
@@ -367,6 +358,9 @@ def capture_live(program, config: ReplayConfig, alignment, stop_op: int,
         # Read everything while the mappings are live: run_program releases them afterwards.
         pieces = coalesce_pieces(pieces)  # a mapping's neighbouring pieces drawn as one
         replay = state.ranges(pieces)
+        if config.collapse != "none":
+            # Arrays only (see below): what collapse did, as JSON text.
+            captured["collapse_json"] = np.array(json.dumps(collapse(config.collapse, replay)))
         # Huge pages first: khugepaged may collapse more in between, never fewer, so the scan
         # stays within the AnonHugePages read after it.
         huge = huge_ranges(replay)
@@ -413,9 +407,10 @@ def layout_from_capture(captured: dict, **fields) -> Layout:
         start, reserved = (int(v) for v in captured["heap_start_reserved"])
         heap = {"start": start, "bytes": int((ranges[:, 1] - ranges[:, 0]).sum()),
                 "reserved_bytes": reserved, **layout_metrics(vmas, ranges)}
+    done = json.loads(str(captured["collapse_json"])) if "collapse_json" in captured else None
     return layout_from(vmas, captured["replay"], captured.get("huge"), captured["mapping_start"],
                        captured["mapping_length"], mapping_anon=captured["mapping_anon"],
-                       heap=heap, **fields)
+                       heap=heap, collapse=done, **fields)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -824,6 +819,13 @@ def figure_lines(layout: Layout, width: int = DEFAULT_WIDTH) -> list[str]:
     lines += _wrap(f"anonymous mappings >= 2 MiB: {large} live, {aligned} of them start 2 MiB-"
                    f"aligned" + (f" (and {plural(files, 'file mapping')} >= 2 MiB replayed as "
                                  f"anonymous)" if files else ""), width, "  ")
+    done = layout.collapse
+    if done:
+        what = (f"MADV_COLLAPSE on {plural(done['calls'], 'range')} ({done['failed']} failed)"
+                if done["how"] == "madvise" else
+                f"waited {done['seconds']:.0f} s for khugepaged: {done.get('full_scans', 0)} full "
+                f"scans, {done.get('pages_collapsed', 0)} pages collapsed (system-wide)")
+        lines += _wrap(f"collapse before this picture: {what}", width, "  ")
     heap = layout.heap
     if heap:
         lines += _wrap(f"brk heap: {fmt_bytes(heap['bytes'])} at {heap['start']:#x} in "

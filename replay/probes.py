@@ -116,6 +116,20 @@ def owned_mask(vma_start: np.ndarray, vma_end: np.ndarray, ranges: np.ndarray) -
     return valid & (candidate_end > vma_start)
 
 
+def merge_ranges(ranges: np.ndarray) -> np.ndarray:
+    """Sorted (n, 2) ranges with touching or overlapping neighbours joined."""
+    ranges = np.asarray(ranges, np.int64).reshape(-1, 2)
+    if len(ranges) == 0:
+        return ranges
+    ranges = ranges[np.argsort(ranges[:, 0], kind="stable")]
+    reach = np.maximum.accumulate(ranges[:, 1])
+    new = np.ones(len(ranges), bool)
+    new[1:] = ranges[1:, 0] > reach[:-1]
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], len(ranges)) - 1
+    return np.stack([ranges[first, 0], reach[last]], axis=1)
+
+
 MAX_HOLE_BYTES = PMD_SIZE
 
 
@@ -140,6 +154,21 @@ def layout_metrics(vmas: Vmas, ranges: np.ndarray) -> dict:
         "hole_bytes": int(gap[hole].sum()),
         "mapped_bytes": int((end - start).sum()),
     }
+
+
+def read_rollup(path: str = "/proc/self/smaps_rollup") -> dict:
+    """The whole process's totals from smaps_rollup (the replay's mappings and Python's own)."""
+    fields = {b"Rss:": "rss_bytes", b"AnonHugePages:": "anon_huge_bytes"}
+    out = {}
+    try:
+        with open(path, "rb") as handle:
+            for line in handle:
+                key = fields.get(line.split(b" ", 1)[0])
+                if key:
+                    out[key] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return out
 
 
 def read_vmstat() -> dict:

@@ -21,17 +21,24 @@ METRICS = (
     ("access.gbps", "access GB/s", 1, 2),
     ("access.ns_per_read", "access ns/read", 1, 2),
     ("minflt", "minor faults", 1, 0),
-    ("vmstat.thp_fault_alloc", "thp_fault_alloc", 1, 0),
-    ("vmstat.thp_fault_fallback", "thp_fault_fallback", 1, 0),
-    ("vmstat.thp_collapse_alloc", "thp_collapse_alloc", 1, 0),
+    ("cgroup.pgfault", "cgroup page faults", 1, 0),
     ("peak_vmas", "peak VMAs", 1, 0),
     ("peak_anon_huge_bytes", "peak AnonHugePages MiB", MIB, 1),
+    ("collapsed_anon_huge_bytes", "  after collapse MiB", MIB, 1),
     ("end_anon_huge_bytes", "end AnonHugePages MiB", MIB, 1),
+    ("cgroup.peak_anon_thp_bytes", "cgroup THP at peak MiB", MIB, 1),
+    ("cgroup.collapsed_anon_thp_bytes", "  after collapse MiB", MIB, 1),
+    ("cgroup.thp_fault_alloc", "cgroup thp_fault_alloc", 1, 0),
+    ("cgroup.thp_collapse_alloc", "cgroup thp_collapse_alloc", 1, 0),
+    ("vmstat_system_wide.thp_fault_alloc", "system thp_fault_alloc", 1, 0),
+    ("vmstat_system_wide.thp_fault_fallback", "system thp_fault_fallback", 1, 0),
+    ("vmstat_system_wide.thp_collapse_alloc", "system thp_collapse_alloc", 1, 0),
     ("peak_rss_bytes", "peak Rss MiB", MIB, 1),
     ("thp_eligible_bytes", "THP-eligible MiB", MIB, 1),
     ("heap.peak_bytes", "brk heap peak MiB", MIB, 1),
     ("heap.minflt", "  heap page faults", 1, 0),
     ("heap.peak_anon_huge_bytes", "  heap AnonHugePages MiB", MIB, 1),
+    ("heap.collapsed_anon_huge_bytes", "  after collapse MiB", MIB, 1),
     ("large_mappings", "mappings >= 2 MiB", 1, 0),
     ("pmd_aligned_large_mappings", "  of them 2 MiB-aligned", 1, 0),
     ("pmd_aligned_by_size.512K-1.5M.mappings", "mappings 512K-1.5M", 1, 0),
@@ -58,6 +65,19 @@ METRICS = (
     ("allocator_mappings_at_peak.pmd_aligned_large_vmas", "  of them 2 MiB-aligned", 1, 0),
     ("allocator_mappings_at_peak.thp_eligible_bytes", "  THP-eligible MiB", MIB, 1),
 )
+
+
+def figure_sources(run: dict) -> str:
+    """Where the THP and fault figures come from: the line under every table."""
+    text = ("AnonHugePages: smaps of the replay's own mappings; system: /proc/vmstat deltas, "
+            "every process on the machine")
+    cgroup = run.get("cgroup")
+    if cgroup:
+        text += (f"; cgroup: the replay's own memory cgroup (v{cgroup['version']}"
+                 + (", which counts no THP events" if cgroup["version"] == 1 else "") + ")")
+    elif run.get("cgroup_unavailable"):
+        text += f"; no cgroup of its own: {run['cgroup_unavailable']}"
+    return text
 
 
 def header_lines(result: dict) -> list[str]:
@@ -127,7 +147,9 @@ def format_replay(result: dict) -> str:
     lines += wrap_ascii("config  ", f"policy={config['policy']} thp={config['thp']} "
                         f"touch={config['touch']} access={config['access']} "
                         f"files={config['files']} threads={threads}"
-                        + (f" order={config.get('order')}" if str(threads) != "1" else ""))
+                        + (f" order={config.get('order')}" if str(threads) != "1" else "")
+                        + (f" collapse={config['collapse']}"
+                           if config.get("collapse", "none") != "none" else ""))
     emulation = result.get("policy_emulation") or {}
     if emulation and not emulation.get("emulated", True):
         lines.append(f"WARNING policy {config['policy']} is not exact here: {emulation.get('why')}")
@@ -166,6 +188,7 @@ def format_replay(result: dict) -> str:
     if last["replayed_differently"]:
         lines.append("changed " + ", ".join(f"{k} {v}" for k, v in
                                             sorted(last["replayed_differently"].items())))
+    lines += wrap_ascii("figures ", figure_sources(last), 80)
     unavailable = last.get("perf_unavailable") or {}
     if unavailable:
         lines.append("perf    unavailable here: " + ", ".join(sorted(unavailable)))
@@ -302,6 +325,7 @@ def comparison_table(results: list[dict], labels: list[str], fmt: str = "text",
         lines.append("")
         lines += _table_block(cells[0], cells[index], labels[0], labels[index])
     lines.append("")
+    lines += wrap_ascii("", figure_sources(results[0]["runs"][-1]) + ".")
     lines += wrap_ascii("", SIGNIFICANCE_RULE)
     lines += wrap_ascii("", "Values are means over runs; +-N% is the standard deviation as a "
                             "percentage of the mean (blank when every run gave the same value).")
@@ -326,7 +350,7 @@ def _markdown(results, labels, cells, commands, title, notes) -> str:
                 text += f" ({percent_change(base, cell)}{'*' if significant(base, cell) else ''})"
             row.append(text.strip())
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", SIGNIFICANCE_RULE]
+    lines += ["", figure_sources(results[0]["runs"][-1]) + ".", "", SIGNIFICANCE_RULE]
     return escape_lines("\n".join(lines)) + "\n"
 
 
@@ -345,7 +369,7 @@ def expand_results(documents: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
 def config_differences(results: list[dict]) -> dict:
     """{config field: [value per result]} for the fields that are not the same everywhere."""
     keys = ("allocator", "tunables", "policy", "thp", "touch", "access", "files", "threads",
-            "order", "copies")
+            "order", "copies", "collapse")
     differing = {}
     for key in keys:
         values = [str((r.get("config") or {}).get(key)) for r in results]

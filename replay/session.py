@@ -29,6 +29,9 @@ from .policy import TOPDOWN_FIX, KernelAlignment, dev_zero_fd
 from .region import FreshAddressSpace
 from .probes import (FAULT_PERF_COUNTERS, HARDWARE_PERF_COUNTERS, PerfCounters, layout_metrics, read_smaps, read_vmstat, rss_bytes,
                      rusage_faults, vmstat_delta)
+from .cgroup import OwnCgroup
+from .collapse import collapse
+from .probes import read_rollup
 from .program import CLEANUP, ID_MAPPED, OP_MMAP, OP_MMAP_FIXED_IN, OpProgram, ENGINE_OP_NAMES
 
 MAX_CHUNK_OPS = 4096
@@ -143,13 +146,17 @@ def alignment_by_size(program: OpProgram, state: EngineState, ran: np.ndarray) -
             for index, (label, _) in enumerate(SIZE_BUCKETS)}
 
 
-def sample_layout(state: EngineState, pieces: np.ndarray) -> dict:
-    """Layout figures of the replay's live pieces; those of the brk heap alone under "heap"."""
+def sample_layout(state: EngineState, pieces: np.ndarray, group: OwnCgroup | None = None) -> dict:
+    """Layout figures of the replay's live pieces; those of the brk heap alone under "heap",
+    the whole process's smaps_rollup under "process", the replay's cgroup under "cgroup"."""
     vmas = read_smaps()
     sample = layout_metrics(vmas, state.ranges(pieces))
     heap = state.program.heap_id
     if heap >= 0:
         sample["heap"] = layout_metrics(vmas, state.ranges(pieces[pieces[:, 0] == heap]))
+    sample["process"] = read_rollup()
+    if group is not None and group.folder is not None:
+        sample["cgroup"] = group.stats()
     return sample
 
 
@@ -182,6 +189,7 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
         stop_flag = np.zeros(1, np.int64)
         thread_counters = mt.new_thread_counters(plan, state.counters)
     samples: dict = {}
+    collapsed: dict | None = None
     perf = PerfCounters(HARDWARE_PERF_COUNTERS + (FAULT_PERF_COUNTERS if perf_faults else ()))
     rss_before = rss_bytes()
     vmstat_before = read_vmstat()
@@ -193,6 +201,8 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
     ran = 0  # global ops [0, ran) are done (serial and at chunk boundaries)
     threads_wall_s = 0.0  # wall time with the replay threads running
     stopped_inside_chunk = False
+    # The replay's own memory cgroup (its THP and fault counts), for the length of the run.
+    group = OwnCgroup().__enter__()
     try:
         for start, stop in zip(bounds, bounds[1:]):
             if threaded and stop <= program.cleanup_start:
@@ -209,11 +219,17 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
             if config.access.kind == "lockstep" and stop <= trace_end:
                 state.lockstep(config.access.amount)
             if stop == program.peak_op and stop_op is None and stop > 0:
-                samples["peak"] = sample_layout(state, program.peak_pieces)
+                samples["peak"] = sample_layout(state, program.peak_pieces, group)
+                if config.collapse != "none":
+                    # What khugepaged or MADV_COLLAPSE make of the peak's layout (--collapse).
+                    collapsed = collapse(config.collapse, state.ranges(program.peak_pieces),
+                                         interrupt)
+                    samples["peak_collapsed"] = sample_layout(state, program.peak_pieces, group)
             if stop == trace_end:
-                trace_wall_s = time.perf_counter() - wall_start
+                trace_wall_s = time.perf_counter() - wall_start - (
+                    collapsed["seconds"] if collapsed else 0)
                 pieces = program.end_pieces if stop_op is None else live_pieces(program, stop)
-                samples["end"] = sample_layout(state, pieces)
+                samples["end"] = sample_layout(state, pieces, group)
                 if on_stop is not None:
                     on_stop(state, pieces)
                 if stop_op is not None:
@@ -240,6 +256,8 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
         placeholders_kept = address_space.release()
         if on_released is not None:
             on_released(state)
+        cgroup_counts = group.stats()
+        group.__exit__(None, None, None)
     wall_s = time.perf_counter() - wall_start
     minflt_after, majflt_after = rusage_faults()
     counters = state.counters
@@ -281,7 +299,8 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
         "ops": op_stats(program, state, executed),
         "minflt": minflt_after - minflt_before,
         "majflt": majflt_after - majflt_before,
-        "vmstat": vmstat_delta(vmstat_before, read_vmstat()),
+        # /proc/vmstat counts every process on the machine: other jobs' THP faults show here.
+        "vmstat_system_wide": vmstat_delta(vmstat_before, read_vmstat()),
         "perf": perf_values,
         "perf_unavailable": perf.unavailable,
         "peak_vmas": max(peak.get("vmas", 0), end.get("vmas", 0)),
@@ -313,6 +332,24 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
         "interrupted": interrupt.reason is not None,
         "interrupt_reason": interrupt.reason,
     }
+    peak_collapsed = samples.get("peak_collapsed") or {}
+    run["process_peak_anon_huge_bytes"] = (peak.get("process") or {}).get("anon_huge_bytes")
+    if group.unavailable is None:
+        run["cgroup"] = {
+            "version": group.version,
+            **{name: cgroup_counts.get(name) for name in ("thp_fault_alloc", "thp_collapse_alloc",
+                                                           "pgfault")},
+            "peak_anon_thp_bytes": (peak.get("cgroup") or {}).get("anon_thp_bytes"),
+            "end_anon_thp_bytes": (end.get("cgroup") or {}).get("anon_thp_bytes"),
+        }
+        if peak_collapsed:
+            run["cgroup"]["collapsed_anon_thp_bytes"] = (
+                peak_collapsed.get("cgroup") or {}).get("anon_thp_bytes")
+    else:
+        run["cgroup_unavailable"] = group.unavailable
+    if collapsed is not None:
+        run["collapse"] = collapsed
+        run["collapsed_anon_huge_bytes"] = peak_collapsed.get("anon_huge_bytes")
     if program.heap_id >= 0:
         peak_heap, end_heap = peak.get("heap") or {}, end.get("heap") or {}
         run["heap"] = {
@@ -326,6 +363,9 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
             "end_anon_huge_bytes": end_heap.get("anon_huge_bytes"),
             "vmas_at_peak": peak_heap.get("vmas"),
         }
+        if peak_collapsed:
+            run["heap"]["collapsed_anon_huge_bytes"] = (
+                peak_collapsed.get("heap") or {}).get("anon_huge_bytes")
     if trace_wall_s and recorded_duration_ns:
         run["trace_wall_s"] = trace_wall_s
         run["speed_vs_recorded"] = recorded_duration_ns / 1e9 / trace_wall_s

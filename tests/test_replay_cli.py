@@ -20,7 +20,7 @@ from test_engine import covered_bytes
 from traces import write_trace
 from tracegen import buffers_trace
 
-RUN_KEYS = {"wall_s", "engine_s", "events_per_s", "ops", "minflt", "majflt", "vmstat",
+RUN_KEYS = {"wall_s", "engine_s", "events_per_s", "ops", "minflt", "majflt", "vmstat_system_wide",
             "peak_vmas", "peak_live_bytes", "peak_rss_bytes", "peak_anon_huge_bytes",
             "end_anon_huge_bytes", "large_mappings", "pmd_aligned_large_mappings", "holes",
             "hole_bytes", "thp_eligible_bytes", "touch_gbps", "access", "skipped", "interrupted"}

@@ -51,6 +51,9 @@ Examples:
 @click.option("--files", default="anon", show_default=True, help="anon or skip (or both).")
 @click.option("--threads", default="1", show_default=True,
               help="1, recorded or N (or a comma list).")
+@click.option("--collapse", default="none", show_default=True,
+              help="none, madvise or khugepaged:SECONDS (or a comma list): collapse into huge "
+                   "pages at the peak, reported apart from fault-time THP.")
 @click.option("--repeat", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="Runs per configuration (interleaved A B A B ...).")
 @click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100),
@@ -73,8 +76,8 @@ Examples:
                    "of that column's runs. The other options take one value each.")
 @vm_options("Run every configuration inside this kernel, booted in one QEMU guest with "
             "virtme-ng: a bzImage/vmlinuz file or a built kernel tree.")
-def command(trace, pick, policy, thp, touch, access, files, threads, repeat, warmup, max_live, output,
-            as_json, fmt, perf_faults, copies, progress, kernels, **vm):
+def command(trace, pick, policy, thp, touch, access, files, threads, collapse, repeat, warmup,
+            max_live, output, as_json, fmt, perf_faults, copies, progress, kernels, **vm):
     from replay.compare import compare_trace
     from replay.vm.image import resolve_kernels
     from replay.copies import parse_counts
@@ -94,7 +97,7 @@ def command(trace, pick, policy, thp, touch, access, files, threads, repeat, war
     if policy is None and len(kernel_list) > 1:
         policy = "kernel"  # else compare's default (replay/compare.py, DEFAULT_POLICIES)
     values = {"policy": policy, "thp": thp, "touch": touch, "access": access, "files": files,
-              "threads": threads}
+              "threads": threads, "collapse": collapse}
     with Progress(progress, "replaying") as bar:
         document = compare_trace(trace, values, repeat, max_live,
                                  progress=bar.update if bar else None, warmup=warmup,

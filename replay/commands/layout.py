@@ -52,8 +52,8 @@ Examples:
 @progress_option
 @vm_options("Draw the layout inside this kernel, booted in a QEMU guest with virtme-ng: a "
             "bzImage/vmlinuz file or a built kernel tree.")
-def command(trace, pick, policy, thp, touch, access, files, max_live, at, width, png, as_json, output,
-            progress, **vm):
+def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, at, width, png,
+            as_json, output, progress, **vm):
     from replay.config import Access, ReplayConfig
     from replay.layout import MAX_WIDTH, MIN_WIDTH, capture_layout, parse_at, render_ascii
     from traces import MmreplayError
@@ -76,7 +76,7 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, at, width,
         from replay.pictures import require_matplotlib
         require_matplotlib()
     config = ReplayConfig(policy=policy, thp=thp, touch=touch, access=Access.parse(access),
-                          files=files)
+                          files=files, collapse=collapse)
     with Progress(progress, "replaying") as bar:
         layout = capture_layout(trace, config, at, max_live, progress=bar.update if bar else None,
                                 pick=pick, in_guest=in_guest)

@@ -57,6 +57,11 @@ def replay_options(multi: bool = False):
         click.option("--files", default="anon", show_default=True, type=choice(FILE_MODES),
                      help=f"{plural}file-backed mmaps: replay as anonymous (keeping the 2 MiB "
                           "alignment the recording host gave them), or skip."),
+        click.option("--collapse", default="none", show_default=True,
+                     help=f"{plural}after fault-in, at the peak (layout: at --at), collapse the "
+                          "replay's memory into huge pages: none, madvise (MADV_COLLAPSE on every "
+                          "live range) or khugepaged:SECONDS (wait for a full khugepaged scan, at "
+                          "most SECONDS); THP before and after are reported apart."),
         click.option("--max-live", type=SIZE, default=None,
                      help="Refuse traces keeping more than this mapped (default: half of "
                           f"MemAvailable); {SIZE_UNITS}."),

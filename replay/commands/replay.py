@@ -62,8 +62,9 @@ Examples:
 @copies_option
 @progress_option
 @vm_options()
-def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, threads, order, output,
-            as_json, perf_faults, allocator, tunables, mm_trace, copies, progress, **vm):
+def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, repeat, threads,
+            order, output, as_json, perf_faults, allocator, tunables, mm_trace, copies, progress,
+            **vm):
     from replay.config import Access, ReplayConfig
     from replay.copies import parse_counts
     from replay.report import format_replay
@@ -79,7 +80,7 @@ def command(trace, pick, policy, thp, touch, access, files, max_live, repeat, th
     counts = parse_counts(copies)
     kernel, vm_options_ = vm_settings({name: vm[name] for name in VM_OPTION_NAMES})
     config = ReplayConfig(policy=policy, thp=thp, touch=touch, access=Access.parse(access),
-                          files=files, threads=threads, order=order)
+                          files=files, threads=threads, order=order, collapse=collapse)
     with Progress(progress, "replaying") as bar:
         def on_progress(run, done, total, copies=None):
             label = f"replaying run {run + 1} of {repeat}" if repeat > 1 else "replaying"
