@@ -150,6 +150,14 @@ def format_replay(result: dict) -> str:
                         + (f" order={config.get('order')}" if str(threads) != "1" else "")
                         + (f" collapse={config['collapse']}"
                            if config.get("collapse", "none") != "none" else ""))
+    if config.get("from_trace"):
+        taken = " ".join(f"--{key} {value}" for key, value in config["from_trace"].items())
+        lines += wrap_ascii("        ", f"{taken} from the trace's recommended replay settings ("
+                            f"{config.get('from_trace_why') or 'no reason given'}); give the "
+                            "option to override", 80)
+    if result.get("warmup"):
+        lines.append(f"        after {result['warmup']} uncounted warm-up run"
+                     + ("s" if result["warmup"] > 1 else ""))
     emulation = result.get("policy_emulation") or {}
     if emulation and not emulation.get("emulated", True):
         lines.append(f"WARNING policy {config['policy']} is not exact here: {emulation.get('why')}")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import pyarrow.compute as pc
 
-from traces import MmreplayError, read_trace
+from traces import MmreplayError, read_trace, trace_metadata
 from traces.bundled import default_trace
 from traces.host import meminfo_bytes
 
 from .compile import compile_trace
-from .config import ReplayConfig
+from .config import Access, ReplayConfig
 from .policy import probe_kernel_alignment
 from .result import build_result, trace_identity
 from .session import Interrupt, catch_signals
@@ -36,13 +37,48 @@ def resolve_trace(path: str | None) -> Path:
     return Path(path) if path else default_trace()
 
 
+# Options a trace's metadata may recommend (``replay_settings``, e.g. from a synth preset).
+TRACE_SETTINGS = ("touch", "thp", "access", "files")
+
+
+def recommended_settings(path, table, config: ReplayConfig,
+                         given: frozenset | None) -> tuple[ReplayConfig, dict, str]:
+    """``config`` with the trace's recommended replay settings for the options not ``given``
+    on the command line (None: everything was given, as for library callers).
+
+    Returns (config, the settings taken from the trace, why the trace recommends them)."""
+    if given is None:
+        return config, {}, ""
+    meta = trace_metadata(table)
+    wanted = meta.get("replay_settings")
+    if not isinstance(wanted, dict):
+        return config, {}, ""
+    taken = {}
+    for key, value in wanted.items():
+        if key in TRACE_SETTINGS and key not in given:
+            taken[key] = Access.parse(str(value)) if key == "access" else str(value)
+    try:
+        config = replace(config, **taken)
+    except MmreplayError as exc:
+        raise MmreplayError(f"{path}: the trace recommends a setting that is not valid ({exc})"
+                            ) from None
+    why = meta.get("replay_settings_why")
+    return config, {k: str(v) for k, v in taken.items()}, str(why) if why else ""
+
+
 class Prepared:
-    """A trace read, checked against the budget and compiled for one configuration."""
+    """A trace read, checked against the budget and compiled for one configuration.
+
+    ``given``: the options given on the command line; the trace's recommended settings fill
+    in the others (None: use ``config`` as it is)."""
 
     def __init__(self, trace_path, config: ReplayConfig, max_live_bytes: int | None = None,
-                 table=None, stop_event: int | None = None, pick: int | None = None):
+                 table=None, stop_event: int | None = None, pick: int | None = None,
+                 given: frozenset | None = None):
         self.path = resolve_trace(trace_path)
         self.table = table if table is not None else read_trace(self.path, pick)
+        config, self.from_trace, self.from_trace_why = recommended_settings(
+            self.path, self.table, config, given)
         self.config = config
         self.max_live_bytes = max_live_bytes if max_live_bytes is not None else default_budget_bytes()
         self.alignment = probe_kernel_alignment()
@@ -75,6 +111,9 @@ class Prepared:
         info.update(repeat=repeat, max_live_bytes=self.max_live_bytes)
         if copies:
             info["copies"] = max(copies)
+        if self.from_trace:
+            info["from_trace"] = self.from_trace
+            info["from_trace_why"] = self.from_trace_why
         if self.plan is not None:
             info["os_threads"] = self.plan.threads
         return info
@@ -89,19 +128,23 @@ def replay_trace(trace_path: str | None, config: ReplayConfig, repeat: int = 1,
                  progress: Callable[..., None] | None = None,
                  argv: list[str] | None = None, perf_faults: bool = False,
                  pick: int | None = None, copies: list[int] | None = None,
-                 notify: Callable[[str], None] | None = None) -> dict:
-    """Replay a trace ``repeat`` times; returns the result document (partial if interrupted).
+                 notify: Callable[[str], None] | None = None, warmup: int = 0,
+                 given: frozenset | None = None) -> dict:
+    """Replay a trace ``warmup`` times uncounted (the first run pays the JIT start-up and the
+    first touches of fresh memory), then ``repeat`` times; returns the result document (partial
+    if interrupted). ``given``: see ``Prepared``.
 
-    ``progress(run_index, events_done, events_total)`` is called between chunks; ``pick``
-    chooses among several traces in one mail input. ``copies`` (copy counts, see copies.py)
-    runs that many replays at once as separate processes; progress then gets ``copies=N``, and
-    ``notify(text)`` hears of a copy that ended early.
+    ``progress(run_index, events_done, events_total)`` is called between chunks (warm-up runs
+    have negative indices, -warmup .. -1); ``pick`` chooses among several traces in one mail
+    input. ``copies`` (copy counts, see copies.py) runs that many replays at once as separate
+    processes; progress then gets ``copies=N``, and ``notify(text)`` hears of a copy that ended
+    early.
     """
     from .copies import check_budget, measure
 
-    if repeat < 1:
-        raise MmreplayError("--repeat must be at least 1")
-    prepared = Prepared(trace_path, config, max_live_bytes, pick=pick)
+    if repeat < 1 or warmup < 0:
+        raise MmreplayError("--repeat must be at least 1 and --warmup at least 0")
+    prepared = Prepared(trace_path, config, max_live_bytes, pick=pick, given=given)
     if copies:
         check_budget([prepared], copies)
     interrupt = Interrupt()
@@ -109,11 +152,12 @@ def replay_trace(trace_path: str | None, config: ReplayConfig, repeat: int = 1,
     if progress is not None:
         def on_progress(_item, round_index, done, n):
             if n is None:
-                progress(round_index, done, prepared.program.events)
+                progress(round_index - warmup, done, prepared.program.events)
             else:
-                progress(round_index, done, prepared.program.events, copies=n)
+                progress(round_index - warmup, done, prepared.program.events, copies=n)
     with catch_signals(interrupt):
-        [(runs, extra)] = measure([prepared], repeat, 0, interrupt, perf_faults, copies,
+        [(runs, extra)] = measure([prepared], repeat, warmup, interrupt, perf_faults, copies,
                                   on_progress, notify=notify)
     return build_result(prepared.identity, prepared.config_info(repeat, copies), runs,
-                        prepared.program_info(), {**prepared.extra_info(), **extra}, argv)
+                        prepared.program_info(),
+                        {**prepared.extra_info(), "warmup": warmup, **extra}, argv)

@@ -586,18 +586,22 @@ def generate(spec: Spec, base_dir=None, engine: str = "numba") -> pa.Table:
     return build_table(schedule(make_plan(spec, base_dir), engine))
 
 
-def synth_metadata(spec: Spec, output: str, argv: list[str] | None = None) -> dict:
+def synth_metadata(spec: Spec, output: str, argv: list[str] | None = None,
+                   extra: dict | None = None) -> dict:
     return new_metadata("synth", spec=spec.to_dict(), seed=spec.seed,
                         regenerate=regenerate_command(spec, output),
-                        command=list(argv) if argv is not None else None)
+                        command=list(argv) if argv is not None else None, **(extra or {}))
 
 
-def write_synth(spec: Spec, output: str, argv: list[str] | None = None, base_dir=None) -> dict:
-    """Generate ``spec`` and write it to ``output``; return what was written (for the CLI)."""
+def write_synth(spec: Spec, output: str, argv: list[str] | None = None, base_dir=None,
+                extra_metadata: dict | None = None) -> dict:
+    """Generate ``spec`` and write it to ``output``; return what was written (for the CLI).
+
+    ``extra_metadata`` joins the trace's metadata (a preset's recommended replay settings)."""
     spec = validate_spec(spec, base_dir)
     sched = schedule(make_plan(spec, base_dir))
     table = build_table(sched)
-    meta = synth_metadata(spec, output, argv)
+    meta = synth_metadata(spec, output, argv, extra_metadata)
     if meta["command"] is None:
         del meta["command"]
     write_trace(table, output, meta)

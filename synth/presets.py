@@ -17,6 +17,10 @@ class Preset:
     spec: Spec
     summary: str
     source: str
+    # Replay options the workload needs to show its effect (written into the trace's metadata;
+    # `mmreplay replay` uses them unless told otherwise), and why.
+    replay: tuple = ()
+    replay_why: str = ""
 
 
 PRESETS = {
@@ -43,6 +47,10 @@ PRESETS = {
             "4 KiB, one alive at a time",
             "Intel LKP report on d4148aeab412 (malloc1 +3888.9% on Cooper Lake once the 128 MiB + "
             "4 KiB chunk was no longer 2 MiB-aligned)",
+            replay=(("touch", "first"), ("thp", "always")),
+            replay_why="malloc1 writes only the chunk header after each malloc, and the LKP runs "
+                       "had THP enabled=always: the cost is one fault that zeroes a whole huge page "
+                       "when the chunk starts 2 MiB-aligned",
         ),
     )
 }
@@ -55,6 +63,15 @@ def preset_spec(name: str) -> Spec:
         raise MmreplayError(f"unknown preset {name!r} (expected one of {', '.join(PRESETS)})") from None
 
 
+def preset_replay_settings(name: str | None) -> dict:
+    """The trace metadata block of a preset's recommended replay options ({} for none)."""
+    preset = PRESETS.get(name) if name else None
+    if preset is None or not preset.replay:
+        return {}
+    return {"replay_settings": dict(preset.replay),
+            "replay_settings_why": f"preset {preset.name}: {preset.replay_why}"}
+
+
 def presets_help() -> str:
     """The presets paragraph of ``mmreplay synth --help`` (click's \\b keeps the lines)."""
     lines = ["\b", "Presets (--preset NAME; options given with it override its keys):"]
@@ -63,6 +80,11 @@ def presets_help() -> str:
                                subsequent_indent="    ")
         lines += textwrap.wrap(f"Source: {preset.source}.", 78, initial_indent="    ",
                                subsequent_indent="    ")
+        if preset.replay:
+            options = " ".join(f"--{key} {value}" for key, value in preset.replay)
+            lines += textwrap.wrap(f"Replayed with {options} unless told otherwise "
+                                   f"({preset.replay_why}).", 78, initial_indent="    ",
+                                   subsequent_indent="    ")
     return "\n".join(lines)
 
 

@@ -19,8 +19,9 @@ import pytest
 
 from replay.compile import KNOWN_MAP_BITS, compile_trace
 from replay.config import ReplayConfig
-from replay.program import (CLEANUP, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT,
-                            OP_MREMAP, OP_MUNMAP, PLACE_ALIGNED, PLACE_MASK)
+from replay.program import (CLEANUP, OP_HEAP_FREE, OP_HEAP_GROW, OP_HEAP_RESERVE, OP_MADVISE,
+                            OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP,
+                            PLACE_ALIGNED, PLACE_MASK)
 from traces import read_trace
 from traces.format import column_np, op_names
 from traces.schema import MAP_ANONYMOUS, MAP_FIXED, OPS
@@ -57,7 +58,9 @@ threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
 """
 
 ENGINE_TO_TRACE = {OP_MMAP: "mmap", OP_MMAP_FIXED_IN: "mmap", OP_MUNMAP: "munmap",
-                   OP_MREMAP: "mremap", OP_MADVISE: "madvise", OP_MPROTECT: "mprotect"}
+                   OP_MREMAP: "mremap", OP_MADVISE: "madvise", OP_MPROTECT: "mprotect",
+                   OP_HEAP_RESERVE: "brk", OP_HEAP_GROW: "brk", OP_HEAP_FREE: "heap free"}
+HEAP_RESERVATION_FLAGS = 0x02 | MAP_ANONYMOUS | 0x4000  # private, anonymous, MAP_NORESERVE
 
 
 def strace_log(tmp_path: Path, argv: list[str], name: str) -> Path:
@@ -102,6 +105,14 @@ def visible_calls(program, stop: int) -> list[tuple]:
             calls.append(("madvise", length, int(program.arg[i])))
         elif code == OP_MPROTECT:
             calls.append(("mprotect", length, int(program.prot[i])))
+        # The brk heap: its reservation (2 MiB more, trimmed by munmaps strace also shows),
+        # growth in place, and a fresh piece of reservation over what it gives back.
+        elif code == OP_HEAP_RESERVE:
+            calls.append(("mmap", length + 2 * 1024 * 1024, 0, HEAP_RESERVATION_FLAGS))
+        elif code == OP_HEAP_GROW:
+            calls.append(("mprotect", length, 3))
+        elif code == OP_HEAP_FREE:
+            calls.append(("mmap", length, 0, HEAP_RESERVATION_FLAGS | MAP_FIXED))
     return calls
 
 
@@ -174,7 +185,14 @@ def check_compiled_rows_match_trace(table, program) -> None:
             assert int(program.flags[i]) == expected_flags, (row, hex(flags[row]))
             assert anon or program.notes.get("file_mmap_as_anon")
         elif name == "mremap":
-            assert kinds <= {"mremap", "munmap", "mmap"}, (row, kinds)
+            assert kinds <= {"mremap", "munmap", "mmap", "madvise", "heap free"}, (row, kinds)
+        elif name == "brk":
+            # A brk grows the heap (after its reservation, the first time) or gives part of it
+            # back; growing over a mapping the trace still had releases that mapping.
+            assert kinds <= {"brk", "heap free", "munmap"}, (row, kinds)
+        elif name == "munmap":
+            assert kinds <= {"munmap", "heap free"}, (row, kinds)
+            assert sum(int(program.length[i]) for i in ops) <= length[row]
         else:
             assert kinds == {name}, (row, name, kinds)
             assert sum(int(program.length[i]) for i in ops) <= length[row]

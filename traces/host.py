@@ -59,7 +59,24 @@ def thp_settings(root: Path = THP_SYSFS) -> dict:
                 settings["khugepaged"][item.name] = _int_or_text(_read(item))
     for size_dir in sorted(root.glob("hugepages-*kB")):
         settings["sizes"][size_dir.name] = selected(_read(size_dir / "enabled"))
+    settings["sysfs"] = sysfs_tree(root)
     return settings
+
+
+MAX_SYSFS_FILES = 2000
+
+
+def sysfs_tree(root: Path = THP_SYSFS) -> dict:
+    """Every file under ``root``, by relative path, as the kernel prints it (numbers as ints):
+    knobs this code does not know (a vendor's anon_beside_full, a newer kernel's) included, and
+    the per-size counters under hugepages-*/stats."""
+    tree: dict = {}
+    if not root.is_dir():
+        return tree
+    for path in sorted(root.rglob("*"))[:MAX_SYSFS_FILES]:
+        if path.is_file():
+            tree[str(path.relative_to(root))] = _int_or_text(_read(path))
+    return tree
 
 
 def cpu_model() -> str | None:

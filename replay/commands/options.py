@@ -200,3 +200,12 @@ def vm_settings(values: dict, guest: bool | None = None):
     if not (kernel is not None if guest is None else guest) and (options.sysfs or options.append):
         raise MmreplayError("--guest-sysfs and --vm-append apply to a guest: give --kernel too")
     return kernel, options
+
+
+def options_given(ctx: click.Context) -> frozenset:
+    """Names of the parameters given on the command line (or by environment), not defaulted."""
+    from click.core import ParameterSource
+
+    return frozenset(name for name in ctx.params
+                     if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                                           ParameterSource.ENVIRONMENT))

@@ -6,9 +6,9 @@ import click
 
 from .common import (Progress, check_outputs, emit, exit_if_copies_failed, exit_if_interrupted,
                      invoked_argv, is_stdout, status_line)
-from .options import (VM_OPTION_NAMES, copies_option, json_option, output_option, pick_option,
-                      progress_option, replay_help_sections, replay_options, vm_options,
-                      vm_settings)
+from .options import (VM_OPTION_NAMES, copies_option, json_option, options_given, output_option,
+                      pick_option, progress_option, replay_help_sections, replay_options,
+                      vm_options, vm_settings)
 
 
 HELP = """Replay TRACE natively (default: the bundled BERT inference trace) and measure page
@@ -16,6 +16,9 @@ faults, THP coverage, VMA layout, syscall latency and memory speed.
 
 TRACE is a trace file, or a saved mail, an mbox or any text holding one (a `mmreplay share`
 block, quoted or not, or the trace attached).
+
+Options not given take the trace's recommended replay settings when it has some (a synth
+preset's, e.g. malloc1's --touch first --thp always); the output says which.
 
 """ + replay_help_sections() + """
 \b
@@ -39,6 +42,9 @@ Examples:
 @replay_options()
 @click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 1000),
               help="Runs of the same program; the summary gives median, min and max.")
+@click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100),
+              help="Uncounted runs first (the first run pays the JIT start-up and the first "
+                   "touches of fresh memory), as compare does.")
 @click.option("--threads", default="1", show_default=True,
               help="1 (serial), recorded (one OS thread per recorded thread, at most 64) or N "
                    "threads (1 to 64).")
@@ -62,9 +68,9 @@ Examples:
 @copies_option
 @progress_option
 @vm_options()
-def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, repeat, threads,
-            order, output, as_json, perf_faults, allocator, tunables, mm_trace, copies, progress,
-            **vm):
+def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, repeat, warmup,
+            threads, order, output, as_json, perf_faults, allocator, tunables, mm_trace, copies,
+            progress, **vm):
     from replay.config import Access, ReplayConfig
     from replay.copies import parse_counts
     from replay.report import format_replay
@@ -83,22 +89,24 @@ def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, 
                           files=files, threads=threads, order=order, collapse=collapse)
     with Progress(progress, "replaying") as bar:
         def on_progress(run, done, total, copies=None):
-            label = f"replaying run {run + 1} of {repeat}" if repeat > 1 else "replaying"
+            label = ("warming up" if run < 0 else
+                     f"replaying run {run + 1} of {repeat}" if repeat > 1 else "replaying")
             bar.update(done, total, f"{label}, {copies} cop{'y' if copies == 1 else 'ies'}"
                        if copies else label)
 
+        given = options_given(click.get_current_context())
         if kernel is None:
             result = replay_trace(trace, config, repeat, max_live,
                                   progress=on_progress if bar else None, perf_faults=perf_faults,
                                   pick=pick, copies=counts, notify=status_line,
-                                  argv=invoked_argv())
+                                  argv=invoked_argv(), warmup=warmup, given=given)
         else:
             from replay.vm.run import replay_in_vm
 
             result = replay_in_vm(trace, config, repeat, max_live, kernel, vm_options_,
                                   progress=on_progress if bar else None, perf_faults=perf_faults,
                                   notify=status_line, pick=pick, copies=counts,
-                                  argv=invoked_argv())
+                                  argv=invoked_argv(), warmup=warmup, given=given)
     if output:
         write_result(result, output)
     if as_json:

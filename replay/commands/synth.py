@@ -107,7 +107,10 @@ def command(spec_file: str | None, output: str | None, preset: str | None, print
     if not output:
         raise MmreplayError("no output: give -o OUT.arrow (or --print-spec to see the spec)")
     check_outputs(output)
-    written = write_synth(spec, output, argv=invoked_argv())
+    from synth.presets import preset_replay_settings
+
+    written = write_synth(spec, output, argv=invoked_argv(),
+                          extra_metadata=preset_replay_settings(preset))
     if as_json:
         emit(json.dumps(written, indent=2) + "\n", None, output)
         return

@@ -67,29 +67,31 @@ def run_items(kernel: KernelImage, items: list, repeat: int, warmup: int, option
 
 def replay_in_vm(trace_path, config: ReplayConfig, repeat: int, max_live_bytes, kernel: KernelImage,
                  options: VmOptions, progress=None, argv=None, perf_faults: bool = False,
-                 notify=None, pick: int | None = None, copies: list[int] | None = None) -> dict:
+                 notify=None, pick: int | None = None, copies: list[int] | None = None,
+                 warmup: int = 0, given: frozenset | None = None) -> dict:
     """``replay --kernel``: the result document, as ``runs.replay_trace`` returns it."""
     from ..copies import check_budget
     from ..runs import Prepared
 
     if repeat < 1:
         raise MmreplayError("--repeat must be at least 1")
-    prepared = Prepared(trace_path, config, max_live_bytes, pick=pick)
+    prepared = Prepared(trace_path, config, max_live_bytes, pick=pick, given=given)
     if copies:
         check_budget([prepared], copies)
     on_progress = None
     if progress is not None:
         def on_progress(_item, round_index, done, n=None):
             if n is None:
-                progress(round_index, done, prepared.program.events)
+                progress(round_index - warmup, done, prepared.program.events)
             else:
-                progress(round_index, done, prepared.program.events, copies=n)
-    output, _ = run_items(kernel, [prepared], repeat, 0, options, perf_faults, on_progress, notify,
-                          copies)
+                progress(round_index - warmup, done, prepared.program.events, copies=n)
+    output, _ = run_items(kernel, [prepared], repeat, warmup, options, perf_faults, on_progress,
+                          notify, copies)
     results = guest_results([prepared], output, repeat, argv)
     if not results:
         raise MmreplayError(f"the guest was interrupted ({output.document.get('interrupted')}) "
                             "before a run finished")
+    results[0]["warmup"] = warmup
     return results[0]
 
 
