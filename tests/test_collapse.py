@@ -21,7 +21,7 @@ KIB, MIB = 1 << 10, 1 << 20
 
 def replay(run_cli, path, tmp_path, *options) -> dict:
     out = tmp_path / "r.json"
-    done = run_cli("replay", path, "--thp", "always", "--json", out, *options)
+    done = run_cli("replay", path, "--thp", "always", "-o", out, *options)
     assert done.exit_code == 0, done.output
     return json.loads(out.read_text())["runs"][0]
 

@@ -54,7 +54,7 @@ def test_a_recorded_heap_takes_the_faults_and_huge_pages_the_program_took(tmp_pa
                                              int(seen.group(3)) * 1024)
     assert program_huge > 0, "the recorded program itself got huge pages on its heap"
     out = tmp_path / "r.json"
-    done = mmreplay("replay", trace, "--json", out, "--no-progress")
+    done = mmreplay("replay", trace, "-o", out, "--no-progress")
     assert done.returncode == 0, done.stderr
     assert "brk heap peak MiB" in done.stdout
     run = json.loads(out.read_text())["runs"][0]
@@ -125,7 +125,7 @@ def test_the_bundled_pytorch_trace_replays_its_heap(run_cli, tmp_path):
     info = run_cli("info", BUNDLED_TORCH)
     assert "brk heap     458.40 MiB at most above the first break" in info.output
     out = tmp_path / "r.json"
-    done = run_cli("replay", BUNDLED_TORCH, "--touch", "none", "--json", out)
+    done = run_cli("replay", BUNDLED_TORCH, "--touch", "none", "-o", out)
     assert done.exit_code == 0, done.output
     assert re.search(r"brk heap peak MiB\s+458\.4", done.output)
     run = json.loads(out.read_text())["runs"][0]

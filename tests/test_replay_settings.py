@@ -27,7 +27,7 @@ def replay_json(tmp_path: Path, *args) -> dict:
     """`mmreplay replay` in a fresh process (so the JIT loads in it), its result document."""
     out = tmp_path / "r.json"
     done = subprocess.run([sys.executable, "-m", "replay.cli", "replay", *map(str, args),
-                           "--json", str(out), "--no-progress"], capture_output=True, text=True,
+                           "-o", str(out), "--no-progress"], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
     return json.loads(out.read_text()) | {"stdout": done.stdout}

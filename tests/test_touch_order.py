@@ -55,7 +55,7 @@ def test_a_recorded_madvise_hugepage_before_use_gives_the_huge_pages_the_program
     trace, program_anon_huge_bytes, folder = recorded
     assert program_anon_huge_bytes > 0, "the recorded program itself got huge pages"
     out = folder / "replay.json"
-    done = mmreplay("replay", trace, "--thp", "as-recorded", "--json", out, "--no-progress")
+    done = mmreplay("replay", trace, "--thp", "as-recorded", "-o", out, "--no-progress")
     assert done.returncode == 0, done.stderr
     run = json.loads(out.read_text())["runs"][0]
     # The trace's only madvise is replayed, and the replay's own mappings got exactly the huge
