@@ -186,7 +186,8 @@ def test_each_run_of_replay_repeat_gets_its_own_bar_from_zero(tmp_path):
         # what the bar shows is what the count says (within one of its cells)
         assert abs(filled - done / total) <= 1 / 30, (label, done, total, filled)
     labels = list(dict.fromkeys(frame[0] for frame in frames))
-    assert labels == ["replaying run 1 of 2", "replaying run 2 of 2"], labels  # a bar per run
+    # a bar per run, after the uncounted warm-up run's
+    assert labels == ["warming up", "replaying run 1 of 2", "replaying run 2 of 2"], labels
     second = [(done, total) for label, done, total, _ in frames if label == labels[1]]
     assert second[0][0] < second[0][1] and second[-1][0] == second[-1][1]
 
