@@ -374,14 +374,16 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
     # MAP_STACK mappings (the kernel's VM_NOHUGEPAGE); kept when an mremap has to be emulated.
     thp_of: dict[int, int] = {}
 
-    def advise_new(trace_flags: int, new_id: int) -> int:
-        """THP_ADVISE for a new private mapping under --thp always/never (not for MAP_STACK
-        under always: enabled=always gives stacks no huge pages either, since 6.7.5)."""
-        if trace_flags & MAP_STACK:
+    def advise_new(replayed_flags: int, new_id: int) -> int:
+        """THP_ADVISE for a new private mapping under --thp always/never. ``replayed_flags`` are
+        the emulated kernel's (policy.emulated_flags): MAP_STACK is VM_NOHUGEPAGE since 6.7.5, so
+        enabled=always gives stacks no huge pages there, but a no-align (<= 6.6) kernel's
+        enabled=always does, and its replay advises them like any other mapping."""
+        if replayed_flags & MAP_STACK:
             thp_of[new_id] = MADV_NOHUGEPAGE
-        if not thp_override or trace_flags & MAP_SHARED:
+        if not thp_override or replayed_flags & MAP_SHARED:
             return 0
-        if config.thp == "always" and trace_flags & MAP_STACK:
+        if config.thp == "always" and replayed_flags & MAP_STACK:
             return 0
         return THP_ADVISE
 
@@ -484,7 +486,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 continue
             map_prot = prot[row] & PROT_BITS
             new = out.new_id(size, anon)
-            mode = out.mmap_mode(new, map_prot) | advise_new(flags[row], new)
+            mode = out.mmap_mode(new, map_prot) | advise_new(mmap_flags, new)
             if flags[row] & MAP_FIXED:
                 # Never a hugetlb MAP_FIXED: it unmaps its rounded window even when it then fails;
                 # never inside the heap's reservation (only the heap's own ops change that).

@@ -36,9 +36,9 @@ def huge_bytes_by_mapping(layout) -> dict[int, int]:
 
 @pytest.fixture
 def capture(tmp_path):
-    def run(rows, thp):
-        path = write_trace(table_from_rows(rows), tmp_path / f"t-{thp}.arrow")
-        layout = capture_layout(str(path), ReplayConfig(thp=thp), at="end")
+    def run(rows, thp, policy="kernel"):
+        path = write_trace(table_from_rows(rows), tmp_path / f"t-{thp}-{policy}.arrow")
+        layout = capture_layout(str(path), ReplayConfig(thp=thp, policy=policy), at="end")
         if layout.huge_source != "pagemap":
             pytest.skip("PAGEMAP_SCAN (Linux 6.7+) is needed to see which blocks are huge")
         return huge_bytes_by_mapping(layout)
@@ -58,6 +58,15 @@ def test_always_leaves_nohugepage_and_stacks_alone(capture):
     recorded = capture(rows, "as-recorded")    # a madvise host: only the advised one
     assert recorded[8 * MIB] == recorded[10 * MIB] == recorded[12 * MIB] == 0
     assert recorded[14 * MIB] >= 2 * MIB
+
+
+def test_always_gives_stacks_huge_pages_as_kernels_before_6_7_did(capture):
+    # Before 6.7.5 MAP_STACK was a no-op: a 6.1 kernel's enabled=always gives stacks THP.
+    rows = [mmap(C, 12 * MIB, flags=MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK),
+            mmap(B, 10 * MIB), madvise(B, 10 * MIB, MADV_NOHUGEPAGE)]
+    always = capture(rows, "always", policy="no-align")
+    assert always[12 * MIB] >= 2 * MIB
+    assert always[10 * MIB] == 0
 
 
 def test_an_emulated_mremap_gets_the_advice_and_keeps_the_traces(capture):
