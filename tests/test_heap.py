@@ -132,3 +132,22 @@ def test_the_bundled_pytorch_trace_replays_its_heap(run_cli, tmp_path):
     assert run["heap"]["peak_bytes"] == 480_669_696 and run["heap"]["vmas_at_peak"] == 1
     assert run["ops"]["brk"]["count"] == 1004 and run["ops"]["brk"]["failed"] == 0
     assert np.isclose(run["heap"]["grown_bytes"], 1.59 * (1 << 30), rtol=0.01)
+
+
+def test_a_slice_puts_the_heap_back_where_the_parent_had_it(tmp_path):
+    # `mmreplay slice` re-creates the break at the cut with synthetic brk rows (brk(0) -> the
+    # first break, then brk(the current break)): the replay of the slice ends with the heap the
+    # replay of the whole trace ends with.
+    from traces.slice import slice_trace
+    rows = [brk(0, HEAP), brk(HEAP + 12 * MIB, HEAP + 12 * MIB),
+            mmap(0x7F00_0000_0000, 4 * MIB),
+            brk(HEAP + 6 * MIB, HEAP + 6 * MIB),           # the cut comes after this shrink
+            munmap(0x7F00_0000_0000, 4 * MIB),
+            brk(HEAP + 10 * MIB, HEAP + 10 * MIB)]
+    table = table_from_rows(rows)
+    whole = write_trace(table, tmp_path / "whole.arrow")
+    part = write_trace(slice_trace(table, events=(4, None)), tmp_path / "part.arrow")
+    heaps = [capture_layout(str(path), ReplayConfig(), at="end").heap for path in (whole, part)]
+    assert heaps[0]["bytes"] == heaps[1]["bytes"] == 10 * MIB
+    assert heaps[0]["vmas"] == heaps[1]["vmas"] == 1
+    assert heaps[1]["start"] % (2 * MIB) == HEAP % (2 * MIB)
