@@ -263,6 +263,11 @@ def placement_table(kernel: str) -> list[str]:
     return lines
 
 
+def system_thp_faults(run: dict):
+    """thp_fault_alloc, the /proc/vmstat delta (``vmstat`` in results made before issue 19)."""
+    return (run.get("vmstat_system_wide") or run.get("vmstat") or {}).get("thp_fault_alloc")
+
+
 def thp_table() -> list[str]:
     lines = ["| kernel | input | peak AnonHugePages MiB, real (enabled=always) / host "
              "(`--thp always`) | end AnonHugePages MiB | thp_fault_alloc real / host "
@@ -276,7 +281,7 @@ def thp_table() -> list[str]:
                 f"| {kernel} | {name} | "
                 f"{pair(real['peak_anon_huge_bytes'], emulated['peak_anon_huge_bytes'], MIB, 1)} | "
                 f"{pair(real['end_anon_huge_bytes'], emulated['end_anon_huge_bytes'], MIB, 1)} | "
-                f"{pair(real['vmstat'].get('thp_fault_alloc'), emulated['vmstat'].get('thp_fault_alloc'))} | "
+                f"{pair(system_thp_faults(real), system_thp_faults(emulated))} | "
                 f"{pair(real['minflt'], emulated['minflt'])} |")
     return lines
 
@@ -294,7 +299,7 @@ def malloc1_table() -> list[str]:
             continue
         host = host_run("malloc1", policy, "always")
         iterations = run["ops"]["mmap"]["count"] or 1
-        thp = run["vmstat"].get("thp_fault_alloc")
+        thp = system_thp_faults(run)
         lines.append(
             f"| {kernel} | {run['pmd_aligned_large_mappings']} of {run['large_mappings']} | "
             f"{thp} | {thp / iterations:.2f} | {run['minflt']:,} | {run['engine_s']:.2f} | "
