@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates every figure of docs/findings.md, in docs/findings-data/ (about 1.5 hours on a
+# Regenerates every figure of docs/findings.md, in docs/findings-data/ (about an hour on a
 # 2-core machine shared with other jobs). Run from the repository root with mmreplay installed:
 #
 #     bash docs/findings-data/regenerate.sh
@@ -48,19 +48,24 @@ for _ in range(200):
     cpython PYTHONMALLOC=malloc
 } > "$OUT/cpython-mmaps.txt"
 
-# The four placement rules, THP as recorded and as enabled=always.
-for thp in as-recorded always; do
-    run "bert-torch-$thp" mmreplay compare "$TORCH" --policies "$POLICIES" --thp "$thp" \
-        --repeat 5 -o "$OUT/bert-torch-$thp.json"
-    run "bert-onnxruntime-$thp" mmreplay compare "$ORT" --policies "$POLICIES" --thp "$thp" \
-        --repeat 5 -o "$OUT/bert-onnxruntime-$thp.json"
+# Issue 19's before/after: the commands of before-3d76984/README.md, on the fixed replay.
+cc -O2 -o "$OUT/advised_write" tests/data/c/advised_write.c
+run advised-record mmreplay record -o "$OUT/advised.arrow" -- "$OUT/advised_write"
+run advised-replay mmreplay replay "$OUT/advised.arrow" -o "$OUT/advised-replay.json"
+rm -f "$OUT/advised_write" "$OUT/advised.arrow"
+for t in bert-torch bert-onnxruntime; do
+    for thp in as-recorded never; do
+        run "$t-$thp" mmreplay replay "traces/data/$t.arrow" --thp "$thp" --repeat 3 \
+            -o "$OUT/$t-$thp.json"
+    done
 done
 
-# The collapse ceiling of each layout: MADV_COLLAPSE at the peak.
-run bert-torch-collapse mmreplay compare "$TORCH" --policies "$POLICIES" --thp always \
-    --collapse madvise --repeat 3 -o "$OUT/bert-torch-collapse.json"
-run bert-onnxruntime-collapse mmreplay compare "$ORT" --policies "$POLICIES" --thp always \
-    --collapse madvise --repeat 3 -o "$OUT/bert-onnxruntime-collapse.json"
+# The four placement rules under enabled=always emulated, with the collapse ceiling of each
+# layout (MADV_COLLAPSE of every live mapping at the peak, measured apart).
+for t in bert-torch bert-onnxruntime; do
+    run "$t-always" mmreplay compare "traces/data/$t.arrow" --policies "$POLICIES" \
+        --thp always --collapse madvise --repeat 3 -o "$OUT/$t-always.json"
+done
 mmreplay synth --preset cactusbssn -o "$OUT/cactus.arrow" > /dev/null
 run cactus-collapse mmreplay compare "$OUT/cactus.arrow" \
     --policies no-align,align-ge-pmd,align-pmd-multiple --thp always --collapse madvise \
@@ -69,7 +74,7 @@ run cactus-collapse mmreplay compare "$OUT/cactus.arrow" \
 # Aliasing: many same-sized arrays read in lockstep, and the BERT trace read the same way.
 run cactus-lockstep mmreplay compare "$OUT/cactus.arrow" \
     --policies no-align,align-ge-pmd,align-pmd-multiple --thp always --access lockstep:2 \
-    --repeat 5 -o "$OUT/cactus-lockstep.json"
+    --repeat 3 -o "$OUT/cactus-lockstep.json"
 run bert-torch-lockstep mmreplay compare "$TORCH" --policies no-align,align-ge-pmd \
     --thp always --access lockstep:1 --repeat 3 -o "$OUT/bert-torch-lockstep.json"
 rm -f "$OUT/cactus.arrow"
