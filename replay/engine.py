@@ -56,8 +56,8 @@ ZERO_WINDOW_FLAGS = 0x02 | 0x4000    # MAP_PRIVATE | MAP_NORESERVE, of /dev/zero
 
 # params[]
 (P_TOUCH, P_ACCESS_KIND, P_ACCESS_AMOUNT, P_THP_ADVICE, P_PAD_PMD_MULTIPLES, P_PLAIN_BY_HINT,
- P_TOPDOWN_FIX, P_ZERO_FD, P_HEAP_ID) = range(9)
-N_PARAMS = 9
+ P_TOPDOWN_FIX, P_ZERO_FD, P_HEAP_ID, P_HEAP_HINT) = range(10)
+N_PARAMS = 10
 TOUCH_NONE, TOUCH_FIRST, TOUCH_PAGES, TOUCH_FULL = 0, 1, 2, 3
 ACCESS_NONE, ACCESS_STREAM, ACCESS_RANDOM, ACCESS_LOCKSTEP = 0, 1, 2, 3
 
@@ -187,12 +187,13 @@ def _touch_heap(address, length, write, touch, counters, clock):
 
 
 @njit(cache=True, nogil=True)
-def _reserve_heap(length, pmd_offset, counters, clock):
+def _reserve_heap(length, pmd_offset, hint, counters, clock):
     """PROT_NONE, unaccounted address space for the brk heap, starting at an address that is
-    ``pmd_offset`` past a 2 MiB boundary (the traced heap's own): length + 2 MiB is mapped and
-    what lies outside the chosen window unmapped at once."""
+    ``pmd_offset`` past a 2 MiB boundary (the traced heap's own): length + 2 MiB is mapped (at
+    ``hint`` if free: away from the mmap area, as a real brk heap is) and what lies outside the
+    chosen window unmapped at once."""
     total = length + PMD
-    r = c_mmap(0, total, PROT_NONE, HEAP_RESERVE_FLAGS, -1, 0)
+    r = c_mmap(hint, total, PROT_NONE, HEAP_RESERVE_FLAGS, -1, 0)
     if r == -1:
         return -1
     start = r + (pmd_offset - r % PMD + PMD) % PMD
@@ -571,7 +572,7 @@ def run_ops(code, mode, map_id, ref_id, offset, length, arg, prot, flags,
                     _lockstep_add(m, live_ids, live_pos, counters)
             continue
         if c == OP_HEAP_RESERVE:
-            p = _reserve_heap(length[i], arg[i], counters, clock)
+            p = _reserve_heap(length[i], arg[i], params[P_HEAP_HINT], counters, clock)
             if p == -1:
                 err[i] = _errno()
                 continue

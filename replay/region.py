@@ -83,6 +83,19 @@ def plan_placeholders(vmas: list[tuple[int, int, str]], floor_residue: int,
 CLAIM_ROUNDS = 8
 
 
+def heap_hint(vmas: list[tuple[int, int, str]]) -> int:
+    """Where the replay asks for its brk heap's reservation: the middle of the gap between the
+    program's own heap and the mmap area (the first gap of MMAP_AREA_GAP or more below the
+    stack, 2 MiB-aligned), as far from the replay's mmaps as a real program's brk heap is, so it
+    moves none of them; 0 (anywhere) without such a gap."""
+    stack_start = min((start for start, _, name in vmas if name == "[stack]"), default=None)
+    area = [(start, end) for start, end, _ in vmas if stack_start is None or end <= stack_start]
+    for (_, below_end), (above_start, _) in zip(reversed(area[:-1]), reversed(area[1:])):
+        if above_start - below_end >= MMAP_AREA_GAP:
+            return (below_end + above_start) // 2 // PMD_SIZE * PMD_SIZE
+    return 0
+
+
 @dataclass
 class FreshAddressSpace:
     """The placeholders of one run; ``release()`` unmaps exactly them."""
@@ -92,6 +105,7 @@ class FreshAddressSpace:
     raced: int = 0  # gaps taken by the interpreter while planning (filled around next round)
     rounds: int = 0
     unfilled: int = 0  # free ranges still open after CLAIM_ROUNDS rounds
+    heap_hint: int = 0  # where the brk heap's reservation is asked for (region.heap_hint)
 
     def claim(self) -> "FreshAddressSpace":
         """Fill the free gaps until a fresh look at the maps finds none (at most CLAIM_ROUNDS
@@ -99,7 +113,10 @@ class FreshAddressSpace:
         address that depends on ASLR and on the interpreter's history."""
         plan: list = []
         for self.rounds in range(1, CLAIM_ROUNDS + 1):
-            plan = plan_placeholders(read_named_maps(), self.floor_residue, self.floor)
+            vmas = read_named_maps()
+            if self.rounds == 1:
+                self.heap_hint = heap_hint(vmas)
+            plan = plan_placeholders(vmas, self.floor_residue, self.floor)
             if not plan or not all([self._place(start, end) for start, end in plan]):
                 break
         self.unfilled = len(plan_placeholders(read_named_maps(), self.floor_residue,
@@ -144,4 +161,4 @@ class FreshAddressSpace:
                 "raced": self.raced, "rounds": self.rounds, "unfilled": self.unfilled,
                 "placeholder_bytes": sum(end - start for start, end in self.placed),
                 "floor": self.floor,
-                "floor_residue": self.floor_residue}
+                "floor_residue": self.floor_residue, "heap_hint": self.heap_hint}

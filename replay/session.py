@@ -23,7 +23,7 @@ from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C
                      C_HEAP_TOUCH_BYTES, C_LIVE_BYTES,
                      C_POLICY_CALLS, C_POLICY_NS, C_RUNTIME_SKIPPED, C_THP_ADVICE_FAILED, C_TOUCH_BYTES,
                      C_TOUCH_NS, C_WAIT_NS, N_PARAMS, P_ACCESS_AMOUNT, P_ACCESS_KIND, P_PAD_PMD_MULTIPLES,
-                     P_PLAIN_BY_HINT, P_THP_ADVICE, P_TOPDOWN_FIX, P_TOUCH, P_ZERO_FD, EngineState)
+                     P_HEAP_HINT, P_PLAIN_BY_HINT, P_THP_ADVICE, P_TOPDOWN_FIX, P_TOUCH, P_ZERO_FD, EngineState)
 from .model import live_pieces
 from .policy import TOPDOWN_FIX, KernelAlignment, dev_zero_fd
 from .region import FreshAddressSpace
@@ -197,6 +197,7 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
     wall_start = time.perf_counter()
     trace_wall_s = None
     address_space = FreshAddressSpace(program.top_residue).claim()
+    state.params[P_HEAP_HINT] = address_space.heap_hint
     perf.start()
     ran = 0  # global ops [0, ran) are done (serial and at chunk boundaries)
     threads_wall_s = 0.0  # wall time with the replay threads running
