@@ -243,7 +243,7 @@ def test_the_emulators_own_calls_are_counted_apart_from_the_workloads(tmp_path):
     out, log = tmp_path / "r.json", tmp_path / "strace.log"
     subprocess.run(["strace", "-f", "-e", "trace=mmap,munmap", "-o", str(log), sys.executable,
                     "-m", "replay.cli", "replay", str(trace), "--policy", "align-ge-pmd",
-                    "--touch", "none", "--no-progress", "-o", str(out)],
+                    "--touch", "none", "--warmup", "0", "--no-progress", "-o", str(out)],
                    check=True, capture_output=True)
     run = json.loads(out.read_text())["runs"][0]
     assert run["ops"]["mmap"]["count"] == 8 and run["ops"]["munmap"]["count"] == 8
