@@ -13,8 +13,6 @@ runs of identical rows into a ``*`` line (as hexdump does).
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import json
 import os
 import textwrap
@@ -32,21 +30,11 @@ from traces.units import fmt_bytes, plural
 from .collapse import collapse
 from .config import ReplayConfig
 from .model import coalesce_pieces
-from .probes import (MAX_HOLE_BYTES, Vmas, layout_metrics, merge_ranges, owned_mask,
-                     read_smaps)
+from .probes import (MAX_HOLE_BYTES, PAGE_IS_HUGE, PAGE_IS_PFNZERO, Vmas, layout_metrics,
+                     merge_ranges, owned_mask, read_smaps, scan_pages)
 from .program import ID_MAPPED
 
 MIB = 1 << 20
-
-# PAGEMAP_SCAN (Linux 6.7+): ranges of our own address space whose pages have given categories.
-PAGE_IS_PFNZERO = 1 << 5          # the shared zero page: memory read but never written. Read
-#                                   faults in a MADV_HUGEPAGE range map the *huge* zero page,
-#                                   which is PMD-mapped (PAGE_IS_HUGE) but no THP: AnonHugePages
-#                                   and Rss do not count it, nor may the picture
-PAGE_IS_HUGE = 1 << 6             # PMD-mapped THP (or hugetlb)
-PM_SCAN_ARG_BYTES = 96            # struct pm_scan_arg: twelve u64 fields
-PAGEMAP_SCAN = (3 << 30) | (PM_SCAN_ARG_BYTES << 16) | (ord("f") << 8) | 16  # _IOWR('f', 16, ...)
-SCAN_REGIONS = 1024               # struct page_region slots per ioctl call
 
 # Characters of the ASCII picture.
 START, HUGE, MAPPED, OTHER, FREE, TICK, RESERVED = "[", "#", "=", "x", ".", "|", "-"
@@ -185,34 +173,7 @@ def huge_ranges(ranges: np.ndarray, pagemap: str = "/proc/self/pagemap") -> np.n
 
     Returns None where the ioctl does not exist (Linux < 6.7): smaps only gives a total per VMA.
     """
-    regions = (ctypes.c_uint64 * (3 * SCAN_REGIONS))()
-    found_ranges: list[tuple[int, int]] = []
-    try:
-        fd = os.open(pagemap, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        for start, end in merge_ranges(ranges).tolist():
-            while start < end:
-                # size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted,
-                # category_mask, category_anyof_mask, return_mask. The mask with PFNZERO
-                # inverted asks for huge pages that are not the huge zero page.
-                arg = (ctypes.c_uint64 * 12)(PM_SCAN_ARG_BYTES, 0, start, end, 0,
-                                             ctypes.addressof(regions), SCAN_REGIONS, 0,
-                                             PAGE_IS_PFNZERO, PAGE_IS_HUGE | PAGE_IS_PFNZERO, 0,
-                                             PAGE_IS_HUGE)
-                try:
-                    count = fcntl.ioctl(fd, PAGEMAP_SCAN, arg)
-                except OSError:
-                    return None
-                found_ranges.extend((regions[3 * k], regions[3 * k + 1]) for k in range(count))
-                walk_end = int(arg[4])
-                if walk_end >= end or walk_end <= start:
-                    break
-                start = walk_end  # the region buffer filled up: go on from where the walk stopped
-    finally:
-        os.close(fd)
-    return merge_ranges(found_ranges)
+    return scan_pages(ranges, PAGE_IS_HUGE, PAGE_IS_PFNZERO, pagemap=pagemap)
 
 
 def huge_bytes_in(spans: np.ndarray, huge: np.ndarray) -> np.ndarray:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import resource
 import struct
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -133,12 +135,45 @@ def merge_ranges(ranges: np.ndarray) -> np.ndarray:
 MAX_HOLE_BYTES = PMD_SIZE
 
 
-def layout_metrics(vmas: Vmas, ranges: np.ndarray) -> dict:
-    """Layout of the replay's own mappings: VMAs, THP coverage, holes, alignment."""
+def own_parts(vmas: Vmas, ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The replay's ``ranges`` cut at VMA boundaries: (n, 2) parts, and for each the index of its
+    VMA in ``vmas``. Parts of ranges outside every VMA (unmapped) are left out."""
+    ranges = merge_ranges(ranges)
+    parts, owner = [], []
+    for index in np.flatnonzero(owned_mask(vmas.start, vmas.end, ranges)).tolist():
+        lo, hi = int(vmas.start[index]), int(vmas.end[index])
+        first = max(int(np.searchsorted(ranges[:, 1], lo, side="right")), 0)
+        for start, end in ranges[first:].tolist():
+            if start >= hi:
+                break
+            parts.append((max(start, lo), min(end, hi)))
+            owner.append(index)
+    return (np.asarray(parts, np.int64).reshape(-1, 2), np.asarray(owner, np.int64))
+
+
+def layout_metrics(vmas: Vmas, ranges: np.ndarray,
+                   scan: "Callable[[np.ndarray], tuple[int, int] | None] | None" = None) -> dict:
+    """Layout of the replay's own mappings: VMAs, THP coverage, holes, alignment.
+
+    A VMA can hold memory that is not the replay's (a neighbour with the same flags merges with
+    it). smaps gives Rss and AnonHugePages per VMA only, so for such shared VMAs
+    ``scan(parts) -> (rss_bytes, anon_huge_bytes)`` measures just the replay's parts
+    (``own_page_bytes``, PAGEMAP_SCAN); without it, or where it cannot, the whole VMA counts and
+    ``shared_vmas`` says how many did. THP-eligible blocks are counted in the replay's parts."""
     owned = owned_mask(vmas.start, vmas.end, ranges)
     start, end = vmas.start[owned], vmas.end[owned]
+    parts, owner = own_parts(vmas, ranges)
     pmd = PMD_SIZE
-    whole_blocks = np.maximum(end // pmd - (start + pmd - 1) // pmd, 0)
+    whole_blocks = np.maximum(parts[:, 1] // pmd - (parts[:, 0] + pmd - 1) // pmd, 0)
+    covered = np.bincount(owner, weights=parts[:, 1] - parts[:, 0], minlength=len(vmas.start))
+    shared = owned & (covered < vmas.end - vmas.start)
+    rss, huge = int(vmas.rss[owned].sum()), int(vmas.anon_huge[owned].sum())
+    measured = None
+    if shared.any() and scan is not None:
+        measured = scan(parts[shared[owner]])
+    if measured is not None:
+        rss = int(vmas.rss[owned & ~shared].sum()) + measured[0]
+        huge = int(vmas.anon_huge[owned & ~shared].sum()) + measured[1]
     # A hole: free address space of at most 2 MiB between two of our VMAs with nothing in
     # between: the padding THP alignment leaves. Wider gaps separate unrelated regions.
     order = np.argsort(vmas.start)
@@ -147,13 +182,66 @@ def layout_metrics(vmas: Vmas, ranges: np.ndarray) -> dict:
     hole = owned_sorted[1:] & owned_sorted[:-1] & (gap > 0) & (gap <= MAX_HOLE_BYTES)
     return {
         "vmas": int(owned.sum()),
-        "rss_bytes": int(vmas.rss[owned].sum()),
-        "anon_huge_bytes": int(vmas.anon_huge[owned].sum()),
+        "rss_bytes": rss,
+        "anon_huge_bytes": huge,
         "thp_eligible_bytes": int(whole_blocks.sum() * pmd),
         "holes": int(hole.sum()),
         "hole_bytes": int(gap[hole].sum()),
         "mapped_bytes": int((end - start).sum()),
+        "shared_vmas": int(shared.sum()) if measured is None else 0,
     }
+
+
+# PAGEMAP_SCAN (Linux 6.7+): ranges of our own address space whose pages have given categories.
+PAGE_IS_PRESENT = 1 << 3
+PAGE_IS_PFNZERO = 1 << 5          # the shared zero page (a read fault): not in Rss
+PAGE_IS_HUGE = 1 << 6             # PMD-mapped THP (or hugetlb)
+PM_SCAN_ARG_BYTES = 96            # struct pm_scan_arg: twelve u64 fields
+PAGEMAP_SCAN = (3 << 30) | (PM_SCAN_ARG_BYTES << 16) | (ord("f") << 8) | 16  # _IOWR('f', 16, ...)
+SCAN_REGIONS = 1024               # struct page_region slots per ioctl call
+
+
+def scan_pages(ranges: np.ndarray, required: int, absent: int = 0,
+               pagemap: str = "/proc/self/pagemap") -> np.ndarray | None:
+    """The parts of ``ranges`` (ours, live) whose pages have every category in ``required``
+    and none in ``absent`` (PAGE_IS_*), from PAGEMAP_SCAN; None where the ioctl does not exist
+    (Linux < 6.7)."""
+    regions = (ctypes.c_uint64 * (3 * SCAN_REGIONS))()
+    found: list[tuple[int, int]] = []
+    try:
+        fd = os.open(pagemap, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        for start, end in merge_ranges(ranges).tolist():
+            while start < end:
+                # size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted,
+                # category_mask, category_anyof_mask, return_mask
+                arg = (ctypes.c_uint64 * 12)(PM_SCAN_ARG_BYTES, 0, start, end, 0,
+                                             ctypes.addressof(regions), SCAN_REGIONS, 0, absent,
+                                             required | absent, 0, required)
+                try:
+                    count = fcntl.ioctl(fd, PAGEMAP_SCAN, arg)
+                except OSError:
+                    return None
+                found.extend((regions[3 * k], regions[3 * k + 1]) for k in range(count))
+                walk_end = int(arg[4])
+                if walk_end >= end or walk_end <= start:
+                    break
+                start = walk_end  # the region buffer filled up: go on from where the walk stopped
+    finally:
+        os.close(fd)
+    return merge_ranges(found)
+
+
+def own_page_bytes(parts: np.ndarray) -> tuple[int, int] | None:
+    """(Rss, AnonHugePages) bytes of ``parts`` alone: pages present (not the zero page) and
+    pages mapped huge, by PAGEMAP_SCAN; None where it is missing."""
+    present = scan_pages(parts, PAGE_IS_PRESENT, PAGE_IS_PFNZERO)
+    huge = scan_pages(parts, PAGE_IS_HUGE, PAGE_IS_PFNZERO)  # not the huge zero page
+    if present is None or huge is None:
+        return None
+    return (int((present[:, 1] - present[:, 0]).sum()), int((huge[:, 1] - huge[:, 0]).sum()))
 
 
 def read_rollup(path: str = "/proc/self/smaps_rollup") -> dict:

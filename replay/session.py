@@ -27,7 +27,7 @@ from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C
 from .model import live_pieces
 from .policy import TOPDOWN_FIX, KernelAlignment, dev_zero_fd
 from .region import FreshAddressSpace
-from .probes import (FAULT_PERF_COUNTERS, HARDWARE_PERF_COUNTERS, PerfCounters, layout_metrics, read_smaps, read_vmstat, rss_bytes,
+from .probes import (FAULT_PERF_COUNTERS, HARDWARE_PERF_COUNTERS, PerfCounters, layout_metrics, own_page_bytes, read_smaps, read_vmstat, rss_bytes,
                      rusage_faults, vmstat_delta)
 from .cgroup import OwnCgroup
 from .collapse import collapse
@@ -150,10 +150,11 @@ def sample_layout(state: EngineState, pieces: np.ndarray, group: OwnCgroup | Non
     """Layout figures of the replay's live pieces; those of the brk heap alone under "heap",
     the whole process's smaps_rollup under "process", the replay's cgroup under "cgroup"."""
     vmas = read_smaps()
-    sample = layout_metrics(vmas, state.ranges(pieces))
+    sample = layout_metrics(vmas, state.ranges(pieces), own_page_bytes)
     heap = state.program.heap_id
     if heap >= 0:
-        sample["heap"] = layout_metrics(vmas, state.ranges(pieces[pieces[:, 0] == heap]))
+        sample["heap"] = layout_metrics(vmas, state.ranges(pieces[pieces[:, 0] == heap]),
+                                        own_page_bytes)
     sample["process"] = read_rollup()
     if group is not None and group.folder is not None:
         sample["cgroup"] = group.stats()

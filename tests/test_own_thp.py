@@ -9,14 +9,17 @@ replay runs, and reports the huge pages its own smaps shows. The replay waits fo
 
 from __future__ import annotations
 
+import ctypes
+import mmap as mmap_module
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from replay.cgroup import memory_cgroup_dir
 from replay.config import ReplayConfig
-from replay.probes import read_rollup
+from replay.probes import layout_metrics, own_page_bytes, read_rollup, read_smaps
 from replay.runs import Prepared
 from replay.session import run_program
 from tracegen import buffers_trace
@@ -100,3 +103,37 @@ def test_the_replays_own_thp_is_counted_when_it_has_some(trace_path):
     if "cgroup" in run:
         # The cgroup holds exactly the replay's huge pages, none of the other process's.
         assert run["cgroup"]["peak_anon_thp_bytes"] == run["peak_anon_huge_bytes"]
+
+
+def test_a_vma_shared_with_other_memory_counts_only_the_replays_pages():
+    """A neighbour with the same flags merges with a replay mapping into one VMA (the
+    interpreter's memory beside the replay's). smaps has one Rss for the whole VMA; the replay's
+    figures must count its own range only: PAGEMAP_SCAN, exact to the page."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = 10 * MIB
+    base = libc.mmap(None, size, 3, 0x22, -1, 0)  # one private anonymous VMA
+    assert base not in (None, ctypes.c_void_p(-1).value)
+    try:
+        assert libc.madvise(base, size, 15) == 0   # MADV_NOHUGEPAGE: 4 KiB pages, on any host
+        start = -(-base // (2 * MIB)) * (2 * MIB)
+        other, ours = (start, start + 4 * MIB), (start + 4 * MIB, start + 8 * MIB)
+        ctypes.memset(other[0], 1, 4 * MIB)          # the neighbour's memory: all of it
+        for page in range(ours[0], ours[0] + MIB, mmap_module.PAGESIZE):
+            ctypes.memset(page, 1, 1)                # the replay's: its first MiB
+        ranges = np.array([ours], np.int64)
+        if own_page_bytes(ranges) is None:
+            pytest.skip("PAGEMAP_SCAN (Linux 6.7+) is needed to measure part of a VMA")
+        vmas = read_smaps()
+        mine = layout_metrics(vmas, ranges, own_page_bytes)
+        assert mine["rss_bytes"] == MIB and mine["anon_huge_bytes"] == 0
+        assert mine["thp_eligible_bytes"] == 4 * MIB and mine["vmas"] == 1
+        assert mine["shared_vmas"] == 0
+        whole = layout_metrics(vmas, ranges)         # smaps alone: the whole VMA, and said
+        assert whole["rss_bytes"] == 5 * MIB and whole["shared_vmas"] == 1
+    finally:
+        libc.munmap(base, size)
