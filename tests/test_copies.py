@@ -67,8 +67,8 @@ def test_two_copies_report_their_own_figures_and_the_aggregate_is_their_sum(smal
             # not the other copy's too (fewer than twice as many).
             assert pages <= run["minflt"] < 2 * pages
             assert run["touch_bytes"] == 16 * MIB  # every page of its own buffers
-            assert "vmstat" not in run  # system-wide: once per step, in the aggregate
-        assert "thp_fault_alloc" in aggregate["vmstat"]
+            assert "vmstat_system_wide" not in run  # once per step, in the aggregate
+        assert "thp_fault_alloc" in aggregate["vmstat_system_wide"]
     assert document["summary"]["minflt"]["n"] == 2
     assert "sum of 2 copies" in result.output and "system-wide" in result.output
 
