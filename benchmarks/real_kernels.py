@@ -303,7 +303,7 @@ def malloc1_table() -> list[str]:
         lines.append(
             f"| {kernel} | {run['pmd_aligned_large_mappings']} of {run['large_mappings']} | "
             f"{thp} | {thp / iterations:.2f} | {run['minflt']:,} | {run['engine_s']:.2f} | "
-            + (f"{host['vmstat'].get('thp_fault_alloc')} (`--policy {policy}`) | "
+            + (f"{system_thp_faults(host)} (`--policy {policy}`) | "
                f"{host['engine_s']:.3f} |" if host else "not run | |"))
     return lines
 
