@@ -66,6 +66,7 @@ for t in bert-torch bert-onnxruntime; do
     run "$t-always" mmreplay compare "traces/data/$t.arrow" --policies "$POLICIES" \
         --thp always --collapse madvise --repeat 3 -o "$OUT/$t-always.json"
 done
+run stacks python docs/findings-data/stacks.py "$TORCH" "$ORT"
 mmreplay synth --preset cactusbssn -o "$OUT/cactus.arrow" > /dev/null
 run cactus-collapse mmreplay compare "$OUT/cactus.arrow" \
     --policies no-align,align-ge-pmd,align-pmd-multiple --thp always --collapse madvise \
