@@ -413,7 +413,7 @@ def pagemap_scan(start: int, end: int, mask: int, inverted: int = 0) -> list[tup
     import fcntl
     import os
 
-    from replay.layout import PAGEMAP_SCAN, PM_SCAN_ARG_BYTES
+    from replay.probes import PAGEMAP_SCAN, PM_SCAN_ARG_BYTES
 
     regions = (ctypes.c_uint64 * (3 * 64))()
     arg = (ctypes.c_uint64 * 12)(PM_SCAN_ARG_BYTES, 0, start, end, 0, ctypes.addressof(regions),
