@@ -196,7 +196,7 @@ def format_replay(result: dict) -> str:
     if last["replayed_differently"]:
         lines.append("changed " + ", ".join(f"{k} {v}" for k, v in
                                             sorted(last["replayed_differently"].items())))
-    lines += wrap_ascii("figures ", figure_sources(last), 80)
+    lines += wrap_ascii("figures ", figure_sources(last))
     unavailable = last.get("perf_unavailable") or {}
     if unavailable:
         lines.append("perf    unavailable here: " + ", ".join(sorted(unavailable)))
