@@ -154,7 +154,7 @@ def format_replay(result: dict) -> str:
         taken = " ".join(f"--{key} {value}" for key, value in config["from_trace"].items())
         lines += wrap_ascii("        ", f"{taken} from the trace's recommended replay settings ("
                             f"{config.get('from_trace_why') or 'no reason given'}); give the "
-                            "option to override", 80)
+                            "option to override")
     if result.get("warmup"):
         lines.append(f"        after {result['warmup']} uncounted warm-up run"
                      + ("s" if result["warmup"] > 1 else ""))
