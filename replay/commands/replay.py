@@ -74,7 +74,6 @@ def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, 
     from replay.config import Access, ReplayConfig
     from replay.copies import parse_counts
     from replay.report import format_replay
-    from replay.result import result_json, write_result
     from replay.runs import replay_trace
 
     check_outputs(output)
@@ -107,14 +106,7 @@ def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, 
                                   progress=on_progress if bar else None, perf_faults=perf_faults,
                                   notify=status_line, pick=pick, copies=counts,
                                   argv=invoked_argv(), warmup=warmup, given=given)
-    if output:
-        write_result(result, output)
-    if as_json:
-        if not is_stdout(output):
-            emit(result_json(result))
-    else:
-        emit(format_replay(result), None, output)
-    exit_if_interrupted(result["runs"][-1]["interrupt_reason"])
+    _deliver(result, output, as_json, format_replay)
     exit_if_copies_failed([result])
 
 
@@ -127,7 +119,6 @@ def _replay_allocations(trace, pick, touch, max_live, repeat, output, as_json, a
                         tunables, mm_trace, progress):
     from replay.alloc_report import format_alloc_replay
     from replay.alloc_runs import replay_allocations
-    from replay.result import result_json, write_result
 
     context = click.get_current_context()
     given = [name for name in _MM_ONLY
@@ -143,11 +134,18 @@ def _replay_allocations(trace, pick, touch, max_live, repeat, output, as_json, a
 
         result = replay_allocations(trace, allocator, tunables, touch, repeat, max_live, mm_trace,
                                     progress=on_progress if bar else None, pick=pick)
+    _deliver(result, output, as_json, format_alloc_replay)
+
+
+def _deliver(result, output, as_json, format_text) -> None:
+    """Write the result file, print the JSON or the table, and exit as an interrupted run does."""
+    from replay.result import result_json, write_result
+
     if output:
         write_result(result, output)
     if as_json:
         if not is_stdout(output):
             emit(result_json(result))
     else:
-        emit(format_alloc_replay(result), None, output)
+        emit(format_text(result), None, output)
     exit_if_interrupted(result["runs"][-1]["interrupt_reason"])
