@@ -21,8 +21,10 @@ from traces.schema import MAP_ANONYMOUS, OP_CODE, PMD_SIZE
 from traces.summary import page_round, walk_live_bytes
 from traces.units import fmt_bytes, plural
 
-from .layout import (Layout, ascii_row_bytes, choose_segments, clip_ranges, merge_ranges,
-                     other_vmas_between, plan_segments, subtract_ranges)
+from .layout_geometry import (Layout, choose_segments, clip_ranges, other_vmas_between,
+                              plan_segments, subtract_ranges)
+from .layout_text import ascii_row_bytes
+from .probes import merge_ranges
 
 MIB = 1 << 20
 DPI = 100

@@ -234,6 +234,15 @@ def scan_pages(ranges: np.ndarray, required: int, absent: int = 0,
     return merge_ranges(found)
 
 
+def huge_ranges(ranges: np.ndarray, pagemap: str = "/proc/self/pagemap") -> np.ndarray | None:
+    """The parts of ``ranges`` (ours, live) mapped by transparent huge pages, from PAGEMAP_SCAN:
+    PMD-mapped and not the huge zero page.
+
+    Returns None where the ioctl does not exist (Linux < 6.7): smaps only gives a total per VMA.
+    """
+    return scan_pages(ranges, PAGE_IS_HUGE, PAGE_IS_PFNZERO, pagemap=pagemap)
+
+
 def own_page_bytes(parts: np.ndarray) -> tuple[int, int] | None:
     """(Rss, AnonHugePages) bytes of ``parts`` alone: pages present (not the zero page) and
     pages mapped huge, by PAGEMAP_SCAN; None where it is missing."""

@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from replay.config import ReplayConfig
-from replay.layout import (COLUMNS_PER_PMD, Coverage, Layout, capture_layout, clip_ranges,
-                           estimate_huge_ranges, layout_from, merge_ranges, parse_at,
-                           plan_segments, render_ascii, subtract_ranges)
-from replay.probes import Vmas, read_maps
+from replay.layout import capture_layout, parse_at
+from replay.layout_geometry import (Coverage, Layout, clip_ranges, estimate_huge_ranges,
+                                    layout_from, plan_segments, subtract_ranges)
+from replay.layout_text import COLUMNS_PER_PMD, render_ascii
+from replay.probes import Vmas, merge_ranges, read_maps
 from strategies import mmap, munmap, table_from_rows
 from tracegen import buffers_trace
 from traces import MmreplayError, new_metadata, write_trace
@@ -433,7 +434,7 @@ def test_the_huge_zero_page_is_not_counted_as_a_huge_page():
     import ctypes
     import mmap
 
-    from replay.layout import PAGE_IS_HUGE, huge_ranges
+    from replay.probes import PAGE_IS_HUGE, huge_ranges
     from replay.probes import read_smaps
 
     page_is_pfnzero = 1 << 5  # include/uapi/linux/fs.h

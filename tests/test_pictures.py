@@ -183,7 +183,8 @@ def test_rows_without_replay_memory_are_one_break_line(tmp_path):
     used to fill whole grey rows; such rows are now one line saying what they hold."""
     from test_layout import made_up_layout
 
-    from replay.layout import ascii_row_bytes, plan_segments
+    from replay.layout_geometry import plan_segments
+    from replay.layout_text import ascii_row_bytes
     from replay.pictures import OTHER_COLOUR, plan_png_rows
 
     a = 0x7F00_0000_0000

@@ -55,7 +55,8 @@ Examples:
 def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, at, width, png,
             as_json, output, progress, **vm):
     from replay.config import Access, ReplayConfig
-    from replay.layout import MAX_WIDTH, MIN_WIDTH, capture_layout, parse_at, render_ascii
+    from replay.layout import capture_layout, parse_at
+    from replay.layout_text import MAX_WIDTH, MIN_WIDTH, render_ascii
     from traces import MmreplayError
 
     parse_at(at)  # a bad --at fails before any work
