@@ -12,6 +12,8 @@ Speed under TCG (``benchmarks/vm_startup.py`` measures it):
   /usr/lib/systemd (udevd) and the tmpfiles.d directories are hidden. virtme-ng's init then
   skips udev's coldplug, which under TCG costs more than the rest of the boot (40-70 s here),
   and the replay needs no device but virtio-serial and 9p, which the initramfs loads itself.
+- The guest's files come over 9p (``--force-9p``): virtme-ng would first try virtiofsd, three
+  times per boot where it cannot start, 10 s here.
 - The guest has a Nehalem CPU (x86-64-v2, which numpy needs) without AVX and with few
   QEMU default devices: emulating AVX is slower, and every device costs a driver probe.
 - Python starts with -S and an explicit PYTHONPATH, imports no pyarrow, no click and no numba:
@@ -193,8 +195,11 @@ echo "{MARKER}{{\\"event\\": \\"exit\\", \\"code\\": $code}}"
 def vng_command(kernel: KernelImage, accel: Accel, job_dir: Path, memory_mib: int,
                 options: VmOptions) -> list[str]:
     vng = _tool("vng", "pip install 'mmreplay[vm]' (virtme-ng)")
-    command = [vng, "--run", str(kernel.boot_path), "--user", "root", "--name", GUEST_HOSTNAME,
-               "--memory", f"{memory_mib}M", "--cpus", str(options.cpus),
+    # --force-9p: the guest's files come over 9p, which the guest's Python copy in RAM is
+    # planned around; where virtiofsd cannot start (here: FUSE refuses), virtme-ng tries it
+    # three times per boot first (10 s) before falling back to 9p anyway.
+    command = [vng, "--run", str(kernel.boot_path), "--force-9p", "--user", "root",
+               "--name", GUEST_HOSTNAME, "--memory", f"{memory_mib}M", "--cpus", str(options.cpus),
                "--rwdir", str(job_dir), "--rwdir", str(numba_generic_dir()), "--verbose"]
     qemu_opts = QEMU_TRIM
     if accel.name == "tcg":
