@@ -536,7 +536,7 @@ def _own(run: dict) -> dict:
 
 
 def _summary(runs: list[dict]) -> dict:
-    from .result import summarize_runs
+    from .flat import summarize_runs
 
     return summarize_runs(runs)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 # Keys of a run whose value is the snapshots the figures were taken from, not figures of their own.
 SNAPSHOT_KEYS = ("samples",)
@@ -72,3 +73,15 @@ def unflatten(flat: dict) -> dict:
             node = node.setdefault(part, {})
         node[parts[-1]] = item
     return out
+
+
+def summarize_runs(runs: list[dict]) -> dict:
+    """median, min, max, stdev of every number over the runs. (Here, not in result.py: a guest
+    summarizes its --copies runs, and result.py's imports would load pyarrow there.)"""
+    values: dict[str, list] = {}
+    for run in runs:
+        for path, value in run_numbers(run).items():
+            values.setdefault(path, []).append(value)
+    return {path: {"median": statistics.median(v), "min": min(v), "max": max(v),
+                   "stdev": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+            for path, v in values.items()}

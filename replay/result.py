@@ -7,7 +7,6 @@ import datetime as _dt
 import hashlib
 import json
 import shlex
-import statistics
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from traces.files import open_input, write_text
 from traces.inputs import open_trace
 from traces.host import host_metadata
 
-from .flat import run_numbers
+from .flat import run_numbers, summarize_runs
 
 RESULT_VERSION = 1
 
@@ -57,17 +56,6 @@ def flatten_numbers(run: dict, prefix: str = "") -> dict:
     """{'ops.mmap.p50_ns': 812, 'minflt': 1234, ...}: every number of a run, by dotted path
     (the naming scheme is described in replay/flat.py)."""
     return run_numbers(run, prefix)
-
-
-def summarize_runs(runs: list[dict]) -> dict:
-    """median, min, max, stdev of every number over the runs."""
-    values: dict[str, list] = {}
-    for run in runs:
-        for path, value in flatten_numbers(run).items():
-            values.setdefault(path, []).append(value)
-    return {path: {"median": statistics.median(v), "min": min(v), "max": max(v),
-                   "stdev": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
-            for path, v in values.items()}
 
 
 def finished(run: dict) -> bool:

@@ -99,6 +99,7 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
             import multiprocessing.popen_fork  # noqa: F401
 
             import replay.copies  # noqa: F401
+            import replay.flat  # noqa: F401  (the copies' summary, after their runs)
             for item in items:
                 first = min(1, item.program.cleanup_start)
                 if job["kind"] == "layout":
