@@ -1,9 +1,15 @@
 """--kernel for real: Debian's 6.1 image booted under QEMU (TCG here) with virtme-ng.
 
-One guest runs the replay all the checks of the first group read (booting is the expensive
-part); the faults boot guests that never start Python (a panic, a hang, Ctrl-C while booting),
-which is cheap. The guest's Python and its numba cache are prepared on the host, in a cache
-directory private to this module, before the first boot: the guest compiles nothing.
+Booting is the expensive part, so the module's guests boot together, in the background, as
+soon as the first one has prepared the guest's Python (its numba cache and engine library,
+built on the host in a cache directory private to this module: the guest compiles nothing):
+- one guest runs the replay that every check of the first group reads (--copies 2 and a guest
+  sysfs write in one boot);
+- ``layout --kernel`` and a real guest OOM (compare) boot guests of their own;
+- the faults boot guests that never start Python: a real panic early in boot (``mem=8M``: the
+  kernel cannot set up its first caches), the same panic left hanging (``panic=0``) until
+  --vm-timeout, and Ctrl-C while booting.
+Each test then waits for its own guest's command: none waits for a time.
 """
 
 from __future__ import annotations
@@ -73,19 +79,114 @@ def _our_qemus(tag: str) -> list[int]:
     return found
 
 
+# A safety net for a guest's whole command (several guests boot at once, on a busy machine):
+# it fails a hung test, and is never how a passing test is told from a failing one.
+GUEST_PATIENCE_S = 1800
+# The kernel cannot set up its first caches in 8 MiB: a real panic seconds into the boot
+# ("Kernel panic - not syncing: Attempted to kill the idle task!"), before any initramfs.
+EARLY_PANIC = "mem=8M"
+
+
+class Guest:
+    """One mmreplay command that boots a guest, run in the background; output in files."""
+
+    def __init__(self, name: str, args: list, env: dict, directory: Path):
+        self.tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
+        self.stdout_path, self.stderr_path = directory / f"{name}.out", directory / f"{name}.err"
+        with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
+            self.process = subprocess.Popen(
+                _command(*args, "--vm-append", self.tag, "--no-progress"), env=env,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        self.done: subprocess.CompletedProcess | None = None
+
+    def wait(self) -> subprocess.CompletedProcess:
+        """The finished command; no QEMU of its guest is left."""
+        if self.done is None:
+            self.process.wait(timeout=GUEST_PATIENCE_S)
+            self.done = subprocess.CompletedProcess(self.process.args, self.process.returncode,
+                                                    self.stdout_path.read_text(),
+                                                    self.stderr_path.read_text())
+            assert _our_qemus(self.tag) == []
+            assert "Traceback" not in self.done.stderr
+        return self.done
+
+    def stop(self) -> None:
+        """SIGTERM (mmreplay then stops its VM), SIGKILL if that does not end it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=PATIENCE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 @pytest.fixture(scope="module")
-def guest_run(small_trace, env, tmp_path_factory):
+def guests(small_trace, env, tmp_path_factory):
+    """Every guest of the module, booting at once. The first prepares the guest's Python; the
+    others start when it is there (each would otherwise say it prepares it too)."""
+    directory = tmp_path_factory.mktemp("vm-guests")
+    trace = Path(__file__).resolve().parent.parent / "traces/data/buffers-4632k.arrow"
+    started = {"replay": Guest("replay", [
+        "replay", small_trace, "--kernel", IMAGE, "--touch", "none",
+        "--guest-sysfs", "transparent_hugepage/enabled=madvise", "--copies", "2",
+        "-o", directory / "result.json"], env, directory)}
+    pyroots = Path(env["MMREPLAY_CACHE_DIR"]) / "pyroot"
+    try:
+        wait_for(lambda: any(pyroots.glob("*.tar")) or started["replay"].process.poll() is not None,
+                 "the guest's Python to be prepared", GUEST_PATIENCE_S)
+        others = {
+            "layout": ["layout", small_trace, "--kernel", IMAGE, "--touch", "none", "--json"],
+            # A real OOM kill inside the guest. The guest is planned at 1 GiB (the trace's
+            # 290 MiB fit), but mem=400M leaves its kernel far less, so touching every byte runs
+            # it out of memory.
+            "oom": ["compare", trace, "--kernels", f"host,{IMAGE}", "--touch", "full",
+                    "--vm-memory", "1024M", "--vm-append", "mem=400M",
+                    "-o", directory / "compare.json"],
+            "panic": ["replay", small_trace, "--kernel", IMAGE, "--vm-append", EARLY_PANIC],
+            # The same panic with panic=0 (wait forever instead of rebooting): the guest never
+            # starts its command; the timeout ends it.
+            "hang": ["replay", small_trace, "--kernel", IMAGE, "--vm-timeout", "10",
+                     "--vm-append", EARLY_PANIC, "--vm-append", "panic=0"],
+        }
+        for name, args in others.items():
+            started[name] = Guest(name, args, env, directory)
+        yield started
+    finally:
+        for guest in started.values():
+            guest.stop()
+
+
+@pytest.fixture(scope="module")
+def guest_run(guests):
     """One boot: replay the small trace inside 6.1 with a guest sysfs write, as two copies at
     once (--copies: processes forked in the guest)."""
-    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
-    out = tmp_path_factory.mktemp("vm-result") / "result.json"
-    done = subprocess.run(_command("replay", small_trace, "--kernel", IMAGE, "--touch", "none",
-                                   "--guest-sysfs", "transparent_hugepage/enabled=madvise",
-                                   "--copies", "2",
-                                   "--vm-append", tag, "-o", out, "--no-progress"),
-                          env=env, capture_output=True, text=True, timeout=1800)
+    done = guests["replay"].wait()
     assert done.returncode == 0, done.stderr
-    return json.loads(out.read_text()), done, tag
+    result_path = Path(done.args[done.args.index("-o") + 1])
+    return json.loads(result_path.read_text()), done, guests["replay"].tag
+
+
+def test_ctrl_c_while_booting_stops_the_vm(small_trace, env, guests):
+    # First: it runs while the other guests boot in the background.
+    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
+    child = subprocess.Popen(_command("replay", small_trace, "--kernel", IMAGE, "--vm-append", tag,
+                                      "--no-progress"),
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _our_qemus(tag) or child.poll() is not None, "QEMU to start")
+        assert child.poll() is None
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=PATIENCE_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        "Error: interrupted (SIGINT) while the guest was booting; the VM was stopped and nothing "
+        "was measured"]
+    assert _our_qemus(tag) == []
 
 
 def test_the_guest_runs_the_image_it_was_given(guest_run):
@@ -188,14 +289,10 @@ def test_the_engine_library_replays_as_numba_does(guest_run, small_trace, env, t
         == {op: s["count"] for op, s in numba_run["ops"].items()}
 
 
-def test_layout_inside_the_guest(small_trace, env, guest_run):
+def test_layout_inside_the_guest(guests):
     """layout --kernel: the picture of the replay's address space as 6.1 placed it."""
-    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
-    done = subprocess.run(_command("layout", small_trace, "--kernel", IMAGE, "--touch", "none",
-                                   "--json", "--vm-append", tag, "--no-progress"),
-                          env=env, capture_output=True, text=True, timeout=PATIENCE_S * 4)
+    done = guests["layout"].wait()
     assert done.returncode == 0, done.stderr
-    assert _our_qemus(tag) == []
     layout = json.loads(done.stdout)
     assert layout["host"]["kernel"] == RELEASE
     assert layout["vm"]["kernel_release"] == RELEASE
@@ -209,48 +306,28 @@ def test_layout_inside_the_guest(small_trace, env, guest_run):
 # Faults: guests that never start the replay
 
 
-def _fails(args, env, tag):
-    done = subprocess.run(_command(*args, "--vm-append", tag, "--no-progress"), env=env,
-                          capture_output=True, text=True, timeout=PATIENCE_S)
-    assert _our_qemus(tag) == []
-    assert "Traceback" not in done.stderr
-    return done
-
-
-def test_a_kernel_that_panics_ends_in_one_line(small_trace, env, guest_run):
-    # rdinit=/bin/sleep: the initramfs's init exits at once, so the kernel panics.
-    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
-    done = _fails(["replay", small_trace, "--kernel", IMAGE, "--vm-append", "rdinit=/bin/sleep"],
-                  env, tag)
+def test_a_kernel_that_panics_ends_in_one_line(guests):
+    done = guests["panic"].wait()
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: the guest kernel panicked: Kernel panic")
 
 
-def test_a_guest_that_hangs_is_stopped_by_the_timeout(small_trace, env, guest_run):
-    # The same panic with panic=0 (wait forever instead of rebooting): the guest never starts
-    # its command; the timeout ends it.
-    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
-    done = _fails(["replay", small_trace, "--kernel", IMAGE, "--vm-timeout", "20",
-                   "--vm-append", "rdinit=/bin/sleep", "--vm-append", "panic=0"], env, tag)
+def test_a_guest_that_hangs_is_stopped_by_the_timeout(guests):
+    done = guests["hang"].wait()
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("Error: the guest made no progress for 20 s while booting "
+    assert lines[0].startswith("Error: the guest made no progress for 10 s while booting "
                                "(--vm-timeout); it was stopped")
 
 
-def test_a_guest_out_of_memory_fails_its_column_and_keeps_the_others(env, guest_run, tmp_path):
-    """A real OOM kill inside the guest. The guest is planned at 1 GiB (the trace's 290 MiB
-    fit), but mem=400M leaves its kernel far less, so touching every byte runs it out of
-    memory; compare keeps the host's column and marks the guest's failed with the reason."""
-    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
-    trace = Path(__file__).resolve().parent.parent / "traces/data/buffers-4632k.arrow"
-    out = tmp_path / "compare.json"
-    done = _fails(["compare", trace, "--kernels", f"host,{IMAGE}", "--touch", "full",
-                   "--vm-memory", "1024M", "--vm-append", "mem=400M", "-o", out], env, tag)
+def test_a_guest_out_of_memory_fails_its_column_and_keeps_the_others(guests):
+    """The guest's kernel runs out of memory (mem=400M in a guest planned at 1 GiB); compare
+    keeps the host's column and marks the guest's failed with the reason."""
+    done = guests["oom"].wait()
     assert done.returncode == 0, done.stderr
-    document = json.loads(out.read_text())
+    document = json.loads(Path(done.args[done.args.index("-o") + 1]).read_text())
     [failed] = document["failed"]
     assert failed["value"] == RELEASE
     assert failed["reason"].startswith("the guest ran out of memory (Out of memory: Killed "
@@ -259,24 +336,3 @@ def test_a_guest_out_of_memory_fails_its_column_and_keeps_the_others(env, guest_
     [kept] = document["results"]  # the host's column
     assert document["labels"] == ["host"] and kept["runs"][0]["events"] == 128
     assert f"FAILED {RELEASE}: the guest ran out of memory" in " ".join(done.stdout.split())
-
-
-def test_ctrl_c_while_booting_stops_the_vm(small_trace, env, guest_run):
-    tag = f"mmreplay_test={uuid.uuid4().hex[:12]}"
-    child = subprocess.Popen(_command("replay", small_trace, "--kernel", IMAGE, "--vm-append", tag,
-                                      "--no-progress"),
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: _our_qemus(tag) or child.poll() is not None, "QEMU to start")
-        assert child.poll() is None
-        child.send_signal(signal.SIGINT)
-        _, stderr = child.communicate(timeout=PATIENCE_S)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == 130, stderr
-    assert stderr.strip().splitlines() == [
-        "Error: interrupted (SIGINT) while the guest was booting; the VM was stopped and nothing "
-        "was measured"]
-    assert _our_qemus(tag) == []
