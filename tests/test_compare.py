@@ -110,8 +110,8 @@ def test_a_partial_run_is_never_compared_as_if_complete(tmp_path):
                                     "-o", str(whole)])
     assert done.exit_code == 0, done.output
     stopped = tmp_path / "stopped.json"
-    child = mmreplay("replay", trace, "--policy", "no-align", "--touch", "full", "-o", stopped,
-                     "--progress")
+    child = mmreplay("replay", trace, "--policy", "no-align", "--touch", "full", "--warmup", "0",
+                     "-o", stopped, "--progress")
     interrupt_replaying(child, signal.SIGINT)
     partial = json.loads(stopped.read_text())["runs"][-1]
     assert partial["interrupted"] and partial["events"] < 40000

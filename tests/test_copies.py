@@ -127,8 +127,9 @@ def _copies_of(pid: int) -> dict:
 def test_ctrl_c_stops_every_copy_writes_the_partial_result_and_leaves_no_process(long_trace,
                                                                                  tmp_path):
     out = tmp_path / "partial.json"
+    # --warmup 0: the bar moves in the first run, not after a whole uncounted one
     child = mmreplay("replay", long_trace, "--copies", "2", "--repeat", "1000", "--touch", "full",
-                     "-o", out, "--progress")
+                     "--warmup", "0", "-o", out, "--progress")
     # The bar moves once the slowest copy has replayed a chunk: both copies are replaying.
     seen = wait_until_replaying(child)
     copies = _copies_of(child.pid)
@@ -150,8 +151,8 @@ def test_ctrl_c_stops_every_copy_writes_the_partial_result_and_leaves_no_process
 
 def test_a_killed_copy_is_reported_and_the_others_go_on(long_trace, tmp_path):
     out = tmp_path / "killed.json"
-    child = mmreplay("replay", long_trace, "--copies", "2", "--repeat", "1000", "-o", out,
-                     "--progress")
+    child = mmreplay("replay", long_trace, "--copies", "2", "--repeat", "1000", "--warmup", "0",
+                     "-o", out, "--progress")
     seen = wait_until_replaying(child)
     copies = _copies_of(child.pid)
     victim = max(copies)  # forked last: copy 2

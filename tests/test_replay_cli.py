@@ -87,8 +87,10 @@ def test_sigint_and_sigterm_write_a_partial_result(tmp_path):
     trace = write_trace(buffers_trace(30000, 1 << 20, alive_together=False), tmp_path / "long.arrow")
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         out = tmp_path / f"partial-{code}.json"
-        # The signal goes once the bar shows the replay under way (not after some seconds).
-        child = mmreplay("replay", trace, "--touch", "full", "-o", out, "--progress")
+        # The signal goes once the bar shows the replay under way (not after some seconds);
+        # no warm-up run first (one whole run of the long trace before the bar moves).
+        child = mmreplay("replay", trace, "--touch", "full", "--warmup", "0", "-o", out,
+                         "--progress")
         stdout = interrupt_replaying(child, sig)
         assert child.returncode == code
         run = json.loads(out.read_text())["runs"][-1]
