@@ -333,13 +333,11 @@ def _search_window(length, hint, params, counters, clock):
 
 
 @njit(cache=True, nogil=True)
-def _map_in_window(window, window_length, start, length, prot, flags, counters, clock):
-    """Make the workload's mapping with MAP_FIXED at ``start`` inside the emulator's own PROT_NONE
-    ``window`` (nothing else can be there), then give back the rest of the window. The MAP_FIXED
-    call is the workload's mmap (C_MMAP_NS); the trims are the emulator's (C_POLICY_*)."""
-    t0 = now_ns(clock)
-    p = c_mmap(start, length, prot, flags | MAP_FIXED, -1, 0)
-    t1 = now_ns(clock)
+def _settle_window(window, window_length, start, length, p, t0, t1, counters, clock):
+    """The workload's call that was to fill [start, start + length) of the emulator's PROT_NONE
+    ``window`` ran from t0 to t1 and returned ``p``: its time is the workload's (C_MMAP_NS); what
+    is left of the window, all of it if the call failed (p == -1), goes back as the emulator's
+    calls (C_POLICY_*)."""
     counters[C_MMAP_NS] = t1 - t0
     if p == -1:
         c_munmap(window, window_length)
@@ -353,6 +351,17 @@ def _map_in_window(window, window_length, start, length, prot, flags, counters, 
             c_munmap(start + length, tail)
             counters[C_POLICY_CALLS] += 1
     counters[C_POLICY_NS] += now_ns(clock) - t1
+
+
+@njit(cache=True, nogil=True)
+def _map_in_window(window, window_length, start, length, prot, flags, counters, clock):
+    """Make the workload's mapping with MAP_FIXED at ``start`` inside the emulator's own PROT_NONE
+    ``window`` (nothing else can be there), then give back the rest of the window. The MAP_FIXED
+    call is the workload's mmap (C_MMAP_NS); the trims are the emulator's (C_POLICY_*)."""
+    t0 = now_ns(clock)
+    p = c_mmap(start, length, prot, flags | MAP_FIXED, -1, 0)
+    t1 = now_ns(clock)
+    _settle_window(window, window_length, start, length, p, t0, t1, counters, clock)
     return p
 
 
@@ -440,21 +449,7 @@ def _remap_placed(address, size, new_size, flags, place, params, counters, clock
         start = window + below
     t2 = now_ns(clock)
     p = c_mremap(address, size, new_size, flags | MREMAP_MAYMOVE | MREMAP_FIXED, start)
-    t3 = now_ns(clock)
-    counters[C_MMAP_NS] = t3 - t2
-    # What is left of the window (all of it if the move failed) goes back.
-    if p == -1:
-        c_munmap(window, window_length)
-        counters[C_POLICY_CALLS] += 1
-    else:
-        if start > window:
-            c_munmap(window, start - window)
-            counters[C_POLICY_CALLS] += 1
-        tail = window + window_length - (start + new_size)
-        if tail > 0:
-            c_munmap(start + new_size, tail)
-            counters[C_POLICY_CALLS] += 1
-    counters[C_POLICY_NS] += now_ns(clock) - t3
+    _settle_window(window, window_length, start, new_size, p, t2, now_ns(clock), counters, clock)
     return p
 
 
