@@ -171,42 +171,42 @@ def wheel_slots(mean: float) -> int:
     return slots
 
 
+@_leaf_jit(inline="always")
+def _before(key_a, id_a, key_b, id_b):
+    """The heaps' order: by key, equal keys by id."""
+    return key_a < key_b or (key_a == key_b and id_a < id_b)
+
+
 @_leaf_jit
 def _heap_push(keys, ids, size, key, ident):
     i = size
     while i > 0:
         parent = (i - 1) >> 1
-        if keys[parent] < key or (keys[parent] == key and ids[parent] < ident):
+        if _before(keys[parent], ids[parent], key, ident):
             break
-        keys[i] = keys[parent]
-        ids[i] = ids[parent]
+        keys[i], ids[i] = keys[parent], ids[parent]
         i = parent
-    keys[i] = key
-    ids[i] = ident
+    keys[i], ids[i] = key, ident
 
 
 @_leaf_jit
 def _heap_pop(keys, ids, size):
     """Remove the top of a heap of ``size`` entries."""
     size -= 1
-    key = keys[size]
-    ident = ids[size]
+    key, ident = keys[size], ids[size]
     i = 0
     while True:
         child = 2 * i + 1
         if child >= size:
             break
         right = child + 1
-        if right < size and (keys[right] < keys[child]
-                             or (keys[right] == keys[child] and ids[right] < ids[child])):
+        if right < size and _before(keys[right], ids[right], keys[child], ids[child]):
             child = right
-        if key < keys[child] or (key == keys[child] and ident < ids[child]):
+        if _before(key, ident, keys[child], ids[child]):
             break
-        keys[i] = keys[child]
-        ids[i] = ids[child]
+        keys[i], ids[i] = keys[child], ids[child]
         i = child
-    keys[i] = key
-    ids[i] = ident
+    keys[i], ids[i] = key, ident
 
 
 @_leaf_jit
