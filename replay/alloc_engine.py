@@ -138,11 +138,9 @@ def run_allocations(code, slot, ref, size, arg, base, latency, failed, counters,
             t1 = cycles()
         elif c == A_REALLOC:
             r = ref[i]
-            old = 0
-            if r >= 0:
-                old = base[r]
-                if old == 0:
-                    counters[C_REALLOC_OF_FAILED] += 1  # realloc(NULL, n): a new allocation
+            old = base[r] if r >= 0 else 0
+            if r >= 0 and old == 0:
+                counters[C_REALLOC_OF_FAILED] += 1  # realloc(NULL, n): a new allocation
             t0 = cycles()
             p = c_realloc(old, n)
             t1 = cycles()
