@@ -5,20 +5,15 @@ from __future__ import annotations
 from traces.text import escape, escape_lines
 from traces.units import fmt_bytes
 
-from .report import fmt_number, header_lines
+from .report import calls_text, header_lines, latencies, metric_lines, not_replayed_lines
 
 MIB = 1 << 20
 
 # (dotted path in a run, label with unit, scale divisor, decimals), in print order.
 ALLOC_METRICS = (
     ("calls_per_s", "calls/s (loop, touches included)", 1, 0),
-    ("ops.malloc.p50_ns", "malloc p50 ns", 1, 0),
-    ("ops.malloc.p99_ns", "malloc p99 ns", 1, 0),
-    ("ops.free.p50_ns", "free p50 ns", 1, 0),
-    ("ops.free.p99_ns", "free p99 ns", 1, 0),
-    ("ops.calloc.p50_ns", "calloc p50 ns", 1, 0),
-    ("ops.realloc.p50_ns", "realloc p50 ns", 1, 0),
-    ("ops.posix_memalign.p50_ns", "posix_memalign p50 ns", 1, 0),
+    *latencies("malloc p50", "malloc p99", "free p50", "free p99", "calloc p50", "realloc p50",
+               "posix_memalign p50"),
     ("minflt", "minor faults", 1, 0),
     ("peak_requested_bytes", "requested at peak MiB", MIB, 1),
     ("peak_rss_growth_bytes", "peak RSS growth MiB", MIB, 1),
@@ -46,28 +41,12 @@ def format_alloc_replay(result: dict) -> str:
     lines.append("")
     summary = result["summary"]
     multi = len(runs) > 1
-    head = f"{'metric':<34}{'median':>14}" + (f"{'min':>14}{'max':>14}" if multi else "")
-    lines.append(head)
-    for path, label, scale, decimals in ALLOC_METRICS:
-        stats = summary.get(path)
-        if stats is None:
-            continue
-        line = f"{label:<34}{fmt_number(stats['median'], scale, decimals):>14}"
-        if multi:
-            line += (f"{fmt_number(stats['min'], scale, decimals):>14}"
-                     f"{fmt_number(stats['max'], scale, decimals):>14}")
-        lines.append(line)
+    lines += metric_lines(summary, ALLOC_METRICS, multi, 34)
     lines.append("")
     last = runs[-1]
-    ops = ", ".join(f"{name} {s['count']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
-                    for name, s in last["ops"].items() if s["count"])
-    lines.append(f"calls   {ops or 'none'} ({len(runs)} run{'s' if multi else ''}, one thread; "
+    lines.append(f"calls   {calls_text(last)} ({len(runs)} run{'s' if multi else ''}, one thread; "
                  f"{result['program']['recorded_threads']} recorded)")
-    if last["skipped"]:
-        lines.append("skipped " + ", ".join(f"{k} {v}" for k, v in sorted(last["skipped"].items())))
-    if last["replayed_differently"]:
-        lines.append("changed " + ", ".join(f"{k} {v}" for k, v in
-                                            sorted(last["replayed_differently"].items())))
+    lines += not_replayed_lines(last)
     lines.append("figures of the replay process since its first call; sizes are growth over "
                  f"its {fmt_bytes(last['rss_before_bytes'])} RSS before it")
     mm = result.get("mm_trace")

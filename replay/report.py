@@ -12,6 +12,13 @@ from .result import finished_runs
 
 MIB = 1 << 20
 
+
+def latencies(*calls: str) -> tuple:
+    """Metric rows of call latencies: "mmap p50" is ("ops.mmap.p50_ns", "mmap p50 ns", 1, 0)."""
+    return tuple((f"ops.{op}.{percentile}_ns", f"{op} {percentile} ns", 1, 0)
+                 for op, percentile in (call.split() for call in calls))
+
+
 # (dotted path in a run, label with unit (<= 25 chars: the compare table is 72 columns),
 #  scale divisor, decimals). Order = order printed.
 METRICS = (
@@ -45,19 +52,11 @@ METRICS = (
     ("pmd_aligned_by_size.512K-1.5M.pmd_aligned", "  of them 2 MiB-aligned", 1, 0),
     ("holes", "holes", 1, 0),
     ("hole_bytes", "hole MiB", MIB, 1),
-    ("ops.mmap.p50_ns", "mmap p50 ns", 1, 0),
-    ("ops.mmap.p99_ns", "mmap p99 ns", 1, 0),
-    ("ops.munmap.p50_ns", "munmap p50 ns", 1, 0),
-    ("ops.munmap.p99_ns", "munmap p99 ns", 1, 0),
+    *latencies("mmap p50", "mmap p99", "munmap p50", "munmap p99"),
     ("wait_s", "thread wait (s)", 1, 4),
     # allocation-level replays (replay --allocator): this process's figures since the first call
     ("calls_per_s", "allocation calls/s", 1, 0),
-    ("ops.malloc.p50_ns", "malloc p50 ns", 1, 0),
-    ("ops.malloc.p99_ns", "malloc p99 ns", 1, 0),
-    ("ops.free.p50_ns", "free p50 ns", 1, 0),
-    ("ops.free.p99_ns", "free p99 ns", 1, 0),
-    ("ops.realloc.p50_ns", "realloc p50 ns", 1, 0),
-    ("ops.calloc.p50_ns", "calloc p50 ns", 1, 0),
+    *latencies("malloc p50", "malloc p99", "free p50", "free p99", "realloc p50", "calloc p50"),
     ("peak_rss_growth_bytes", "peak RSS growth MiB", MIB, 1),
     ("end_rss_growth_bytes", "RSS growth at end MiB", MIB, 1),
     ("allocator_mappings_at_peak.vmas", "allocator VMAs at peak", 1, 0),
@@ -137,6 +136,33 @@ def vm_lines(result: dict, label: str = "vm      ", width: int = 100) -> list[st
     return lines
 
 
+def metric_lines(summary: dict, metrics, multi: bool, label_width: int,
+                 head: str = "metric") -> list[str]:
+    """A heading and one line per metric of ``metrics`` the summary holds: its median, and with
+    ``multi`` its min and max over the runs, scaled."""
+    columns = ("median", "min", "max") if multi else ("median",)
+    lines = [f"{head:<{label_width}}" + "".join(f"{column:>14}" for column in columns)]
+    for path, label, scale, decimals in metrics:
+        stats = summary.get(path)
+        if stats is not None:
+            lines.append(f"{label:<{label_width}}" + "".join(
+                f"{fmt_number(stats[column], scale, decimals):>14}" for column in columns))
+    return lines
+
+
+def calls_text(run: dict) -> str:
+    """'mmap 120, munmap 118 (2 failed)': the calls a run made, by op."""
+    return ", ".join(f"{name} {s['count']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
+                     for name, s in run["ops"].items() if s["count"]) or "none"
+
+
+def not_replayed_lines(run: dict) -> list[str]:
+    """The 'skipped' and 'changed' lines: trace calls a run left out or replayed differently."""
+    return [f"{prefix} " + ", ".join(f"{k} {v}" for k, v in sorted(run[key].items()))
+            for prefix, key in (("skipped", "skipped"), ("changed", "replayed_differently"))
+            if run[key]]
+
+
 def format_replay(result: dict) -> str:
     """The text summary ``mmreplay replay`` prints: one line per metric, median over runs."""
     config = result["config"]
@@ -170,32 +196,15 @@ def format_replay(result: dict) -> str:
     section = copies_section(result)
     copies = section["stages"][-1]["copies"] if section else None
     # With min and max: 72 columns.
-    head = f"{f'metric (sum of {copies} copies)' if copies else 'metric':<30}{'median':>14}"
-    if multi:
-        head += f"{'min':>14}{'max':>14}"
-    lines.append(head + ("" if multi else ""))
-    for path, label, scale, decimals in METRICS:
-        stats = summary.get(path)
-        if stats is None:
-            continue
-        line = f"{label:<30}{fmt_number(stats['median'], scale, decimals):>14}"
-        if multi:
-            line += (f"{fmt_number(stats['min'], scale, decimals):>14}"
-                     f"{fmt_number(stats['max'], scale, decimals):>14}")
-        lines.append(line)
+    lines += metric_lines(summary, METRICS, multi, 30,
+                          f"metric (sum of {copies} copies)" if copies else "metric")
     lines.append("")
     last = (done or runs)[-1]
-    ops = ", ".join(f"{name} {s['count']}" + (f" ({s['failed']} failed)" if s["failed"] else "")
-                    for name, s in last["ops"].items() if s["count"])
     counted = len(done or runs)
-    lines.append(f"calls   {ops or 'none'} ({counted} run{'s' if counted > 1 else ''})")
+    lines.append(f"calls   {calls_text(last)} ({counted} run{'s' if counted > 1 else ''})")
     lines.append(f"peak    {fmt_bytes(last['peak_live_bytes'])} live in the replay's mappings"
                  + (f" ({last.get('copies_finished')} copies together)" if copies else ""))
-    if last["skipped"]:
-        lines.append("skipped " + ", ".join(f"{k} {v}" for k, v in sorted(last["skipped"].items())))
-    if last["replayed_differently"]:
-        lines.append("changed " + ", ".join(f"{k} {v}" for k, v in
-                                            sorted(last["replayed_differently"].items())))
+    lines += not_replayed_lines(last)
     lines += wrap_ascii("figures ", figure_sources(last))
     unavailable = last.get("perf_unavailable") or {}
     if unavailable:
