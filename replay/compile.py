@@ -39,11 +39,11 @@ import pyarrow as pa
 from traces import MmreplayError
 from traces.format import column_np, op_names
 from traces.host import available_memory_bytes, hugetlb_page_sizes, vm_max_map_count
-from traces.liveset import LiveSet
+from traces.liveset import CALL_FIELDS, LiveSet, call_fields
 from traces.schema import (MADV, MAP, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE,
                            MAP_HUGE_SHIFT, MAP_SHARED, MM_OPS, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
                            OP_CODE, PMD_SIZE, PROT_READ, PROT_WRITE)
-from traces.summary import heap_sizes, page_round
+from traces.summary import heap_sizes
 from traces.units import fmt_bytes
 
 from .config import ReplayConfig
@@ -319,6 +319,14 @@ def _count(bucket: dict, reason: str, n: int = 1) -> None:
     bucket[reason] = bucket.get(reason, 0) + n
 
 
+def _unknown_range(pieces, call: str, skipped: dict) -> bool:
+    """Whether a ``call`` (munmap, madvise, mprotect, mremap) finds none of its range live: no
+    mapping the trace showed, so nothing to replay (counted as CALL_unknown_range)."""
+    if not pieces:
+        _count(skipped, f"{call}_unknown_range")
+    return not pieces
+
+
 def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | None = None,
                   stop_event: int | None = None) -> OpProgram:
     """Turn a validated trace table into an ``OpProgram`` for ``config``.
@@ -340,19 +348,13 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
         raise MmreplayError(f"replaying {mm_events} events needs about "
                             f"{fmt_bytes(mm_events * COMPILE_BYTES_PER_EVENT)} of memory to "
                             f"prepare, more than the {fmt_bytes(available)} available")
-    codes = op_names(table).tolist()
-    errno = column_np(table, "errno").tolist()
-    addr = column_np(table, "addr").tolist()
-    length = page_round(column_np(table, "length")).tolist()
-    new_addr = column_np(table, "new_addr").tolist()
-    new_length = page_round(column_np(table, "new_length")).tolist()
-    hint = column_np(table, "hint").tolist()
-    prot = column_np(table, "prot").tolist()
-    flags = column_np(table, "flags").tolist()
-    fd = column_np(table, "fd", -1).tolist()
-    advice = column_np(table, "advice").tolist()
+    calls = call_fields(table, names=CALL_FIELDS + ("errno", "hint"))
+    codes, errno, tids = calls["op"], calls["errno"], calls["tid"]
+    addr, length = calls["addr"], calls["length"]
+    new_addr, new_length = calls["new_addr"], calls["new_length"]
+    hint, prot, flags = calls["hint"], calls["prot"], calls["flags"]
+    fd, advice = calls["fd"], calls["advice"]
     file_offsets = []  # the offset column, read at the first file mmap (as a numpy array)
-    tids = column_np(table, "tid").tolist()
 
     out = _Emitter(config)
     huge_default, huge_supported = hugetlb_page_sizes()
@@ -534,8 +536,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 continue
             out.flush_pieces(live.overlapping(start, end), row, live)
             pieces = live.unmap(start, end)
-            if not pieces:
-                _count(skipped, "munmap_unknown_range")
+            if _unknown_range(pieces, "munmap", skipped):
                 continue
             if any(p.map_id == SKIPPED_FILE for p in pieces):
                 _count(skipped, "file_munmap")
@@ -563,8 +564,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             else:
                 old = {p.start: p.prot for p in live.isolate(start, end)}
                 pieces = live.protect(start, end, prot[row] & PROT_BITS)
-            if not pieces:
-                _count(skipped, f"{name}_unknown_range")
+            if _unknown_range(pieces, name, skipped):
                 continue
             if op == mprotect_c or advice[row] == MADV_GUARD_INSTALL:
                 out.forget_lockstep(pieces)
@@ -597,8 +597,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
             out.flush_pieces(live.overlapping(start, end), row, live)
             out.flush_pieces(live.overlapping(target, target + grown), row, live)
             pieces = live.isolate(start, end)
-            if not pieces:
-                _count(skipped, "mremap_unknown_range")
+            if _unknown_range(pieces, "mremap", skipped):
                 continue
             if any(p.map_id == SKIPPED_FILE for p in pieces):
                 _count(skipped, "file_mremap")
@@ -613,9 +612,7 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 span = None  # moving heap pages out would leave a hole in its reservation
             old_prot, anon = pieces[0].prot, pieces[0].anon
             kept_thp = thp_of.get(pieces[0].map_id)
-            # What the kept part's pages allow stays per page range; growth extends the last.
-            kept = [(p.start - start, p.length, p.prot) for p in pieces]
-            tail_prot = pieces[-1].prot
+            tail_prot = pieces[-1].prot  # what the growth's pages allow
             dont_unmap = bool(flags[row] & MREMAP_DONTUNMAP)
             if dont_unmap and target < end and start < target + grown:
                 # The old range stays: a new one over it is refused by the kernel (EINVAL).
@@ -623,13 +620,13 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                 continue
             if flags[row] & MREMAP_FIXED:
                 _count(notes, "mremap_fixed_relocated")
-            # Whatever else the trace's target range held was unmapped by the kernel.
-            displaced = [p for p in live.isolate(target, target + grown)
-                         if p.end <= start or p.start >= end]
-            for piece in displaced:
-                live.unmap(piece.start, piece.end)
-            out.unmap_pieces(displaced, row)
             new = out.new_id(grown, anon)
+            # The live set follows the call (a mapping the replay made itself moves with its
+            # pages' protections); whatever else the trace's target range held was unmapped by
+            # the kernel.
+            _, _, displaced = live.mremap(start, end, target, target + grown, flags[row], new,
+                                          keep_pieces=span is not None)
+            out.unmap_pieces(displaced, row)
             if kept_thp is not None:
                 thp_of[new] = kept_thp
             if span is None:
@@ -665,23 +662,10 @@ def compile_trace(table: pa.Table, config: ReplayConfig, max_live_bytes: int | N
                                remap_placement(config.policy, size, grown, remap_flags, anon)),
                          live_delta=grown - (0 if dont_unmap else size))
                 created = len(out.columns["code"]) - 1
-            if not dont_unmap:
-                live.unmap(start, end)
             if span is None:
-                live.map(target, target + grown, new, old_prot, anon)
                 out.defer_touch(tid, new, target, target + grown, old_prot, row, created)
-            else:
-                live.unmap(target, target + grown)
-                for offset, piece_length, piece_prot in kept:
-                    if offset < grown:
-                        live.map(target + offset, target + min(offset + piece_length, grown), new,
-                                 piece_prot, anon, map_offset=offset)
-                if grown > size:
-                    live.map(target + size, target + grown, new, tail_prot, anon,
-                             map_offset=size)
-                if touch_growth:
-                    out.defer_touch(tid, new, target + size, target + grown, tail_prot, row,
-                                    created)
+            elif touch_growth:
+                out.defer_touch(tid, new, target + size, target + grown, tail_prot, row, created)
 
         if len(live) > max_pieces:
             raise MmreplayError(

@@ -29,26 +29,38 @@ def page_round(length: np.ndarray) -> np.ndarray:
     return np.where(rounded < length, np.uint64(np.iinfo(np.uint64).max), rounded)
 
 
-def successful_calls(table, ops: tuple[str, ...] | None = None) -> tuple[np.ndarray, dict]:
-    """The rows of a validated trace's successful calls (of ``ops``, default every op) and their
-    fields as Python lists, quick to take one call at a time: op (code), addr, length and
-    new_length (rounded up to pages), new_addr, flags, fd (-1 where null), prot, advice (-1 where
-    null) and tid."""
+CALL_FIELDS = ("op", "addr", "length", "new_addr", "new_length", "flags", "fd", "prot", "advice",
+               "tid")
+_NULL_AS = {"fd": -1, "advice": -1}  # other fields read 0 where null
+
+
+def call_fields(table, rows: np.ndarray | None = None,
+                names: tuple[str, ...] = CALL_FIELDS) -> dict:
+    """Fields of a validated trace's calls (the rows ``rows``, default all) as Python lists, quick
+    to take one call at a time: op (code), addr, length and new_length (rounded up to pages),
+    new_addr, flags, fd (-1 where null), prot, advice (-1 where null) and tid, or ``names``
+    (any column: errno, hint...)."""
     from .format import column_np, op_names  # here, not above: the engine's guest has no pyarrow
 
-    codes = op_names(table)
+    calls = {}
+    for name in names:
+        values = op_names(table) if name == "op" else column_np(table, name, _NULL_AS.get(name, 0))
+        if rows is not None:
+            values = values[rows]
+        calls[name] = (page_round(values) if name in ("length", "new_length") else values).tolist()
+    return calls
+
+
+def successful_calls(table, ops: tuple[str, ...] | None = None) -> tuple[np.ndarray, dict]:
+    """The rows of a validated trace's successful calls (of ``ops``, default every op) and their
+    ``call_fields``."""
+    from .format import column_np, op_names
+
     ok = column_np(table, "errno") == 0
     if ops is not None:
-        ok &= np.isin(codes, [OP_CODE[name] for name in ops])
+        ok &= np.isin(op_names(table), [OP_CODE[name] for name in ops])
     rows = np.flatnonzero(ok)
-    calls = {"op": codes[rows].tolist()}
-    for name in ("addr", "new_addr", "flags", "prot", "tid"):
-        calls[name] = column_np(table, name)[rows].tolist()
-    for name in ("length", "new_length"):
-        calls[name] = page_round(column_np(table, name)[rows]).tolist()
-    for name in ("fd", "advice"):
-        calls[name] = column_np(table, name, -1)[rows].tolist()
-    return rows, calls
+    return rows, call_fields(table, rows)
 
 
 @dataclass
@@ -151,22 +163,36 @@ class LiveSet:
         return displaced
 
     def mremap(self, start: int, end: int, new_start: int, new_end: int, remap_flags: int,
-               map_id: int | None = None) -> tuple[list[Piece], list[Piece], list[Piece]]:
+               map_id: int | None = None, keep_pieces: bool = False
+               ) -> tuple[list[Piece], list[Piece], list[Piece]]:
         """A successful mremap of [start, end) to [new_start, new_end): the old range's pieces
         leave (unless MREMAP_DONTUNMAP) and the new range becomes one piece with the first old
         piece's prot and kind, under ``map_id`` (default: the first old piece's mapping id).
+        With ``keep_pieces`` (the replay's compiler, on an old range that is one mapping) the
+        moved part keeps the old pieces, each with its prot at its offset, as the kernel's VMAs
+        do, and growth takes the last piece's prot.
 
         With nothing live in the old range (a mapping from before the recording), the new range
         becomes an anonymous piece with prot 0 when ``map_id`` names it, and nothing happens when
         it does not (there is no mapping to follow). Returns (the old range's pieces before the
         call, the pieces removed, the pieces the new range displaced)."""
-        old = self.overlapping(start, end)
+        old = self.isolate(start, end) if keep_pieces else self.overlapping(start, end)
         if not old and map_id is None:
             return old, [], []
         first = old[0] if old else Piece(start, end, map_id, 0, 0, True)
+        map_id = first.map_id if map_id is None else map_id
         removed = [] if remap_flags & MREMAP_DONTUNMAP else self.unmap(start, end)
-        displaced = self.map(new_start, new_end, first.map_id if map_id is None else map_id,
-                             first.prot, first.anon)
+        if not (keep_pieces and old):
+            return old, removed, self.map(new_start, new_end, map_id, first.prot, first.anon)
+        displaced = self.unmap(new_start, new_end)
+        size, grown = end - start, new_end - new_start
+        for piece in old:
+            offset = piece.start - start
+            if offset < grown:
+                self.map(new_start + offset, new_start + min(offset + piece.length, grown), map_id,
+                         piece.prot, first.anon, map_offset=offset)
+        if grown > size:
+            self.map(new_start + size, new_end, map_id, old[-1].prot, first.anon, map_offset=size)
         return old, removed, displaced
 
     def protect(self, start: int, end: int, prot: int) -> list[Piece]:
