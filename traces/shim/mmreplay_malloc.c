@@ -607,19 +607,31 @@ static inline int failure(void *p, size_t size) {
     return errno ? errno : ENOMEM;
 }
 
+/* Record a call of the malloc family that returned ``p`` and leave its errno to the caller: a
+ * NULL answer is a failure unless ``asked`` is 0 (a request for nothing). */
+static inline void *recorded(uint8_t op, void *p, uint64_t size, uint64_t aux, size_t asked) {
+    int err = failure(p, asked);
+    record(op, ticks(), size, (uintptr_t)p, aux, err);
+    if (err) errno = err;
+    return p;
+}
+
+/* Make ``real`` usable, or return ``fallback`` from the calling function while the dynamic
+ * linker cannot give it yet (dlsym's own allocations, calls before the symbols are found). */
+#define REAL_OR_RETURN(real, fallback) \
+    do { \
+        if (UNLIKELY(!(real))) { \
+            resolve(); \
+            if (!(real)) return (fallback); \
+        } \
+    } while (0)
+
 /* ------------------------------------------------------------------------------------------ */
 /* The malloc family */
 
 EXPORT void *malloc(size_t size) {
-    if (UNLIKELY(!real_malloc)) {
-        resolve();
-        if (!real_malloc) return boot_alloc(size, 16);
-    }
-    void *p = real_malloc(size);
-    int err = failure(p, size);
-    record(OP_MALLOC, ticks(), size, (uintptr_t)p, 0, err);
-    if (err) errno = err;
-    return p;
+    REAL_OR_RETURN(real_malloc, boot_alloc(size, 16));
+    return recorded(OP_MALLOC, real_malloc(size), size, 0, size);
 }
 
 EXPORT void free(void *p) {
@@ -647,11 +659,8 @@ EXPORT void *calloc(size_t n, size_t size) {
             return p;
         }
     }
-    void *p = real_calloc(n, size);
-    int err = failure(p, total || requested == UINT64_MAX ? 1 : 0);
-    record(OP_CALLOC, ticks(), requested, (uintptr_t)p, 0, err);
-    if (err) errno = err;
-    return p;
+    return recorded(OP_CALLOC, real_calloc(n, size), requested, 0,
+                    total || requested == UINT64_MAX ? 1 : 0);
 }
 
 EXPORT void *realloc(void *old, size_t size) {
@@ -660,18 +669,8 @@ EXPORT void *realloc(void *old, size_t size) {
         if (p) memcpy(p, old, boot_size(old) < size ? boot_size(old) : size);
         return p;
     }
-    if (UNLIKELY(!real_realloc)) {
-        resolve();
-        if (!real_realloc) {
-            void *p = boot_alloc(size, 16);
-            return p;
-        }
-    }
-    void *p = real_realloc(old, size);
-    int err = failure(p, size);
-    record(OP_REALLOC, ticks(), size, (uintptr_t)p, (uintptr_t)old, err);
-    if (err) errno = err;
-    return p;
+    REAL_OR_RETURN(real_realloc, boot_alloc(size, 16));
+    return recorded(OP_REALLOC, real_realloc(old, size), size, (uintptr_t)old, size);
 }
 
 EXPORT void *reallocarray(void *old, size_t n, size_t size) {
@@ -682,17 +681,10 @@ EXPORT void *reallocarray(void *old, size_t n, size_t size) {
         return NULL;
     }
     if (UNLIKELY(is_boot(old))) return realloc(old, total);
-    if (UNLIKELY(!real_realloc)) {
-        resolve();
-        if (!real_realloc) return boot_alloc(total, 16);
-    }
+    REAL_OR_RETURN(real_realloc, boot_alloc(total, 16));
     /* glibc's reallocarray calls its realloc internally, not through the PLT: call realloc
      * ourselves so that the call is made, and recorded, exactly once. */
-    void *p = real_realloc(old, total);
-    int err = failure(p, total);
-    record(OP_REALLOCARRAY, ticks(), total, (uintptr_t)p, (uintptr_t)old, err);
-    if (err) errno = err;
-    return p;
+    return recorded(OP_REALLOCARRAY, real_realloc(old, total), total, (uintptr_t)old, total);
 }
 
 EXPORT int posix_memalign(void **out, size_t align, size_t size) {
@@ -711,51 +703,23 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size) {
 }
 
 EXPORT void *aligned_alloc(size_t align, size_t size) {
-    if (UNLIKELY(!real_aligned_alloc)) {
-        resolve();
-        if (!real_aligned_alloc) return boot_alloc(size, align);
-    }
-    void *p = real_aligned_alloc(align, size);
-    int err = failure(p, size);
-    record(OP_ALIGNED_ALLOC, ticks(), size, (uintptr_t)p, align, err);
-    if (err) errno = err;
-    return p;
+    REAL_OR_RETURN(real_aligned_alloc, boot_alloc(size, align));
+    return recorded(OP_ALIGNED_ALLOC, real_aligned_alloc(align, size), size, align, size);
 }
 
 EXPORT void *memalign(size_t align, size_t size) {
-    if (UNLIKELY(!real_memalign)) {
-        resolve();
-        if (!real_memalign) return boot_alloc(size, align);
-    }
-    void *p = real_memalign(align, size);
-    int err = failure(p, size);
-    record(OP_MEMALIGN, ticks(), size, (uintptr_t)p, align, err);
-    if (err) errno = err;
-    return p;
+    REAL_OR_RETURN(real_memalign, boot_alloc(size, align));
+    return recorded(OP_MEMALIGN, real_memalign(align, size), size, align, size);
 }
 
 EXPORT void *valloc(size_t size) {
-    if (UNLIKELY(!real_valloc)) {
-        resolve();
-        if (!real_valloc) return boot_alloc(size, 4096);
-    }
-    void *p = real_valloc(size);
-    int err = failure(p, size);
-    record(OP_VALLOC, ticks(), size, (uintptr_t)p, 0, err);
-    if (err) errno = err;
-    return p;
+    REAL_OR_RETURN(real_valloc, boot_alloc(size, 4096));
+    return recorded(OP_VALLOC, real_valloc(size), size, 0, size);
 }
 
 EXPORT void *pvalloc(size_t size) {
-    if (UNLIKELY(!real_pvalloc)) {
-        resolve();
-        if (!real_pvalloc) return boot_alloc(size, 4096);
-    }
-    void *p = real_pvalloc(size);
-    int err = failure(p, 1);
-    record(OP_PVALLOC, ticks(), size, (uintptr_t)p, 0, err);
-    if (err) errno = err;
-    return p;
+    REAL_OR_RETURN(real_pvalloc, boot_alloc(size, 4096));
+    return recorded(OP_PVALLOC, real_pvalloc(size), size, 0, 1);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -799,8 +763,12 @@ EXPORT int execv(const char *path, char *const argv[]) { return execve(path, arg
 
 EXPORT int execvp(const char *file, char *const argv[]) { return execvpe(file, argv, environ); }
 
-/* execl, execlp, execle: glibc calls its execve internally, so they are rebuilt here. */
+/* execl, execlp, execle: glibc calls its execve internally, so they are rebuilt here.
+ * COLLECT_ARGS starts ``ap`` after ``first`` and gathers the list up to its NULL into ``argv``,
+ * on the caller's stack; the caller ends ``ap``. */
 #define COLLECT_ARGS(first, ap, argv)                                   \
+    va_list ap;                                                          \
+    va_start(ap, first);                                                 \
     size_t argc_ = 1;                                                    \
     va_list count_;                                                      \
     va_copy(count_, ap);                                                 \
@@ -811,24 +779,18 @@ EXPORT int execvp(const char *file, char *const argv[]) { return execvpe(file, a
     for (size_t i_ = 1; i_ <= argc_; i_++) argv[i_] = va_arg(ap, char *);
 
 EXPORT int execl(const char *path, const char *arg, ...) {
-    va_list ap;
-    va_start(ap, arg);
     COLLECT_ARGS(arg, ap, argv);
     va_end(ap);
     return execve(path, argv, environ);
 }
 
 EXPORT int execlp(const char *file, const char *arg, ...) {
-    va_list ap;
-    va_start(ap, arg);
     COLLECT_ARGS(arg, ap, argv);
     va_end(ap);
     return execvpe(file, argv, environ);
 }
 
 EXPORT int execle(const char *path, const char *arg, ...) {
-    va_list ap;
-    va_start(ap, arg);
     COLLECT_ARGS(arg, ap, argv);
     char *const *envp = va_arg(ap, char *const *);
     va_end(ap);
