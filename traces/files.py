@@ -127,16 +127,18 @@ def is_stdout(path) -> bool:
 
 def _stdout(mode: str):
     if "b" not in mode:
-        return _Unclosed(sys.stdout)
+        return KeepOpen(sys.stdout)
     if sys.stdout.isatty():
         raise MmreplayError("-: will not write binary data to a terminal (redirect stdout to a "
                             "file or a pipe)")
     sys.stdout.flush()
-    return _Unclosed(sys.stdout.buffer)
+    return KeepOpen(sys.stdout.buffer)
 
 
-class _Unclosed:
-    """stdout for a writer that may close its file when done: flushed, never closed."""
+class KeepOpen:
+    """A file handed to a writer that may close it when done (pyarrow closes the file it writes
+    through): flushed, never closed, so that its owner can go on with it (stdout; a file
+    atomic_output has yet to sync and rename)."""
 
     def __init__(self, stream):
         self._stream = stream

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import MmreplayError
-from .files import atomic_output, check_writable
+from .files import KeepOpen, atomic_output, check_writable
 from .format import write_trace
 from .host import host_metadata
 from .signals import SignalNotes
@@ -334,35 +334,10 @@ def _keep(log: str, keep: Path) -> None:
             elif name.endswith(".xz"):
                 sink = lzma.LZMAFile(handle, "wb", preset=6)
             else:
-                sink = pa.CompressedOutputStream(pa.PythonFile(_KeepOpen(handle), mode="w"),
+                sink = pa.CompressedOutputStream(pa.PythonFile(KeepOpen(handle), mode="w"),
                                                  "zstd")
             with sink:
                 shutil.copyfileobj(source, sink, 1 << 20)
         return
     with atomic_output(keep) as handle, open(log, "rb") as source:
         shutil.copyfileobj(source, handle, 1 << 20)
-
-
-class _KeepOpen:
-    """A file proxy whose close() only flushes: pyarrow closes the file it writes through, but
-    atomic_output still has to sync and rename it."""
-
-    closed = False
-
-    def __init__(self, handle):
-        self.handle = handle
-
-    def write(self, data):
-        return self.handle.write(data)
-
-    def flush(self):
-        self.handle.flush()
-
-    def close(self):
-        self.handle.flush()
-
-    def writable(self):
-        return True
-
-    def tell(self):
-        return self.handle.tell()
