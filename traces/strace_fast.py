@@ -349,6 +349,26 @@ def _ends_unfinished(buf, p, e):
 
 
 @njit(cache=True, _nrt=False)
+def _sep_unum(buf, p, e):
+    """', ' then an unsigned number: (ok, value, end)."""
+    q = _sep(buf, p, e)
+    if q < 0:
+        return False, _U0, p
+    return _unum(buf, q, e)
+
+
+@njit(cache=True, _nrt=False)
+def _sep_expr(buf, p, e, cls, limit):
+    """', ' then a symbolic value of class ``cls`` (see _expr) no larger than ``limit``:
+    (ok, value, end)."""
+    q = _sep(buf, p, e)
+    if q < 0:
+        return False, _U0, p
+    ok, value, q = _expr(buf, q, e, cls)
+    return ok and value <= limit, value, q
+
+
+@njit(cache=True, _nrt=False)
 def _mm_args(buf, p, e, op, out, i):
     """The arguments of an mm call; returns the position after them or -1."""
     ok, addr, p = _addr(buf, p, e)
@@ -357,30 +377,21 @@ def _mm_args(buf, p, e, op, out, i):
     out[F_ADDR, i] = np.int64(addr)
     if op == BRK:
         return p
-    p = _sep(buf, p, e)
-    if p < 0:
-        return -1
-    ok, length, p = _unum(buf, p, e)
+    ok, length, p = _sep_unum(buf, p, e)
     if not ok:
         return -1
     out[F_LEN, i] = np.int64(length)
     if op == MUNMAP:
         return p
-    p = _sep(buf, p, e)
-    if p < 0:
-        return -1
     if op == MPROTECT or op == MMAP:
-        ok, prot, p = _expr(buf, p, e, np.int64(CLS_PROT))
-        if not ok or prot > np.uint64(I32_MAX):
+        ok, prot, p = _sep_expr(buf, p, e, np.int64(CLS_PROT), np.uint64(I32_MAX))
+        if not ok:
             return -1
         out[F_PROT, i] = np.int64(prot)
         if op == MPROTECT:
             return p
-        p = _sep(buf, p, e)
-        if p < 0:
-            return -1
-        ok, flags, p = _expr(buf, p, e, np.int64(CLS_MAP))
-        if not ok or flags > np.uint64(0xFFFFFFFF):
+        ok, flags, p = _sep_expr(buf, p, e, np.int64(CLS_MAP), np.uint64(0xFFFFFFFF))
+        if not ok:
             return -1
         out[F_FLAGS, i] = np.int64(np.int32(np.uint32(flags)))
         p = _sep(buf, p, e)
@@ -401,30 +412,24 @@ def _mm_args(buf, p, e, op, out, i):
                 return -1
             else:
                 out[F_FD, i] = np.int64(fd)
-        p = _sep(buf, q, e)
-        if p < 0:
-            return -1
-        ok, offset, p = _unum(buf, p, e)
+        ok, offset, p = _sep_unum(buf, q, e)
         if not ok or offset > np.uint64(0x7FFFFFFFFFFFFFFF):
             return -1
         out[F_OFFSET, i] = np.int64(offset)
         return p
     if op == MADVISE:
-        ok, advice, p = _expr(buf, p, e, np.int64(CLS_MADV))
-        if not ok or advice > np.uint64(I32_MAX):
+        ok, advice, p = _sep_expr(buf, p, e, np.int64(CLS_MADV), np.uint64(I32_MAX))
+        if not ok:
             return -1
         out[F_ADVICE, i] = np.int64(advice)
         return p
     # mremap: new length, flags, optional new address
-    ok, new_length, p = _unum(buf, p, e)
+    ok, new_length, p = _sep_unum(buf, p, e)
     if not ok:
         return -1
     out[F_NEW_LEN, i] = np.int64(new_length)
-    p = _sep(buf, p, e)
-    if p < 0:
-        return -1
-    ok, flags, p = _expr(buf, p, e, np.int64(CLS_MREMAP))
-    if not ok or flags > np.uint64(0xFFFFFFFF):
+    ok, flags, p = _sep_expr(buf, p, e, np.int64(CLS_MREMAP), np.uint64(0xFFFFFFFF))
+    if not ok:
         return -1
     out[F_FLAGS, i] = np.int64(np.int32(np.uint32(flags)))
     q = _sep(buf, p, e)
