@@ -725,21 +725,21 @@ EXPORT void *pvalloc(size_t size) {
 /* ------------------------------------------------------------------------------------------ */
 /* Process lifetime: exit, _exit, exec, fork */
 
-EXPORT void _exit(int status) {
+/* _exit and _Exit: write every buffer out, then end through the real function (``*real``, read
+ * once resolve() has run), or the raw syscall when there is none. */
+typedef __attribute__((noreturn)) void (*exit_function)(int);
+
+static __attribute__((noreturn)) void exit_through(exit_function *real, int status) {
     flush_all(1);
     resolve();
-    if (real__exit) real__exit(status);
+    if (*real) (*real)(status);
     syscall(SYS_exit_group, status);
     __builtin_unreachable();
 }
 
-EXPORT void _Exit(int status) {
-    flush_all(1);
-    resolve();
-    if (real__Exit) real__Exit(status);
-    syscall(SYS_exit_group, status);
-    __builtin_unreachable();
-}
+EXPORT void _exit(int status) { exit_through(&real__exit, status); }
+
+EXPORT void _Exit(int status) { exit_through(&real__Exit, status); }
 
 EXPORT int execve(const char *path, char *const argv[], char *const envp[]) {
     flush_all(0);
