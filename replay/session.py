@@ -15,9 +15,6 @@ from typing import Callable
 
 import numpy as np
 
-from traces.schema import MM_OPS, PMD_SIZE
-from traces.units import SIZE_BUCKETS
-
 from .config import ACCESS_CODE, TOUCH_CODE, ReplayConfig
 from .engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C_HEAP_MINFLT,
                      C_HEAP_TOUCH_BYTES, C_LIVE_BYTES,
@@ -32,7 +29,8 @@ from .probes import (FAULT_PERF_COUNTERS, HARDWARE_PERF_COUNTERS, PerfCounters, 
 from .cgroup import OwnCgroup
 from .collapse import collapse
 from .probes import read_rollup
-from .program import CLEANUP, ID_MAPPED, OP_MMAP, OP_MMAP_FIXED_IN, OpProgram, ENGINE_OP_NAMES
+from .program import OpProgram
+from .run_stats import alignment_by_size, large_mapping_alignment, op_stats, thread_stats
 
 MAX_CHUNK_OPS = 4096
 TARGET_CHUNKS = 100
@@ -102,48 +100,6 @@ def chunk_bounds(program: OpProgram, stop_op: int | None = None,
     if stop_op is None:
         bounds.add(program.ops)
     return sorted(bounds)
-
-
-def percentile_ns(values: np.ndarray, q: float) -> int | None:
-    return int(np.percentile(values, q)) if len(values) else None
-
-
-def op_stats(program: OpProgram, state: EngineState, ran: np.ndarray) -> dict:
-    """count, failed, p50_ns, p99_ns per trace op name over the trace's ops that ran (no cleanup).
-
-    ``ran`` marks the ops that were executed."""
-    from_trace = (program.trace_row != CLEANUP) & ran
-    err = state.err
-    stats = {}
-    for name in MM_OPS:
-        codes = [c for c, n in enumerate(ENGINE_OP_NAMES) if n == name]
-        chosen = np.isin(program.code, codes) & from_trace & (err >= 0)
-        latencies = state.latency[chosen & (err == 0)]
-        stats[name] = {"count": int(chosen.sum()), "failed": int((chosen & (err > 0)).sum()),
-                       "p50_ns": percentile_ns(latencies, 50), "p99_ns": percentile_ns(latencies, 99)}
-    return stats
-
-
-def large_mapping_alignment(program: OpProgram, state: EngineState, ran: np.ndarray) -> tuple[int, int]:
-    """(mappings >= 2 MiB the replay created with mmap, how many start 2 MiB-aligned)."""
-    created = program.map_id[ran & (program.code == OP_MMAP)]
-    created = created[(state.id_state[created] & ID_MAPPED) != 0]
-    large = created[program.id_length[created] >= PMD_SIZE]
-    return int(len(large)), int((state.base[large] % PMD_SIZE == 0).sum())
-
-
-def alignment_by_size(program: OpProgram, state: EngineState, ran: np.ndarray) -> dict:
-    """For each mmap size bucket of ``info``: mappings the replay created with mmap and how many
-    start on a 2 MiB boundary. The claim "512 KiB-1.5 MiB buffers got aligned" is checked here."""
-    created = program.map_id[ran & (program.code == OP_MMAP)]
-    created = created[(state.id_state[created] & ID_MAPPED) != 0]
-    lengths = program.id_length[created]
-    bounds = np.array([lower for _, lower in SIZE_BUCKETS[1:]], np.int64)
-    bucket = np.searchsorted(bounds, lengths, side="right")
-    aligned = state.base[created] % PMD_SIZE == 0
-    return {label: {"mappings": int((bucket == index).sum()),
-                    "pmd_aligned": int((aligned & (bucket == index)).sum())}
-            for index, (label, _) in enumerate(SIZE_BUCKETS)}
 
 
 def sample_layout(state: EngineState, pieces: np.ndarray, group: OwnCgroup | None = None) -> dict:
@@ -372,7 +328,7 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
         run["trace_wall_s"] = trace_wall_s
         run["speed_vs_recorded"] = recorded_duration_ns / 1e9 / trace_wall_s
     if threaded:
-        run["threads"] = mt.thread_stats(program, state, plan, executed, wait_by_thread)
+        run["threads"] = thread_stats(program, state, plan, executed, wait_by_thread)
         run["os_threads"] = plan.threads
         run["cross_thread_dependencies"] = plan.dependencies
         run["wait_s"] = sum(wait_by_thread) / 1e9

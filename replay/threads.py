@@ -30,11 +30,10 @@ from traces.liveset import LiveSet
 
 if TYPE_CHECKING:  # planning reads the trace; running a plan (inside a VM guest too) does not
     import pyarrow as pa
-from traces.schema import OPS
 
 from .config import MAX_OS_THREADS
 from .engine import N_COUNTERS, NOT_ADDITIVE, C_RNG
-from .program import (CLEANUP, OP_HEAP_FREE, OP_HEAP_GROW, OP_HEAP_RESERVE, OP_MADVISE, OP_MMAP,
+from .program import (OP_HEAP_FREE, OP_HEAP_GROW, OP_HEAP_RESERVE, OP_MADVISE, OP_MMAP,
                       OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP, OP_TOUCH, OpProgram)
 
 
@@ -249,56 +248,3 @@ def executed_mask(plan: ThreadPlan, progress: np.ndarray, program: OpProgram) ->
     for t, order_t in enumerate(plan.orders):
         done[order_t[: int(progress[t])]] = True
     return done
-
-
-def _group_percentiles(keys: np.ndarray, values: np.ndarray, qs=(50, 99)) -> dict:
-    """{key: (count, {q: percentile})} for each distinct key, in one sort (np.percentile's linear
-    interpolation, truncated to int like ``session.percentile_ns``)."""
-    if len(keys) == 0:
-        return {}
-    order = np.lexsort((values, keys))
-    keys, values = keys[order], values[order].astype(np.float64)
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    counts = np.diff(np.r_[starts, len(keys)])
-    found = {}
-    for q in qs:
-        position = (counts - 1) * (q / 100.0)
-        low = np.floor(position).astype(np.int64)
-        high = np.minimum(low + 1, counts - 1)
-        fraction = position - low
-        a, b = values[starts + low], values[starts + high]
-        found[q] = (a + (b - a) * fraction).astype(np.int64)
-    return {int(k): (int(n), {q: int(found[q][i]) for q in qs})
-            for i, (k, n) in enumerate(zip(keys[starts].tolist(), counts.tolist()))}
-
-
-def thread_stats(program: OpProgram, state, plan: ThreadPlan, ran_mask: np.ndarray,
-                 wait_ns: list) -> dict:
-    """{recorded tid: {ops: {op: {count, p50_ns, p99_ns}}, wait_s, os_thread}}.
-
-    Grouped by (tid, op) with one sort: a trace may hold a hundred thousand threads."""
-    from .program import ENGINE_OP_NAMES
-
-    names = tuple(dict.fromkeys(ENGINE_OP_NAMES))
-    name_of_code = np.array([names.index(n) for n in ENGINE_OP_NAMES], np.int64)
-    calls = np.isin(program.code, [c for c, n in enumerate(ENGINE_OP_NAMES) if n in OPS])
-    counted = np.flatnonzero(ran_mask & calls & (program.trace_row != CLEANUP) & (state.err >= 0))
-    tids = plan.tid_of_op[counted]
-    # One key per (tid, op name); tids are 32-bit in the format.
-    keys = (tids - np.int64(-(1 << 31))) * len(names) + name_of_code[program.code[counted]]
-    ok = state.err[counted] == 0
-    totals = _group_percentiles(keys, np.zeros(len(keys), np.int64), qs=())
-    timed = _group_percentiles(keys[ok], state.latency[counted][ok])
-    by_tid: dict = {}
-    for key, (count, _) in totals.items():
-        tid, name = divmod(key, len(names))
-        tid += -(1 << 31)
-        _, quantiles = timed.get(key, (0, {}))
-        by_tid.setdefault(tid, {})[names[name]] = {
-            "count": count, "p50_ns": quantiles.get(50), "p99_ns": quantiles.get(99)}
-    out = {}
-    for t, group in enumerate(plan.tids):
-        for tid in group:
-            out[str(tid)] = {"ops": by_tid.get(int(tid), {}), "wait_s": wait_ns[t] / 1e9,
-                             "os_thread": t}
-    return out
