@@ -41,7 +41,7 @@ POLICIES = ("kernel", "no-align", "align-ge-pmd", "align-pmd-multiple")
 def template() -> dict:
     """A real result: the bundled 4632 KiB trace replayed twice."""
     from replay.config import ReplayConfig
-    from replay.runs import replay_trace
+    from replay.execute import replay_trace
     from traces.bundled import bundled
 
     return replay_trace(str(bundled("buffers-4632k.arrow")), ReplayConfig(touch="first"), 2,

@@ -9,13 +9,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from traces import MmreplayError, read_trace
+from traces import MmreplayError
 
 from .config import CHOICES, Access, ReplayConfig, check_choice
-from .result import build_result
-from .runs import Prepared, resolve_trace
-from .copies import check_budget, measure
-from .session import Interrupt, catch_signals
+from .execute import run_prepared
+from .runs import prepare
 
 AXES = ("policy", "thp", "touch", "access", "files", "threads", "collapse")
 COMPARE_VERSION = 1
@@ -94,38 +92,16 @@ def compare_trace(trace_path: str | None, values: dict, repeat: int = 5,
         return _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
                                 warmup, perf_faults, kernels, vm_options, notify, pick, copies)
     axis, configs = configurations(values)
-    path = resolve_trace(trace_path)
-    table = read_trace(path, pick)
-    prepared = [Prepared(path, config, max_live_bytes, table=table, pick=pick)
-                for config in configs]
-    if copies:
-        check_budget(prepared, copies)
+    prepared = prepare(trace_path, configs, max_live_bytes, pick, copies=copies)
     position = run_position(len(configs), warmup + repeat, copies)
-    extra = {"interleaved": True, "warmup": warmup}
-    if kernels and kernels[0] != "host":
-        from .vm.run import guest_results, run_items
-
-        def on_progress(index, round_index, done, n=None):
-            if progress is not None and done == item_events[index]:
-                progress(*position(index, round_index, n))
-
-        item_events = [item.program.events for item in prepared]
-        output, interrupted = run_items(kernels[0], prepared, repeat, warmup, vm_options,
-                                        perf_faults, on_progress, notify, copies)
-        results = guest_results(prepared, output, repeat, argv, extra)
-    else:
-        interrupt = Interrupt()
-        on_run = None
-        if progress is not None:
-            def on_run(index, round_index, n):
-                progress(*position(index, round_index, n))
-        with catch_signals(interrupt):
-            measured = measure(prepared, repeat, warmup, interrupt, perf_faults, copies,
-                               on_run=on_run, notify=notify)
-        interrupted = interrupt.reason
-        results = [build_result(item.identity, item.config_info(repeat, copies), item_runs,
-                                item.program_info(), {**item.extra_info(), **extra, **added}, argv)
-                   for item, (item_runs, added) in zip(prepared, measured) if item_runs]
+    on_run = None
+    if progress is not None:
+        def on_run(index, round_index, n):
+            progress(*position(index, round_index, n))
+    results, interrupted = run_prepared(
+        prepared, repeat, warmup, argv, {"interleaved": True, "warmup": warmup},
+        kernels[0] if kernels and kernels[0] != "host" else None, vm_options, perf_faults,
+        copies, on_run=on_run, notify=notify)
     values_list = [str(getattr(c, axis)) for c in configs]
     return {"mmreplay_compare": COMPARE_VERSION, "axis": axis, "values": values_list,
             "labels": values_list[: len(results)], "repeat": repeat, "warmup": warmup,
@@ -158,7 +134,6 @@ def _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
                      perf_faults, kernels, vm_options, notify, pick=None, copies=None) -> dict:
     """--kernels host,IMAGE,...: one configuration, one column per kernel. A column whose guest
     fails is listed with its reason; the others are kept."""
-    from .vm.run import guest_results, run_items
     from .vm.runner import VmInterrupted
 
     axis, choices, fixed = split_axis(values)
@@ -168,11 +143,7 @@ def _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
     config = ReplayConfig(policy=fixed["policy"], thp=fixed["thp"], touch=fixed["touch"],
                           access=Access.parse(fixed["access"]), files=fixed["files"],
                           threads=fixed.get("threads", "1"))
-    path = resolve_trace(trace_path)
-    table = read_trace(path, pick)
-    prepared = Prepared(path, config, max_live_bytes, table=table, pick=pick)
-    if copies:
-        check_budget([prepared], copies)
+    [prepared] = prepare(trace_path, [config], max_live_bytes, pick, copies=copies)
     labels = kernel_labels(kernels)
     rounds = warmup + repeat
     position = run_position(1, rounds, copies)
@@ -181,39 +152,23 @@ def _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
     extra = {"interleaved": False, "warmup": warmup}
     results, shown, failed, interrupted = [], [], [], None
     for column, (label, kernel) in enumerate(zip(labels, kernels)):
-        def report(round_index, n=None, column=column):
+        def on_run(_item, round_index, n, column=column):
             if progress is not None:
                 progress(column * per_column + position(0, round_index, n)[0], total)
 
-        if kernel == "host":
-            interrupt = Interrupt()
-            with catch_signals(interrupt):
-                [(runs, added)] = measure([prepared], repeat, warmup, interrupt, perf_faults,
-                                          copies, on_run=lambda _item, round_index, n:
-                                          report(round_index, n), notify=notify)
-            interrupted = interrupt.reason
-            column_results = [build_result(prepared.identity,
-                                           prepared.config_info(repeat, copies), runs,
-                                           prepared.program_info(),
-                                           {**prepared.extra_info(), **extra, **added}, argv)
-                              ] if runs else []
-        else:
-            events = prepared.program.events
-
-            def on_progress(_item, round_index, done, n=None):
-                if done == events:
-                    report(round_index, n)
-            try:
-                output, interrupted = run_items(kernel, [prepared], repeat, warmup, vm_options,
-                                                perf_faults, on_progress, notify, copies)
-            except VmInterrupted as exc:
-                failed.append({"value": label, "reason": str(exc)})
-                interrupted = exc.reason
-                break
-            except MmreplayError as exc:  # this kernel's column only: the others are kept
-                failed.append({"value": label, "reason": " ".join(str(exc).split())})
-                continue
-            column_results = guest_results([prepared], output, repeat, argv, extra)
+        try:
+            column_results, interrupted = run_prepared(
+                [prepared], repeat, warmup, argv, extra, None if kernel == "host" else kernel,
+                vm_options, perf_faults, copies, on_run=on_run, notify=notify)
+        except VmInterrupted as exc:
+            failed.append({"value": label, "reason": str(exc)})
+            interrupted = exc.reason
+            break
+        except MmreplayError as exc:  # this kernel's column only: the others are kept
+            if kernel == "host":
+                raise
+            failed.append({"value": label, "reason": " ".join(str(exc).split())})
+            continue
         results += column_results
         shown += [label] * len(column_results)
         if interrupted:

@@ -1,10 +1,10 @@
-"""Replay a trace under one configuration, N times, and build its result document."""
+"""Set a replay up: read the trace, take its recommended settings, check the memory budget and
+compile it for one configuration (``Prepared``, ``prepare``). ``execute.py`` runs the items."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import pyarrow.compute as pc
 
@@ -15,8 +15,7 @@ from traces.host import meminfo_bytes
 from .compile import compile_trace
 from .config import Access, ReplayConfig
 from .policy import probe_kernel_alignment
-from .result import build_result, trace_identity
-from .session import Interrupt, catch_signals
+from .result import trace_identity
 
 
 def pc_max(column) -> int:
@@ -123,41 +122,18 @@ class Prepared:
                 "policy_emulation": self.alignment.emulation(self.config.policy)}
 
 
-def replay_trace(trace_path: str | None, config: ReplayConfig, repeat: int = 1,
-                 max_live_bytes: int | None = None,
-                 progress: Callable[..., None] | None = None,
-                 argv: list[str] | None = None, perf_faults: bool = False,
-                 pick: int | None = None, copies: list[int] | None = None,
-                 notify: Callable[[str], None] | None = None, warmup: int = 0,
-                 given: frozenset | None = None) -> dict:
-    """Replay a trace ``warmup`` times uncounted (the first run pays the JIT start-up and the
-    first touches of fresh memory), then ``repeat`` times; returns the result document (partial
-    if interrupted). ``given``: see ``Prepared``.
-
-    ``progress(run_index, events_done, events_total)`` is called between chunks (warm-up runs
-    have negative indices, -warmup .. -1); ``pick`` chooses among several traces in one mail
-    input. ``copies`` (copy counts, see copies.py) runs that many replays at once as separate
-    processes; progress then gets ``copies=N``, and ``notify(text)`` hears of a copy that ended
-    early.
-    """
-    from .copies import check_budget, measure
-
-    if repeat < 1 or warmup < 0:
-        raise MmreplayError("--repeat must be at least 1 and --warmup at least 0")
-    prepared = Prepared(trace_path, config, max_live_bytes, pick=pick, given=given)
+def prepare(trace_path, configs: list[ReplayConfig], max_live_bytes: int | None = None,
+            pick: int | None = None, given: frozenset | None = None,
+            stop_event: int | None = None, copies: list[int] | None = None) -> list[Prepared]:
+    """The trace read once and prepared for each configuration (see ``Prepared``); with
+    ``copies`` (the counts of --copies) the memory budget is checked for all copies at once.
+    ``execute.run_prepared`` runs the items; layout captures one."""
+    path = resolve_trace(trace_path)
+    table = read_trace(path, pick)
+    items = [Prepared(path, config, max_live_bytes, table=table, stop_event=stop_event,
+                      pick=pick, given=given) for config in configs]
     if copies:
-        check_budget([prepared], copies)
-    interrupt = Interrupt()
-    on_progress = None
-    if progress is not None:
-        def on_progress(_item, round_index, done, n):
-            if n is None:
-                progress(round_index - warmup, done, prepared.program.events)
-            else:
-                progress(round_index - warmup, done, prepared.program.events, copies=n)
-    with catch_signals(interrupt):
-        [(runs, extra)] = measure([prepared], repeat, warmup, interrupt, perf_faults, copies,
-                                  on_progress, notify=notify)
-    return build_result(prepared.identity, prepared.config_info(repeat, copies), runs,
-                        prepared.program_info(),
-                        {**prepared.extra_info(), "warmup": warmup, **extra}, argv)
+        from .copies import check_budget
+
+        check_budget(items, copies)
+    return items

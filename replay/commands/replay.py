@@ -74,7 +74,7 @@ def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, 
     from replay.config import Access, ReplayConfig
     from replay.copies import parse_counts
     from replay.report import format_replay
-    from replay.runs import replay_trace
+    from replay.execute import replay_trace
 
     check_outputs(output)
     if allocator is not None:
@@ -93,19 +93,11 @@ def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, 
             bar.update(done, total, f"{label}, {copies} cop{'y' if copies == 1 else 'ies'}"
                        if copies else label)
 
-        given = options_given(click.get_current_context())
-        if kernel is None:
-            result = replay_trace(trace, config, repeat, max_live,
-                                  progress=on_progress if bar else None, perf_faults=perf_faults,
-                                  pick=pick, copies=counts, notify=status_line,
-                                  argv=invoked_argv(), warmup=warmup, given=given)
-        else:
-            from replay.vm.run import replay_in_vm
-
-            result = replay_in_vm(trace, config, repeat, max_live, kernel, vm_options_,
-                                  progress=on_progress if bar else None, perf_faults=perf_faults,
-                                  notify=status_line, pick=pick, copies=counts,
-                                  argv=invoked_argv(), warmup=warmup, given=given)
+        result = replay_trace(trace, config, repeat, max_live,
+                              progress=on_progress if bar else None, perf_faults=perf_faults,
+                              pick=pick, copies=counts, notify=status_line, argv=invoked_argv(),
+                              warmup=warmup, given=options_given(click.get_current_context()),
+                              kernel=kernel, vm_options=vm_options_)
     _deliver(result, output, as_json, format_replay)
     exit_if_copies_failed([result])
 

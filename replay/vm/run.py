@@ -1,9 +1,10 @@
 """replay, compare and layout with ``--kernel``: the same prepared replay, run inside a guest.
 
 The trace is read, checked and compiled on the host exactly as for a native run
-(``runs.Prepared``); the guest runs those programs and the host builds the same result document
-from the runs it brings back, with the guest's own view of the machine as ``host`` (its kernel,
-its THP settings) and a ``vm`` section naming the image, the accelerator and the real machine.
+(``runs.prepare``; ``execute.run_prepared`` sends the items here); the guest runs those programs
+and the host builds the same result document from the runs it brings back, with the guest's own
+view of the machine as ``host`` (its kernel, its THP settings) and a ``vm`` section naming the
+image, the accelerator and the real machine.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Callable
 
 from traces.errors import MmreplayError
 
-from ..config import ReplayConfig
 from ..result import build_result
 from .image import KernelImage
 from .runner import VmOptions, run_guest
@@ -63,36 +63,6 @@ def run_items(kernel: KernelImage, items: list, repeat: int, warmup: int, option
     output = run_guest(kernel, items, job, options, _peak(items) * max(copies or [1]),
                        on_marker, notify)
     return output, output.document.get("interrupted")
-
-
-def replay_in_vm(trace_path, config: ReplayConfig, repeat: int, max_live_bytes, kernel: KernelImage,
-                 options: VmOptions, progress=None, argv=None, perf_faults: bool = False,
-                 notify=None, pick: int | None = None, copies: list[int] | None = None,
-                 warmup: int = 0, given: frozenset | None = None) -> dict:
-    """``replay --kernel``: the result document, as ``runs.replay_trace`` returns it."""
-    from ..copies import check_budget
-    from ..runs import Prepared
-
-    if repeat < 1:
-        raise MmreplayError("--repeat must be at least 1")
-    prepared = Prepared(trace_path, config, max_live_bytes, pick=pick, given=given)
-    if copies:
-        check_budget([prepared], copies)
-    on_progress = None
-    if progress is not None:
-        def on_progress(_item, round_index, done, n=None):
-            if n is None:
-                progress(round_index - warmup, done, prepared.program.events)
-            else:
-                progress(round_index - warmup, done, prepared.program.events, copies=n)
-    output, _ = run_items(kernel, [prepared], repeat, warmup, options, perf_faults, on_progress,
-                          notify, copies)
-    results = guest_results([prepared], output, repeat, argv)
-    if not results:
-        raise MmreplayError(f"the guest was interrupted ({output.document.get('interrupted')}) "
-                            "before a run finished")
-    results[0]["warmup"] = warmup
-    return results[0]
 
 
 def layout_in_vm(prepared, stop_op: int, kernel: KernelImage, options: VmOptions, notify=None):
