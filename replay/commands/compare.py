@@ -8,9 +8,9 @@ from traces.errors import MmreplayError
 
 from .common import (Progress, check_outputs, emit, exit_if_copies_failed, exit_if_interrupted,
                      invoked_argv, is_stdout, status_line)
-from .options import (SIZE, SIZE_UNITS, VM_OPTION_NAMES, copies_option, json_option,
-                      output_option, pick_option, progress_option, replay_help_sections,
-                      vm_options, vm_settings)
+from .options import (VM_OPTION_NAMES, copies_option, json_option, output_option,
+                      perf_faults_option, pick_option, progress_option, replay_help_sections,
+                      replay_options, threads_option, vm_options, vm_settings)
 
 
 HELP = """Replay TRACE under several configurations and print one A/B table.
@@ -38,36 +38,18 @@ Examples:
                short_help="Replay a trace under several configurations: an A/B table.")
 @click.argument("trace", required=False, type=click.Path(dir_okay=False))
 @pick_option
-@click.option("--policies", "policy", default=None,
-              help="Comma-separated placement policies (see 'Placement policies' above). "
-                   "[default: kernel,align-ge-pmd; kernel alone when another option varies "
-                   "or with --kernels]")
-@click.option("--thp", default="as-recorded", show_default=True,
-              help="THP mode or comma list: as-recorded, always, never (see 'THP' above).")
-@click.option("--touch", default="pages", show_default=True,
-              help="Touch model or comma list: none, first, pages, full.")
-@click.option("--access", default="none", show_default=True,
-              help="Access model or comma list: none, stream:N, random:K, lockstep:N.")
-@click.option("--files", default="anon", show_default=True, help="anon or skip (or both).")
-@click.option("--threads", default="1", show_default=True,
-              help="1, recorded or N (or a comma list).")
-@click.option("--collapse", default="none", show_default=True,
-              help="none, madvise or khugepaged:SECONDS (or a comma list): collapse into huge "
-                   "pages at the peak, reported apart from fault-time THP.")
+@replay_options(multi=True)
+@threads_option(multi=True)
 @click.option("--repeat", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="Runs per configuration (interleaved A B A B ...).")
 @click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100),
               help="Uncounted rounds before the measured ones.")
-@click.option("--max-live", type=SIZE, default=None, help="Memory budget (default: half of "
-              f"MemAvailable); {SIZE_UNITS}.")
 @output_option("Write every result (each configuration's runs) as JSON to FILE")
 @json_option("every result")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text",
               show_default=True, help="The table: plain ASCII <= 72 columns, ready for a mail "
                                       "reply, or markdown.")
-@click.option("--perf-faults", is_flag=True,
-              help="Also count page faults with a perf_event_open software counter (~3% slower "
-                   "faults).")
+@perf_faults_option
 @copies_option
 @progress_option
 @click.option("--kernels", default=None, metavar="host,IMAGE,...",

@@ -28,7 +28,9 @@ SIZE = SizeType()
 
 
 def replay_options(multi: bool = False):
-    """--policy/--thp/--touch/--access/--files; with ``multi`` each takes a comma list (compare)."""
+    """--policy/--thp/--touch/--access/--files/--collapse/--max-live; with ``multi`` (compare)
+    --policies and each of the others takes a comma list, and --policies has no fixed default
+    (``replay.compare.DEFAULT_POLICIES``)."""
     from replay.config import FILE_MODES, THP_MODES, TOUCH_MODES
     from replay.policy import POLICIES
 
@@ -37,12 +39,15 @@ def replay_options(multi: bool = False):
 
     plural = "Comma-separated list; " if multi else ""
     options = [
-        click.option("--policy" + ("s" if multi else ""), "policy",
-                     default="kernel", show_default=True, type=choice(POLICIES),
+        click.option("--policies" if multi else "--policy", "policy",
+                     default=None if multi else "kernel", show_default=not multi,
+                     type=choice(POLICIES),
                      help=f"{plural}placement rule of which kernel for anonymous mappings "
                           "(see 'Placement policies' above), emulated with this kernel's own "
                           "search (and MAP_STACK as a no-op under no-align); VMA merging and THP "
-                          "stay this kernel's (docs/real-kernels.md)."),
+                          "stay this kernel's (docs/real-kernels.md)."
+                          + ("  [default: kernel,align-ge-pmd; kernel alone when another option "
+                             "varies or with --kernels]" if multi else "")),
         click.option("--thp", default="as-recorded", show_default=True, type=choice(THP_MODES),
                      help=f"{plural}as-recorded, always or never (see 'THP' above)."),
         click.option("--touch", default="pages", show_default=True, type=choice(TOUCH_MODES),
@@ -73,6 +78,22 @@ def replay_options(multi: bool = False):
         return func
 
     return decorate
+
+
+def threads_option(multi: bool = False):
+    """--threads: how the recorded threads run (replay); with ``multi`` a comma list (compare)."""
+    return click.option("--threads", default="1", show_default=True,
+                        help="1 (serial), recorded (one OS thread per recorded thread, at most "
+                             "64) or N threads (1 to 64)" + (", or a comma list." if multi
+                                                               else "."))
+
+
+def perf_faults_option(func):
+    """--perf-faults (replay, compare)."""
+    return click.option("--perf-faults", is_flag=True,
+                        help="Also count page faults with a perf_event_open software counter (it "
+                             "slows each fault by ~3%; minor faults from getrusage are always "
+                             "reported).")(func)
 
 
 def pick_option(func):

@@ -7,8 +7,8 @@ import click
 from .common import (Progress, check_outputs, emit, exit_if_copies_failed, exit_if_interrupted,
                      invoked_argv, is_stdout, status_line)
 from .options import (VM_OPTION_NAMES, copies_option, json_option, options_given, output_option,
-                      pick_option, progress_option, replay_help_sections, replay_options,
-                      vm_options, vm_settings)
+                      perf_faults_option, pick_option, progress_option, replay_help_sections,
+                      replay_options, threads_option, vm_options, vm_settings)
 
 
 HELP = """Replay TRACE natively (default: the bundled BERT inference trace) and measure page
@@ -45,16 +45,12 @@ Examples:
 @click.option("--warmup", default=1, show_default=True, type=click.IntRange(0, 100),
               help="Uncounted runs first (the first run pays the JIT start-up and the first "
                    "touches of fresh memory), as compare does.")
-@click.option("--threads", default="1", show_default=True,
-              help="1 (serial), recorded (one OS thread per recorded thread, at most 64) or N "
-                   "threads (1 to 64).")
+@threads_option()
 @click.option("--order", default="deps", show_default=True, type=click.Choice(["deps", "strict"]),
               help="With threads: wait only on real dependencies, or keep the global order.")
 @output_option("Write the full result (every run, host, command) as JSON to FILE")
 @json_option("the full result")
-@click.option("--perf-faults", is_flag=True,
-              help="Also count page faults with a perf_event_open software counter (it slows "
-                   "each fault by ~3%; minor faults from getrusage are always reported).")
+@perf_faults_option
 @click.option("--allocator", metavar="NAME|PATH.so",
               help="Replay the trace's allocation calls (record --malloc) through an allocator: "
                    "glibc, jemalloc, mimalloc, tcmalloc (Debian's libjemalloc2, libmimalloc2.0, "
