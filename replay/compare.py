@@ -136,6 +136,8 @@ def _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
     fails is listed with its reason; the others are kept."""
     from .vm.runner import VmInterrupted
 
+    if values.get("policy") is None:
+        values = {**values, "policy": "kernel"}  # not DEFAULT_POLICIES: kernels are the axis
     axis, choices, fixed = split_axis(values)
     if axis is not None:
         raise MmreplayError(f"compare varies one option at a time; several values were given "
@@ -177,3 +179,10 @@ def _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
             "labels": shown, "repeat": repeat, "warmup": warmup, "interleaved": False,
             "interrupted": interrupted, "results": results, "failed": failed,
             **({"copies": copies} if copies else {})}
+
+
+def require_results(document: dict) -> None:
+    """Refuse a compare document in which no column has a result (each failure named)."""
+    if not document["results"]:
+        raise MmreplayError("no column has a result: " + "; ".join(
+            f"{f['value']}: {f['reason']}" for f in document["failed"]))

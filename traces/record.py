@@ -107,6 +107,43 @@ class Recording:
     interrupted: bool
     ops: dict       # op name -> rows of the trace
 
+    def notes(self, pid: int | None = None) -> list[str]:
+        """What ``mmreplay record`` says on stderr about the recording (``pid``: --pid)."""
+        from .units import plural
+
+        meta, report = self.metadata, self.report
+        ops = ", ".join(f"{op} {n}" for op, n in self.ops.items()) or "no calls"
+        if pid is not None:
+            ended = f"attached to pid {pid} for {meta['wall_time_s']:.1f} s"
+        elif meta.get("signal"):
+            ended = f"command killed by {meta['signal']}"
+        else:
+            ended = f"command exit status {meta.get('exit_status')}"
+        notes = [f"recorded {self.events} events ({ops}) in {meta['wall_time_s']:.2f} s, "
+                 f"{plural(report['threads'], 'thread')}; {ended}; strace mode "
+                 f"{meta['strace_mode']}" + ("; interrupted" if self.interrupted else "")]
+        allocations = meta.get("malloc")
+        if allocations:
+            included = allocations["included"]
+            others = allocations["not_included"]
+            notes.append(
+                f"allocation calls: {included['calls']} recorded in pid {included['pid']} "
+                f"({included['exe']})"
+                + (f"; {sum(i['calls'] for i in others)} in {len(others)} other process "
+                   "image(s) not included" if others else "")
+                + (f"; {included['unrecorded_nested_calls']} made inside the recorder (a "
+                   "signal handler) not recorded" if included["unrecorded_nested_calls"] else ""))
+            if allocations["records_lost"]:
+                notes.append("warning: the allocation recorder could not write everything (a "
+                             "full disk?): the allocation level of this trace is incomplete")
+        unparsed = report["unparsed"]["count"]
+        unknown = report["unknown_results"]["count"]
+        if unparsed or unknown:
+            notes.append(f"note: {unparsed} log lines not understood, {unknown} calls with "
+                         "unknown result (see `mmreplay info --json` under metadata.import)")
+        notes.append(f"wrote {self.output}")
+        return notes
+
 
 def _resolve_command(argv: Sequence[str]) -> None:
     program = argv[0]

@@ -41,16 +41,18 @@ class Progress:
             work(progress=bar.update)
     """
 
-    def __init__(self, enabled: bool | None, label: str):
+    def __init__(self, enabled: bool | None, label: str, min_total: int = 0):
         self.enabled = sys.stderr.isatty() if enabled is None else bool(enabled)
+        self.asked = enabled is True
         self.label = label
+        self.min_total = min_total  # smaller jobs get a bar only when --progress asks for one
         self.bar = None
 
     def __bool__(self) -> bool:
         return self.enabled
 
     def update(self, done: int, total: int, label: str | None = None) -> None:
-        if not self.enabled:
+        if not self.enabled or (total < self.min_total and not self.asked):
             return
         label = label or self.label
         if self.bar is not None and self.bar.label != label:
@@ -63,6 +65,17 @@ class Progress:
         step = int(done) - self.bar.pos
         if step > 0:
             self.bar.update(step)
+
+    def runs(self, repeat: int):
+        """A ``progress(run, done, total, copies=None)`` for replays: one bar per run (warm-up
+        runs have negative numbers), and per copy count of --copies."""
+        def update(run: int, done: int, total: int, copies: int | None = None) -> None:
+            label = ("warming up" if run < 0 else
+                     f"replaying run {run + 1} of {repeat}" if repeat > 1 else self.label)
+            self.update(done, total, f"{label}, {copies} cop{'y' if copies == 1 else 'ies'}"
+                        if copies else label)
+
+        return update if self.enabled else None
 
     def finish(self) -> None:
         if self.bar is not None:
@@ -103,6 +116,30 @@ def exit_if_interrupted(reason: str | None) -> None:
     code = interrupt_exit_code(reason)
     if code:
         sys.exit(code)
+
+
+def deliver(document: dict, output, as_json: bool, text) -> None:
+    """A result or compare document: written to ``output`` (-o) when given, then printed as
+    JSON (--json, unless -o is stdout) or as ``text()``."""
+    save(document, output)
+    show(document, output, as_json, text)
+
+
+def save(document: dict, output) -> None:
+    from replay.result import write_result
+
+    if output:
+        write_result(document, output)
+
+
+def show(document: dict, output, as_json: bool, text) -> None:
+    from replay.result import result_json
+
+    if as_json:
+        if not is_stdout(output):
+            emit(result_json(document))
+    else:
+        emit(text(), None, output)
 
 
 def exit_if_copies_failed(results: list[dict]) -> None:

@@ -6,11 +6,11 @@ import click
 
 from traces.errors import MmreplayError
 
-from .common import (Progress, check_outputs, emit, exit_if_copies_failed, exit_if_interrupted,
-                     invoked_argv, is_stdout, status_line)
-from .options import (VM_OPTION_NAMES, copies_option, json_option, output_option,
-                      perf_faults_option, pick_option, progress_option, replay_help_sections,
-                      replay_options, threads_option, vm_options, vm_settings)
+from .common import (Progress, check_outputs, exit_if_copies_failed, exit_if_interrupted,
+                     invoked_argv, save, show, status_line)
+from .options import (copies_option, json_option, output_option, perf_faults_option, pick_option,
+                      progress_option, replay_help_sections, replay_options, threads_option,
+                      vm_options, vm_settings)
 
 
 HELP = """Replay TRACE under several configurations and print one A/B table.
@@ -58,68 +58,33 @@ Examples:
                    "of that column's runs. The other options take one value each.")
 @vm_options("Run every configuration inside this kernel, booted in one QEMU guest with "
             "virtme-ng: a bzImage/vmlinuz file or a built kernel tree.")
-def command(trace, pick, policy, thp, touch, access, files, threads, collapse, repeat, warmup,
-            max_live, output, as_json, fmt, perf_faults, copies, progress, kernels, **vm):
-    from replay.compare import compare_trace
-    from replay.vm.image import resolve_kernels
+def command(trace, pick, repeat, warmup, max_live, output, as_json, fmt, perf_faults, copies,
+            progress, kernels, **options):
+    from replay.compare import compare_trace, require_results
+    from replay.compare_report import compare_text
     from replay.copies import parse_counts
-    from replay.copies_report import copies_notes, scalability_lines, scalability_markdown
-    from replay.report import comparison_table
-    from replay.result import command_line, finished_runs, result_json, write_result
+    from replay.result import command_line
+    from replay.vm.image import resolve_kernels
 
     check_outputs(output)
     counts = parse_counts(copies)
-    kernel_list = resolve_kernels(kernels, vm.get("kernel"))
-    if not kernel_list and (vm["guest_sysfs"] or vm["vm_append"]):
+    kernel_list = resolve_kernels(kernels, options["kernel"])
+    if not kernel_list and (options["guest_sysfs"] or options["vm_append"]):
         raise MmreplayError("--guest-sysfs and --vm-append apply to a guest: give --kernel or "
                             "--kernels too")
     # The images are in kernel_list (checked there): one guest per --kernels entry.
-    _, vm_options_ = vm_settings({**{name: vm[name] for name in VM_OPTION_NAMES}, "kernel": None},
-                                 guest=bool(kernel_list))
-    if policy is None and len(kernel_list) > 1:
-        policy = "kernel"  # else compare's default (replay/compare.py, DEFAULT_POLICIES)
-    values = {"policy": policy, "thp": thp, "touch": touch, "access": access, "files": files,
-              "threads": threads, "collapse": collapse}
+    _, vm_options_ = vm_settings({**options, "kernel": None}, guest=bool(kernel_list))
+    values = {name: options[name] for name in ("policy", "thp", "touch", "access", "files",
+                                               "threads", "collapse")}
     with Progress(progress, "replaying") as bar:
         document = compare_trace(trace, values, repeat, max_live,
                                  progress=bar.update if bar else None, warmup=warmup,
                                  perf_faults=perf_faults, pick=pick, kernels=kernel_list,
                                  vm_options=vm_options_, notify=status_line, copies=counts,
                                  argv=invoked_argv())
-    if output:
-        write_result(document, output)
-    results = document["results"]
-    if not results:
-        raise MmreplayError("no column has a result: " + "; ".join(
-            f"{f['value']}: {f['reason']}" for f in document["failed"]))
-    if as_json:
-        if not is_stdout(output):
-            emit(result_json(document))
-    elif not results:
-        emit(f"INTERRUPTED ({document['interrupted']}) before the first run: nothing to "
-             "compare\n", None, output)
-    else:
-        labels = document["labels"]
-        title = f"mmreplay compare: {document['axis']} on {results[0]['trace']['name']}"
-        notes = [f"FAILED {failed['value']}: {failed['reason']}" for failed in document["failed"]]
-        if document["axis"] == "kernel":
-            notes.append("Each kernel's runs ran one kernel after the other (a guest per image), "
-                         "not interleaved.")
-        notes += copies_notes(results, labels)
-        if document["interrupted"]:
-            counts = ", ".join(f"{value} {len(finished_runs(result))}"
-                               for value, result in zip(labels, results))
-            notes.append(f"INTERRUPTED ({document['interrupted']}): runs finished of "
-                         f"{document['repeat']} per column: {counts or 'none'}")
-        for value, result in zip(labels, results):
-            emulation = result.get("policy_emulation") or {}
-            if not emulation.get("emulated", True):
-                notes.append(f"WARNING: {value} is not exact here: {emulation.get('why')}")
-        text = comparison_table(results, labels, fmt, [command_line(invoked_argv())], title, notes)
-        scaling = (scalability_markdown(results, labels) if fmt == "markdown"
-                   else scalability_lines(results, labels))
-        if scaling:
-            text += "\n" + "\n".join(scaling) + "\n"
-        emit(text, None, output)
+    save(document, output)
+    require_results(document)
+    show(document, output, as_json,
+         lambda: compare_text(document, fmt, command_line(invoked_argv())))
     exit_if_interrupted(document["interrupted"])
-    exit_if_copies_failed(results)
+    exit_if_copies_failed(document["results"])

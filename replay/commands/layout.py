@@ -9,7 +9,7 @@ import click
 from traces.text import escape
 
 from .common import Progress, check_outputs, emit
-from .options import (VM_OPTION_NAMES, json_option, output_option, pick_option, progress_option,
+from .options import (json_option, output_option, pick_option, progress_option, replay_config,
                       replay_help_sections, replay_options, vm_options, vm_settings)
 
 
@@ -52,9 +52,7 @@ Examples:
 @progress_option
 @vm_options("Draw the layout inside this kernel, booted in a QEMU guest with virtme-ng: a "
             "bzImage/vmlinuz file or a built kernel tree.")
-def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, at, width, png,
-            as_json, output, progress, **vm):
-    from replay.config import Access, ReplayConfig
+def command(trace, pick, max_live, at, width, png, as_json, output, progress, **options):
     from replay.layout import capture_layout, parse_at
     from replay.layout_text import MAX_WIDTH, MIN_WIDTH, render_ascii
     from traces import MmreplayError
@@ -64,7 +62,7 @@ def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, 
         raise MmreplayError(f"--width {escape(width, 40)}: the picture needs {MIN_WIDTH} to "
                             f"{MAX_WIDTH} columns")
     check_outputs(output, png)
-    kernel, vm_options_ = vm_settings({name: vm[name] for name in VM_OPTION_NAMES})
+    kernel, vm_options_ = vm_settings(options)
     in_guest = None
     if kernel is not None:
         from replay.vm.run import layout_in_vm
@@ -76,8 +74,7 @@ def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, 
     if png:
         from replay.pictures import require_matplotlib
         require_matplotlib()
-    config = ReplayConfig(policy=policy, thp=thp, touch=touch, access=Access.parse(access),
-                          files=files, collapse=collapse)
+    config = replay_config(options)
     with Progress(progress, "replaying") as bar:
         layout = capture_layout(trace, config, at, max_live, progress=bar.update if bar else None,
                                 pick=pick, in_guest=in_guest)

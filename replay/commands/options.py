@@ -80,6 +80,17 @@ def replay_options(multi: bool = False):
     return decorate
 
 
+def replay_config(values: dict):
+    """The ``ReplayConfig`` of the replay options in ``values`` (a command's parameters; other
+    keys are left out)."""
+    from dataclasses import fields
+
+    from replay.config import Access, ReplayConfig
+
+    given = {f.name: values[f.name] for f in fields(ReplayConfig) if f.name in values}
+    return ReplayConfig(**{**given, "access": Access.parse(given["access"])})
+
+
 def threads_option(multi: bool = False):
     """--threads: how the recorded threads run (replay); with ``multi`` a comma list (compare)."""
     return click.option("--threads", default="1", show_default=True,
@@ -101,6 +112,15 @@ def pick_option(func):
     return click.option("--pick", type=click.IntRange(min=1), metavar="N", default=None,
                         help="When TRACE is a mail, an mbox or a text holding several traces, "
                              "use the Nth (mmreplay lists them when this is missing).")(func)
+
+
+def trace_in_one_out(output_help: str):
+    """TRACE, --pick and -o/--output: a command that reads one trace (a file, a mail, an mbox)
+    and writes one thing (share, slice)."""
+    def decorate(func):
+        return click.argument("trace", type=str)(pick_option(output_option(output_help)(func)))
+
+    return decorate
 
 
 def replay_help_sections() -> str:

@@ -54,7 +54,6 @@ def command(argv: tuple[str, ...], output: str | None, strace_path: str | None,
     """
     from traces import MmreplayError
     from traces.record import record
-    from traces.units import plural
 
     args = list(argv)
     if args and args[0].startswith("-") and args[0] != "--":
@@ -72,46 +71,12 @@ def command(argv: tuple[str, ...], output: str | None, strace_path: str | None,
         output = f"pid-{pid}.arrow" if pid is not None and not args else (
             f"{Path(args[0]).name}.arrow" if args else "trace.arrow")
 
-    with Progress(progress, "importing the strace log") as bar:
-        def on_import(done: int, log_bytes: int) -> None:
-            # smaller logs import in about a second: a bar only when asked for
-            if progress or log_bytes >= PROGRESS_MIN_BYTES:
-                bar.update(done, log_bytes)
-
+    # smaller logs import in about a second: a bar only when --progress asks for one
+    with Progress(progress, "importing the strace log", PROGRESS_MIN_BYTES) as bar:
         recording = record(args, output, strace=strace_path, keep_log=keep_log, seccomp=seccomp,
-                           pid=pid, duration_s=duration_s, progress=on_import if bar else None,
+                           pid=pid, duration_s=duration_s, progress=bar.update if bar else None,
                            malloc=malloc)
-    meta = recording.metadata
-    report = recording.report
-    ops = ", ".join(f"{op} {n}" for op, n in recording.ops.items()) or "no calls"
-    if pid is not None:
-        ended = f"attached to pid {pid} for {meta['wall_time_s']:.1f} s"
-    elif meta.get("signal"):
-        ended = f"command killed by {meta['signal']}"
-    else:
-        ended = f"command exit status {meta.get('exit_status')}"
-    click.echo(f"recorded {recording.events} events ({ops}) in {meta['wall_time_s']:.2f} s, "
-               f"{plural(report['threads'], 'thread')}; {ended}; strace mode {meta['strace_mode']}"
-               + ("; interrupted" if recording.interrupted else ""), err=True)
-    allocations = meta.get("malloc")
-    if allocations:
-        included = allocations["included"]
-        others = allocations["not_included"]
-        click.echo(f"allocation calls: {included['calls']} recorded in pid {included['pid']} "
-                   f"({included['exe']})"
-                   + (f"; {sum(i['calls'] for i in others)} in {len(others)} other process "
-                      "image(s) not included" if others else "")
-                   + (f"; {included['unrecorded_nested_calls']} made inside the recorder (a "
-                      "signal handler) not recorded" if included["unrecorded_nested_calls"] else ""),
-                   err=True)
-        if allocations["records_lost"]:
-            click.echo("warning: the allocation recorder could not write everything (a full "
-                       "disk?): the allocation level of this trace is incomplete", err=True)
-    unparsed = report["unparsed"]["count"]
-    unknown = report["unknown_results"]["count"]
-    if unparsed or unknown:
-        click.echo(f"note: {unparsed} log lines not understood, {unknown} calls with unknown "
-                   "result (see `mmreplay info --json` under metadata.import)", err=True)
-    click.echo(f"wrote {recording.output}", err=True)
+    for note in recording.notes(pid):
+        click.echo(note, err=True)
     if recording.exit_code:
         click.get_current_context().exit(recording.exit_code)

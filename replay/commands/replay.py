@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from .common import (Progress, check_outputs, emit, exit_if_copies_failed, exit_if_interrupted,
-                     invoked_argv, is_stdout, status_line)
+from .common import (Progress, check_outputs, deliver, exit_if_copies_failed, exit_if_interrupted,
+                     invoked_argv, status_line)
 from .options import (VM_OPTION_NAMES, copies_option, json_option, options_given, output_option,
-                      perf_faults_option, pick_option, progress_option, replay_help_sections,
-                      replay_options, threads_option, vm_options, vm_settings)
+                      perf_faults_option, pick_option, progress_option, replay_config,
+                      replay_help_sections, replay_options, threads_option, vm_options,
+                      vm_settings)
 
 
 HELP = """Replay TRACE natively (default: the bundled BERT inference trace) and measure page
@@ -64,35 +65,26 @@ Examples:
 @copies_option
 @progress_option
 @vm_options()
-def command(trace, pick, policy, thp, touch, access, files, collapse, max_live, repeat, warmup,
-            threads, order, output, as_json, perf_faults, allocator, tunables, mm_trace, copies,
-            progress, **vm):
-    from replay.config import Access, ReplayConfig
+def command(trace, pick, max_live, repeat, warmup, output, as_json, perf_faults, allocator,
+            tunables, mm_trace, copies, progress, **options):
     from replay.copies import parse_counts
-    from replay.report import format_replay
     from replay.execute import replay_trace
+    from replay.report import format_replay
 
     check_outputs(output)
     if allocator is not None:
-        return _replay_allocations(trace, pick, touch, max_live, repeat, output, as_json,
-                                   allocator, tunables, mm_trace, progress)
+        return _replay_allocations(trace, pick, options["touch"], max_live, repeat, output,
+                                   as_json, allocator, tunables, mm_trace, progress)
     if tunables or mm_trace:
         raise click.UsageError("--tunable and --mm-trace go with --allocator")
     counts = parse_counts(copies)
-    kernel, vm_options_ = vm_settings({name: vm[name] for name in VM_OPTION_NAMES})
-    config = ReplayConfig(policy=policy, thp=thp, touch=touch, access=Access.parse(access),
-                          files=files, threads=threads, order=order, collapse=collapse)
+    kernel, vm_options_ = vm_settings(options)
+    config = replay_config(options)
     with Progress(progress, "replaying") as bar:
-        def on_progress(run, done, total, copies=None):
-            label = ("warming up" if run < 0 else
-                     f"replaying run {run + 1} of {repeat}" if repeat > 1 else "replaying")
-            bar.update(done, total, f"{label}, {copies} cop{'y' if copies == 1 else 'ies'}"
-                       if copies else label)
-
-        result = replay_trace(trace, config, repeat, max_live,
-                              progress=on_progress if bar else None, perf_faults=perf_faults,
-                              pick=pick, copies=counts, notify=status_line, argv=invoked_argv(),
-                              warmup=warmup, given=options_given(click.get_current_context()),
+        result = replay_trace(trace, config, repeat, max_live, progress=bar.runs(repeat),
+                              perf_faults=perf_faults, pick=pick, copies=counts,
+                              notify=status_line, argv=invoked_argv(), warmup=warmup,
+                              given=options_given(click.get_current_context()),
                               kernel=kernel, vm_options=vm_options_)
     _deliver(result, output, as_json, format_replay)
     exit_if_copies_failed([result])
@@ -108,32 +100,19 @@ def _replay_allocations(trace, pick, touch, max_live, repeat, output, as_json, a
     from replay.alloc_report import format_alloc_replay
     from replay.alloc_runs import replay_allocations
 
-    context = click.get_current_context()
-    given = [name for name in _MM_ONLY
-             if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    given = [name for name in _MM_ONLY if name in options_given(click.get_current_context())]
     if given:
         raise click.UsageError(f"--{given[0].replace('_', '-')} is an option of the mm-level "
                                "replay; with --allocator, replay the --mm-trace it writes")
     if mm_trace:
         check_outputs(output, mm_trace)
     with Progress(progress, "replaying allocations") as bar:
-        def on_progress(run, done, total):
-            bar.update(done, total, f"replaying run {run + 1} of {repeat}" if repeat > 1 else None)
-
         result = replay_allocations(trace, allocator, tunables, touch, repeat, max_live, mm_trace,
-                                    progress=on_progress if bar else None, pick=pick)
+                                    progress=bar.runs(repeat), pick=pick)
     _deliver(result, output, as_json, format_alloc_replay)
 
 
 def _deliver(result, output, as_json, format_text) -> None:
     """Write the result file, print the JSON or the table, and exit as an interrupted run does."""
-    from replay.result import result_json, write_result
-
-    if output:
-        write_result(result, output)
-    if as_json:
-        if not is_stdout(output):
-            emit(result_json(result))
-    else:
-        emit(format_text(result), None, output)
+    deliver(result, output, as_json, lambda: format_text(result))
     exit_if_interrupted(result["runs"][-1]["interrupt_reason"])

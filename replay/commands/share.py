@@ -5,13 +5,11 @@ from __future__ import annotations
 import click
 
 from .common import check_outputs, emit
-from .options import output_option, pick_option
+from .options import trace_in_one_out
 
 
 @click.command("share", short_help="Print a trace as a text block to paste into a mail.")
-@click.argument("trace", type=str)
-@pick_option
-@output_option("Write the block to FILE instead of stdout")
+@trace_in_one_out("Write the block to FILE instead of stdout")
 @click.option("--keep", metavar="WHAT",
               help="Comma-separated list of what not to anonymise: hostname, paths, tids "
                    "(default: all three are taken out).")

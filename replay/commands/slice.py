@@ -5,13 +5,11 @@ from __future__ import annotations
 import click
 
 from .common import check_outputs, emit, is_stdout
-from .options import output_option, pick_option
+from .options import trace_in_one_out
 
 
 @click.command("slice")
-@click.argument("trace", type=str)
-@pick_option
-@output_option("Write the slice (a trace) to FILE")
+@trace_in_one_out("Write the slice (a trace) to FILE")
 @click.option("--events", metavar="A:B",
               help="Rows A to B-1, counted from 0 (either side may be left out; negative counts "
                    "from the end), as `info` numbers events.")
