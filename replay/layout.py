@@ -48,22 +48,19 @@ def capture_layout(trace_path: str | None, config: ReplayConfig, at: str | int =
     inside a VM guest instead and returns (captured arrays, the guest's host metadata, its vm
     section): ``layout --kernel``.
     """
-    from traces import read_trace
-
-    from .runs import Prepared, resolve_trace
+    from .runs import prepare
     from .session import Interrupt, catch_signals
 
     where = parse_at(at)
-    path = resolve_trace(trace_path)
-    table = read_trace(path, pick)
-    if isinstance(where, int):
-        if where >= table.num_rows:
+
+    def check_at(path, table) -> None:
+        if isinstance(where, int) and where >= table.num_rows:
             raise MmreplayError(f"--at {where}: {path.name} has {table.num_rows} events"
                                 + (f", numbered 0 to {table.num_rows - 1}" if table.num_rows else ""))
-        prepared = Prepared(path, config, max_live_bytes, table=table, stop_event=where + 1,
-                            pick=pick)
-    else:
-        prepared = Prepared(path, config, max_live_bytes, table=table, pick=pick)
+
+    [prepared] = prepare(trace_path, [config], max_live_bytes, pick,
+                         stop_event=where + 1 if isinstance(where, int) else None, check=check_at)
+    path, table = prepared.path, prepared.table
     program = prepared.program
     stop_op = program.peak_op if where == "peak" else program.cleanup_start
     if isinstance(where, int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import pyarrow.compute as pc
 
@@ -124,12 +125,16 @@ class Prepared:
 
 def prepare(trace_path, configs: list[ReplayConfig], max_live_bytes: int | None = None,
             pick: int | None = None, given: frozenset | None = None,
-            stop_event: int | None = None, copies: list[int] | None = None) -> list[Prepared]:
+            stop_event: int | None = None, copies: list[int] | None = None,
+            check: Callable[[Path, object], None] | None = None) -> list[Prepared]:
     """The trace read once and prepared for each configuration (see ``Prepared``); with
     ``copies`` (the counts of --copies) the memory budget is checked for all copies at once.
-    ``execute.run_prepared`` runs the items; layout captures one."""
+    ``check(path, table)`` may refuse the trace before anything is compiled (layout's --at).
+    ``execute.run_prepared`` runs the items; ``layout.capture_layout`` captures one."""
     path = resolve_trace(trace_path)
     table = read_trace(path, pick)
+    if check is not None:
+        check(path, table)
     items = [Prepared(path, config, max_live_bytes, table=table, stop_event=stop_event,
                       pick=pick, given=given) for config in configs]
     if copies:
