@@ -39,7 +39,7 @@ from replay.compile import compile_trace  # noqa: E402
 from replay.config import ReplayConfig  # noqa: E402
 from replay.engine import P_THP_ADVICE, P_TOUCH  # noqa: E402
 from replay.model import live_pieces  # noqa: E402
-from replay.policy import probe_kernel_alignment  # noqa: E402
+from replay.probes import probe_kernel_alignment  # noqa: E402
 from replay.program import (ID_MAPPED, ID_TAINTED, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN,  # noqa: E402
                             OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_MASK, THP_ADVISE, TOUCH_READ,
                             TOUCH_WRITE)

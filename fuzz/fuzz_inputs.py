@@ -344,7 +344,7 @@ class Worker:
         from replay.compile import compile_trace
         from replay.config import ReplayConfig
         from replay.engine import EngineState
-        from replay.policy import probe_kernel_alignment
+        from replay.probes import probe_kernel_alignment
         from replay.session import engine_params
         from traces.strace import import_logs
         from tracegen import buffers_trace
@@ -379,7 +379,7 @@ class Worker:
         from replay.compile import compile_trace
         from replay.config import ReplayConfig
         from replay.engine import EngineState
-        from replay.policy import probe_kernel_alignment
+        from replay.probes import probe_kernel_alignment
         from replay.session import engine_params
         from traces import MmreplayError, read_trace
         from traces.summary import summarize
@@ -411,7 +411,7 @@ class Worker:
         from replay.compile import compile_trace
         from replay.config import Access, ReplayConfig
         from replay.engine import EngineState
-        from replay.policy import probe_kernel_alignment
+        from replay.probes import probe_kernel_alignment
         from replay.probes import MapsReader
         from replay.session import engine_params, run_program
         from replay.threads import plan_threads

@@ -31,7 +31,8 @@ from .alloc_engine import (C_FAILED, C_LOOP_END_REALTIME, C_LOOP_START_REALTIME,
                            C_REALLOC_FAILED_KEPT, C_REALLOC_OF_FAILED, C_TOUCH_BYTES,
                            SUBSTITUTE_PVALLOC, SUBSTITUTE_VALLOC, AllocState)
 from .alloc_program import CLEANUP, ENGINE_OP_NAMES, AllocProgram
-from .probes import read_smaps, rss_bytes, rusage_faults
+from .probes import (read_smaps, reset_peak_rss, rss_bytes, rusage_faults, smaps_rollup,
+                     status_bytes)
 
 FUNCTIONS = ("malloc", "free", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign",
              "valloc", "pvalloc")
@@ -60,34 +61,6 @@ def providers() -> dict:
         info = _DlInfo()
         found[name] = os.path.realpath(info.dli_fname.decode()) if dladdr(address, ctypes.byref(info)) else None
     return found
-
-
-def status_bytes(field: str) -> int | None:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (clear_refs 5, Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def smaps_rollup() -> dict:
-    out = {}
-    with open("/proc/self/smaps_rollup") as handle:
-        for line in handle:
-            parts = line.split()
-            if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
-                out[parts[0][:-1]] = int(parts[1]) * 1024
-    return out
 
 
 def allocator_mappings(before: set, vmas) -> dict:

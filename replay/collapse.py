@@ -19,17 +19,15 @@ import ctypes
 import ctypes.util
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 
 from traces import MmreplayError
 from traces.schema import MADV
 
-from .probes import merge_ranges, read_vmstat, vmstat_delta
+from .probes import KHUGEPAGED, khugepaged_counter, merge_ranges, read_vmstat, vmstat_delta
 
 MADV_COLLAPSE = MADV["MADV_COLLAPSE"]
-KHUGEPAGED = Path("/sys/kernel/mm/transparent_hugepage/khugepaged")
 POLL_S = 0.2
 
 
@@ -43,13 +41,6 @@ def parse_collapse(text: str | None) -> str:
         return text
     raise MmreplayError(f"bad --collapse {text!r} (expected none, madvise or khugepaged:SECONDS "
                         "with SECONDS > 0)")
-
-
-def _khugepaged(name: str) -> int | None:
-    try:
-        return int((KHUGEPAGED / name).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 _libc = None
@@ -85,18 +76,18 @@ def collapse(how: str, ranges: np.ndarray, interrupt=None) -> dict:
         done.update(calls=calls, failed=sum(errors.values()), errors=errors)
     else:
         limit_s = float(how.split(":", 1)[1])
-        scans0, collapsed0 = _khugepaged("full_scans"), _khugepaged("pages_collapsed")
+        scans0, collapsed0 = khugepaged_counter("full_scans"), khugepaged_counter("pages_collapsed")
         if scans0 is None:
             done["unavailable"] = f"{KHUGEPAGED} cannot be read"
         else:
             deadline = started + limit_s
-            while (_khugepaged("full_scans") or 0) < scans0 + 2 and time.perf_counter() < deadline:
+            while (khugepaged_counter("full_scans") or 0) < scans0 + 2 and time.perf_counter() < deadline:
                 if interrupt:
                     break
                 time.sleep(POLL_S)
-            scans = (_khugepaged("full_scans") or scans0) - scans0
+            scans = (khugepaged_counter("full_scans") or scans0) - scans0
             done.update(full_scans=scans, complete_scan=scans >= 2,
-                        pages_collapsed=(_khugepaged("pages_collapsed") or collapsed0) - collapsed0,
+                        pages_collapsed=(khugepaged_counter("pages_collapsed") or collapsed0) - collapsed0,
                         limit_s=limit_s)
     done["seconds"] = time.perf_counter() - started
     done["vmstat_system_wide"] = vmstat_delta(before, read_vmstat())

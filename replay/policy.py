@@ -192,22 +192,6 @@ def _libc_mmap():
 
 
 MAP_FAILED = ctypes.c_void_p(-1).value
-PROBE_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
-
-
-def _all_aligned(length: int, samples: int) -> bool:
-    libc = _libc_mmap()
-    addresses = []
-    try:
-        for _ in range(samples):
-            address = libc.mmap(None, length, 0, PROBE_FLAGS, -1, 0)  # PROT_NONE
-            if address in (None, MAP_FAILED):
-                return False
-            addresses.append(address)
-        return all(a % PMD_SIZE == 0 for a in addresses)
-    finally:
-        for address in addresses:
-            libc.munmap(address, length)
 
 
 _zero_fd: int | None = None
@@ -223,64 +207,3 @@ def dev_zero_fd() -> int:
         except OSError:
             _zero_fd = -1
     return _zero_fd
-
-
-def _gives_plain_search(search) -> bool:
-    """Whether ``search(hint, length)`` (a PROT_NONE mmap) is the plain top-down search.
-
-    Find the gap the plain search would use (map length + 8 KiB hint-less, never aligned on a
-    kernel that aligns only multiples, and give it back), put a page of ours at its top such that
-    the top left is off any 2 MiB boundary, then search for a 2 MiB multiple with that page as the
-    hint: the plain search puts it right below the page, off any boundary; a search with THP
-    alignment puts it on one."""
-    libc = _libc_mmap()
-    for length in (4 * PMD_SIZE, 3 * PMD_SIZE, 5 * PMD_SIZE):
-        first = libc.mmap(None, length + 8192, 0, PROBE_FLAGS, -1, 0)
-        if first in (None, MAP_FAILED):
-            return False
-        libc.munmap(first, length + 8192)
-        top = first + length + 8192
-        page = top - (8192 if (top - 4096) % PMD_SIZE == 0 else 4096)
-        if libc.mmap(page, 4096, 0, PROBE_FLAGS | MAP_FIXED_NOREPLACE, -1, 0) != page:
-            continue  # taken meanwhile (or no MAP_FIXED_NOREPLACE: the page went elsewhere)
-        try:
-            found = search(page, length)
-            if found in (None, MAP_FAILED):
-                return False
-            libc.munmap(found, length)
-        finally:
-            libc.munmap(page, 4096)
-        if found == page - length:
-            return True
-        # Elsewhere: aligned by this kernel, or a higher gap of exactly this length: ask again.
-    return False
-
-
-def _occupied_hint_gives_plain_search() -> bool:
-    """An anonymous mmap with a hint inside an existing mapping (6.13+ and <= 6.6: yes)."""
-    libc = _libc_mmap()
-    return _gives_plain_search(lambda hint, length: libc.mmap(hint, length, 0, PROBE_FLAGS, -1, 0))
-
-
-def _dev_zero_gives_plain_search() -> bool:
-    """A private mapping of /dev/zero, no hint (6.7-6.12 and <= 6.6: yes; 6.18 aligns it)."""
-    libc, fd = _libc_mmap(), dev_zero_fd()
-    if fd < 0:
-        return False
-    return _gives_plain_search(lambda hint, length: libc.mmap(
-        None, length, 0, MAP_PRIVATE | MAP_NORESERVE, fd, 0))
-
-
-_probed: KernelAlignment | None = None
-
-
-def probe_kernel_alignment(samples: int = 8) -> KernelAlignment:
-    """Map a few PROT_NONE regions and look at their starts (cached for the process)."""
-    global _probed
-    if _probed is None:
-        _probed = KernelAlignment(aligns_pmd_multiples=_all_aligned(4 * PMD_SIZE, samples),
-                                  aligns_large=_all_aligned(4 * PMD_SIZE + 4096, samples),
-                                  samples=samples,
-                                  plain_by_hint=_occupied_hint_gives_plain_search(),
-                                  plain_by_zero=_dev_zero_gives_plain_search())
-    return _probed

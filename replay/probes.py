@@ -1,4 +1,5 @@
-"""What the kernel did: /proc/self/smaps and maps, /proc/vmstat, getrusage and perf counters.
+"""What the kernel did: /proc/self/smaps and maps, /proc/vmstat, PAGEMAP_SCAN, getrusage, perf
+counters, and what this kernel does with anonymous mmaps (``probe_kernel_alignment``).
 
 Reading the kernel (this module) is kept apart from computing on what was read
 (``layout_metrics``), so the arithmetic is testable on any arrays.
@@ -14,11 +15,14 @@ import os
 import resource
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from traces.schema import PMD_SIZE
+from traces.schema import MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, PMD_SIZE
+
+from .policy import MAP_FAILED, MAP_NORESERVE, KernelAlignment, _libc_mmap, dev_zero_fd
 
 
 @dataclass
@@ -69,6 +73,20 @@ def read_maps(path: str = "/proc/self/maps") -> np.ndarray:
             if len(lo) <= 15:  # skip [vsyscall] in the kernel half
                 rows.append((int(lo, 16), int(hi, 16)))
     return np.array(rows, np.int64).reshape(-1, 2)
+
+
+def read_named_maps(path: str = "/proc/self/maps") -> list[tuple[int, int, str]]:
+    """(start, end, name) of each VMA in user space, sorted by start."""
+    rows = []
+    with open(path) as handle:
+        for line in handle:
+            fields = line.split(maxsplit=5)
+            lo, hi = fields[0].split("-")
+            if len(lo) > 12:  # [vsyscall], in the kernel half
+                continue
+            rows.append((int(lo, 16), int(hi, 16), fields[5].strip() if len(fields) > 5 else ""))
+    rows.sort()
+    return rows
 
 
 def maps_snapshot() -> list[str]:
@@ -255,16 +273,41 @@ def own_page_bytes(parts: np.ndarray) -> tuple[int, int] | None:
 
 def read_rollup(path: str = "/proc/self/smaps_rollup") -> dict:
     """The whole process's totals from smaps_rollup (the replay's mappings and Python's own)."""
-    fields = {b"Rss:": "rss_bytes", b"AnonHugePages:": "anon_huge_bytes"}
-    out = {}
     try:
-        with open(path, "rb") as handle:
-            for line in handle:
-                key = fields.get(line.split(b" ", 1)[0])
-                if key:
-                    out[key] = int(line.split()[1]) * 1024
+        fields = smaps_rollup(path)
     except OSError:
-        pass
+        return {}
+    names = {"Rss": "rss_bytes", "AnonHugePages": "anon_huge_bytes"}
+    return {key: fields[name] for name, key in names.items() if name in fields}
+
+
+def status_bytes(field: str) -> int | None:
+    """A size field of /proc/self/status (``VmHWM``, ``VmRSS``) in bytes; None where missing."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (clear_refs 5, Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def smaps_rollup(path: str = "/proc/self/smaps_rollup") -> dict:
+    """Every size field of smaps_rollup (the whole process) in bytes, by the kernel's name."""
+    out = {}
+    with open(path) as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+                out[parts[0][:-1]] = int(parts[1]) * 1024
     return out
 
 
@@ -285,6 +328,30 @@ def vmstat_delta(before: dict, after: dict) -> dict:
     for name, value in after.items():
         out[name] = value if name.startswith("nr_") else value - before.get(name, 0)
     return out
+
+
+KHUGEPAGED = Path("/sys/kernel/mm/transparent_hugepage/khugepaged")
+
+
+def khugepaged_counter(name: str) -> int | None:
+    """One of khugepaged's system-wide counters (``full_scans``, ``pages_collapsed``); None where
+    it cannot be read."""
+    try:
+        return int((KHUGEPAGED / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (/proc/self/stat and /proc/uptime); None if unreadable."""
+    try:
+        with open("/proc/self/stat") as handle:
+            start_ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def rusage_faults() -> tuple[int, int]:
@@ -375,3 +442,85 @@ def vma_count() -> int:
             return sum(1 for _ in handle)
     except OSError:
         return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# What this kernel does with anonymous mmaps (policy.KernelAlignment): real calls, looked at.
+
+PROBE_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+
+
+def _all_aligned(length: int, samples: int) -> bool:
+    libc = _libc_mmap()
+    addresses = []
+    try:
+        for _ in range(samples):
+            address = libc.mmap(None, length, 0, PROBE_FLAGS, -1, 0)  # PROT_NONE
+            if address in (None, MAP_FAILED):
+                return False
+            addresses.append(address)
+        return all(a % PMD_SIZE == 0 for a in addresses)
+    finally:
+        for address in addresses:
+            libc.munmap(address, length)
+
+
+def _gives_plain_search(search) -> bool:
+    """Whether ``search(hint, length)`` (a PROT_NONE mmap) is the plain top-down search.
+
+    Find the gap the plain search would use (map length + 8 KiB hint-less, never aligned on a
+    kernel that aligns only multiples, and give it back), put a page of ours at its top such that
+    the top left is off any 2 MiB boundary, then search for a 2 MiB multiple with that page as the
+    hint: the plain search puts it right below the page, off any boundary; a search with THP
+    alignment puts it on one."""
+    libc = _libc_mmap()
+    for length in (4 * PMD_SIZE, 3 * PMD_SIZE, 5 * PMD_SIZE):
+        first = libc.mmap(None, length + 8192, 0, PROBE_FLAGS, -1, 0)
+        if first in (None, MAP_FAILED):
+            return False
+        libc.munmap(first, length + 8192)
+        top = first + length + 8192
+        page = top - (8192 if (top - 4096) % PMD_SIZE == 0 else 4096)
+        if libc.mmap(page, 4096, 0, PROBE_FLAGS | MAP_FIXED_NOREPLACE, -1, 0) != page:
+            continue  # taken meanwhile (or no MAP_FIXED_NOREPLACE: the page went elsewhere)
+        try:
+            found = search(page, length)
+            if found in (None, MAP_FAILED):
+                return False
+            libc.munmap(found, length)
+        finally:
+            libc.munmap(page, 4096)
+        if found == page - length:
+            return True
+        # Elsewhere: aligned by this kernel, or a higher gap of exactly this length: ask again.
+    return False
+
+
+def _occupied_hint_gives_plain_search() -> bool:
+    """An anonymous mmap with a hint inside an existing mapping (6.13+ and <= 6.6: yes)."""
+    libc = _libc_mmap()
+    return _gives_plain_search(lambda hint, length: libc.mmap(hint, length, 0, PROBE_FLAGS, -1, 0))
+
+
+def _dev_zero_gives_plain_search() -> bool:
+    """A private mapping of /dev/zero, no hint (6.7-6.12 and <= 6.6: yes; 6.18 aligns it)."""
+    libc, fd = _libc_mmap(), dev_zero_fd()
+    if fd < 0:
+        return False
+    return _gives_plain_search(lambda hint, length: libc.mmap(
+        None, length, 0, MAP_PRIVATE | MAP_NORESERVE, fd, 0))
+
+
+_probed: KernelAlignment | None = None
+
+
+def probe_kernel_alignment(samples: int = 8) -> KernelAlignment:
+    """Map a few PROT_NONE regions and look at their starts (cached for the process)."""
+    global _probed
+    if _probed is None:
+        _probed = KernelAlignment(aligns_pmd_multiples=_all_aligned(4 * PMD_SIZE, samples),
+                                  aligns_large=_all_aligned(4 * PMD_SIZE + 4096, samples),
+                                  samples=samples,
+                                  plain_by_hint=_occupied_hint_gives_plain_search(),
+                                  plain_by_zero=_dev_zero_gives_plain_search())
+    return _probed

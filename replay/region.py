@@ -29,25 +29,12 @@ from dataclasses import dataclass, field
 from traces.schema import MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, PMD_SIZE
 
 from .policy import MAP_FAILED, MAP_NORESERVE, _libc_mmap
+from .probes import read_named_maps
 
 # A gap this large ends the interpreter's mmap area: below it lie the program's heap and its
 # executable (tens of TiB away on x86-64, with or without ASLR).
 MMAP_AREA_GAP = 1 << 40
 PLACEHOLDER_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE
-
-
-def read_named_maps(path: str = "/proc/self/maps") -> list[tuple[int, int, str]]:
-    """(start, end, name) of each VMA in user space, sorted by start."""
-    rows = []
-    with open(path) as handle:
-        for line in handle:
-            fields = line.split(maxsplit=5)
-            lo, hi = fields[0].split("-")
-            if len(lo) > 12:  # [vsyscall], in the kernel half
-                continue
-            rows.append((int(lo, 16), int(hi, 16), fields[5].strip() if len(fields) > 5 else ""))
-    rows.sort()
-    return rows
 
 
 def plan_placeholders(vmas: list[tuple[int, int, str]], floor_residue: int,

@@ -15,7 +15,7 @@ from traces.host import meminfo_bytes
 
 from .compile import compile_trace
 from .config import Access, ReplayConfig
-from .policy import probe_kernel_alignment
+from .probes import probe_kernel_alignment
 from .result import trace_identity
 
 

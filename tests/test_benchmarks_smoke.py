@@ -14,8 +14,7 @@ from replay.compile import compile_trace
 from replay.config import ReplayConfig
 from replay.engine import C_LIVE_BYTES, C_TOUCH_BYTES, EngineState
 from replay.model import live_pieces
-from replay.policy import probe_kernel_alignment
-from replay.probes import read_maps
+from replay.probes import probe_kernel_alignment, read_maps
 from replay.program import (ID_MAPPED, OP_MADVISE, OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP,
                             OP_TOUCH)
 from replay.session import engine_params

@@ -13,8 +13,7 @@ from replay.compile import compile_trace
 from replay.config import Access, ReplayConfig
 from replay.engine import C_LIVE_BYTES, EngineState
 from replay.model import live_pieces
-from replay.policy import probe_kernel_alignment
-from replay.probes import read_maps
+from replay.probes import probe_kernel_alignment, read_maps
 from replay.program import ID_MAPPED
 from replay.session import engine_params
 from tracegen import buffers_trace, random_trace

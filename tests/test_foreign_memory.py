@@ -24,8 +24,7 @@ import pytest
 from replay.compile import compile_trace
 from replay.config import Access, ReplayConfig
 from replay.engine import EngineState
-from replay.policy import probe_kernel_alignment
-from replay.probes import maps_snapshot
+from replay.probes import maps_snapshot, probe_kernel_alignment
 from replay.program import ID_MAPPED
 from replay.runs import Prepared
 from replay.session import Interrupt, engine_params, run_program

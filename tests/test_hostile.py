@@ -32,8 +32,7 @@ from replay.compile import compile_trace, huge_page_size
 from traces.host import hugetlb_page_sizes
 from replay.config import MAX_OS_THREADS, Access, ReplayConfig
 from replay.engine import EngineState
-from replay.policy import probe_kernel_alignment
-from replay.probes import MapsReader, maps_snapshot
+from replay.probes import MapsReader, maps_snapshot, probe_kernel_alignment
 from replay.program import OP_MMAP, OP_MMAP_FIXED_IN
 from replay.session import engine_params, run_program
 from replay.threads import plan_threads
@@ -229,8 +228,7 @@ THREAD_START_CHILD = textwrap.dedent("""
     from test_hostile import chained_threads_trace, many_threads_trace
     from replay.compile import compile_trace
     from replay.config import ReplayConfig
-    from replay.policy import probe_kernel_alignment
-    from replay.probes import MapsReader, maps_snapshot
+    from replay.probes import MapsReader, maps_snapshot, probe_kernel_alignment
     from replay.session import run_program
     from replay.threads import plan_threads
     table = chained_threads_trace(64)  # all 64 thread stacks are needed at once

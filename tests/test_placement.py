@@ -23,7 +23,7 @@ from traces.schema import OP_CODE, PMD_SIZE
 from replay.compile import compile_trace
 from replay.config import ReplayConfig
 from replay.engine import EngineState
-from replay.policy import probe_kernel_alignment
+from replay.probes import probe_kernel_alignment
 from replay.program import ID_MAPPED, OP_MMAP, OP_MREMAP
 from replay.session import engine_params, run_program
 
@@ -345,7 +345,8 @@ def test_a_gap_taken_while_the_address_space_is_claimed_is_filled_around():
     with EEXIST). The claim looks again and fills around it: a gap left open would take the
     replay's first mapping that fits, at an address that depends on ASLR (a chance 2 MiB
     alignment, seen under load in tests/test_vm_boot.py)."""
-    from replay.region import FreshAddressSpace, plan_placeholders, read_named_maps
+    from replay.probes import read_named_maps
+    from replay.region import FreshAddressSpace, plan_placeholders
 
     libc = ctypes.CDLL(None)
     libc.mmap.restype = ctypes.c_void_p
@@ -387,7 +388,8 @@ def test_the_replays_first_mapping_never_adjoins_an_interpreter_mapping():
     """When the interpreter's lowest mapping already starts at the chosen residue, the floor
     still gets a placeholder below it: the replay's first mapping must not merge with a mapping
     of the interpreter (its figures, read per VMA, would count the interpreter's pages)."""
-    from replay.region import FreshAddressSpace, read_named_maps
+    from replay.probes import read_named_maps
+    from replay.region import FreshAddressSpace
 
     libc = ctypes.CDLL(None)
     libc.mmap.restype = ctypes.c_void_p

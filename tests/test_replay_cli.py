@@ -11,8 +11,7 @@ from click.testing import CliRunner
 from replay.cli import cli
 from replay.compile import compile_trace
 from replay.config import ReplayConfig
-from replay.policy import probe_kernel_alignment
-from replay.probes import read_maps
+from replay.probes import probe_kernel_alignment, read_maps
 from replay.program import ID_MAPPED
 from replay.session import Interrupt, run_program
 from processes import interrupt_replaying, mmreplay

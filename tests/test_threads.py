@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from replay.compile import compile_trace
 from replay.config import ReplayConfig
-from replay.policy import probe_kernel_alignment
-from replay.probes import read_maps
+from replay.probes import probe_kernel_alignment, read_maps
 from replay.session import run_program
 from replay.threads import plan_threads
 from test_engine import covered_bytes

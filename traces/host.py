@@ -79,12 +79,27 @@ def sysfs_tree(root: Path = THP_SYSFS) -> dict:
     return tree
 
 
-def cpu_model() -> str | None:
-    text = _read(Path("/proc/cpuinfo")) or ""
-    for line in text.splitlines():
-        if line.startswith("model name"):
+def _cpuinfo(field: str) -> str | None:
+    """The first CPU's ``field`` in /proc/cpuinfo; None where it is missing."""
+    for line in (_read(Path("/proc/cpuinfo")) or "").splitlines():
+        if line.startswith(field):
             return line.split(":", 1)[1].strip()
-    return platform.processor() or None
+    return None
+
+
+def cpu_model() -> str | None:
+    model = _cpuinfo("model name")
+    return model if model is not None else (platform.processor() or None)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``vmx``, ``svm``, ...); empty where /proc/cpuinfo is unreadable."""
+    return set((_cpuinfo("flags") or "").split())
+
+
+def kernel_cmdline() -> str | None:
+    """The running kernel's command line (/proc/cmdline)."""
+    return _read(Path("/proc/cmdline"))
 
 
 def meminfo_bytes(field: str) -> int | None:

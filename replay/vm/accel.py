@@ -18,7 +18,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from traces.host import cpu_model
+from traces.host import cpu_flags, cpu_model
 
 from .cache import cache_dir
 
@@ -35,24 +35,13 @@ class Accel:
         return {"accel": self.name, "accel_reason": self.reason}
 
 
-def _cpu_virtualization_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split()) & {"vmx", "svm"}
-    return set()
-
-
 def kvm_unusable_reason() -> str | None:
     """Why KVM cannot work here, from cheap checks; None when it may."""
     if not os.path.exists("/dev/kvm"):
         return "no /dev/kvm"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "/dev/kvm is not readable and writable by this user"
-    if not _cpu_virtualization_flags():
+    if not cpu_flags() & {"vmx", "svm"}:
         return ("the host CPU flags show neither vmx nor svm (no nested virtualization), "
                 "so KVM guests abort or hang")
     return None

@@ -68,8 +68,8 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
 
     from replay import session
     from replay.layout import capture_live, nothing_captured
-    from replay.policy import probe_kernel_alignment
-    from traces.host import host_metadata
+    from replay.probes import probe_kernel_alignment
+    from traces.host import host_metadata, kernel_cmdline
 
     emit("imported", what="engine")
     alignment = probe_kernel_alignment()
@@ -136,7 +136,7 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
                   for index, (item, item_runs) in enumerate(zip(items, runs))],
         "host": host_metadata(),
         "guest_sysfs": sysfs,
-        "cmdline": Path("/proc/cmdline").read_text().strip(),
+        "cmdline": kernel_cmdline(),
         "interrupted": interrupt.reason,
         "layout": layout,
     }

@@ -53,11 +53,10 @@ def loaded_files() -> list[str]:
                 continue
             if os.path.exists(cached):
                 files.add(cached)
+    from replay.probes import read_named_maps
     try:
-        for line in Path("/proc/self/maps").read_text().splitlines():
-            parts = line.split(None, 5)
-            if len(parts) == 6 and parts[5].startswith("/") and not parts[5].endswith(")"):
-                files.add(parts[5])
+        files.update(name for _, _, name in read_named_maps()
+                     if name.startswith("/") and not name.endswith(")"))
     except OSError:
         pass
     return sorted(f for f in files if os.path.isfile(f))

@@ -41,6 +41,7 @@ from traces.errors import MmreplayError
 from traces.host import host_metadata, meminfo_bytes
 from traces.units import fmt_bytes
 
+from ..probes import process_age_s
 from .accel import Accel, choose_accel, remember_kvm
 from .cache import guest_environment, numba_generic_dir
 from .guest import MARKER
@@ -224,17 +225,6 @@ def vng_command(kernel: KernelImage, accel: Accel, job_dir: Path, memory_mib: in
 
 # ---------------------------------------------------------------------------------------------
 # The guest session
-
-
-def _process_start_s() -> float | None:
-    """Seconds since this process (the mmreplay command) started, from /proc."""
-    try:
-        stat = Path("/proc/self/stat").read_text()
-        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def kill_group(process: subprocess.Popen) -> None:
@@ -447,7 +437,7 @@ def run_guest(kernel: KernelImage, items: list, job: dict, options: VmOptions,
     notify = notify or (lambda text: None)
     qemu = _tool("qemu-system-x86_64", "apt-get install qemu-system-x86")
     accel = choose_accel(options.accel)
-    command_start = time.monotonic() - (_process_start_s() or 0.0)
+    command_start = time.monotonic() - (process_age_s() or 0.0)
     job_dir = Path(tempfile.mkdtemp(prefix="mmreplay-vm-"))
     try:
         features = sorted({"threads" if item.plan is not None else "serial" for item in items}
