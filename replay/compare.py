@@ -13,6 +13,7 @@ from traces import MmreplayError
 
 from .config import CHOICES, Access, ReplayConfig, check_choice
 from .execute import run_prepared
+from .result_types import OMITTED, CompareDocument
 from .runs import prepare
 
 AXES = ("policy", "thp", "touch", "access", "files", "threads", "collapse")
@@ -103,10 +104,10 @@ def compare_trace(trace_path: str | None, values: dict, repeat: int = 5,
         kernels[0] if kernels and kernels[0] != "host" else None, vm_options, perf_faults,
         copies, on_run=on_run, notify=notify)
     values_list = [str(getattr(c, axis)) for c in configs]
-    return {"mmreplay_compare": COMPARE_VERSION, "axis": axis, "values": values_list,
-            "labels": values_list[: len(results)], "repeat": repeat, "warmup": warmup,
-            "interleaved": True, "interrupted": interrupted, "results": results, "failed": [],
-            **({"copies": copies} if copies else {})}
+    return CompareDocument(mmreplay_compare=COMPARE_VERSION, axis=axis, values=values_list,
+                           labels=values_list[: len(results)], repeat=repeat, warmup=warmup,
+                           interleaved=True, interrupted=interrupted, results=results, failed=[],
+                           copies=copies or OMITTED).as_dict()
 
 
 def run_position(items: int, rounds: int, copies: list[int] | None):
@@ -175,10 +176,10 @@ def _compare_kernels(trace_path, values, repeat, max_live_bytes, progress, argv,
         shown += [label] * len(column_results)
         if interrupted:
             break
-    return {"mmreplay_compare": COMPARE_VERSION, "axis": "kernel", "values": labels,
-            "labels": shown, "repeat": repeat, "warmup": warmup, "interleaved": False,
-            "interrupted": interrupted, "results": results, "failed": failed,
-            **({"copies": copies} if copies else {})}
+    return CompareDocument(mmreplay_compare=COMPARE_VERSION, axis="kernel", values=labels,
+                           labels=shown, repeat=repeat, warmup=warmup, interleaved=False,
+                           interrupted=interrupted, results=results, failed=failed,
+                           copies=copies or OMITTED).as_dict()
 
 
 def require_results(document: dict) -> None:

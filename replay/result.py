@@ -19,6 +19,7 @@ from traces.inputs import open_trace
 from traces.host import host_metadata
 
 from .flat import run_numbers, summarize_runs
+from .result_types import ResultDocument
 
 RESULT_VERSION = 1
 
@@ -75,20 +76,20 @@ def build_result(trace: dict, config: dict, runs: list[dict], program: dict, ext
     on as it saw itself (default: this one; a VM guest's own view for runs inside a guest, whose
     ``vm`` section then names the real machine)."""
     done = [run for run in runs if finished(run)]
-    return {
-        "mmreplay_result": RESULT_VERSION,
-        "tool_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "trace": trace,
-        "host": host if host is not None else host_metadata(),
-        "command": command_line(argv),
-        "config": config,
-        "program": program,
-        **extra,
-        "runs": runs,
-        "summary_of": "finished runs" if done else "partial runs",
-        "summary": summarize_runs(done or runs),
-    }
+    return ResultDocument(
+        mmreplay_result=RESULT_VERSION,
+        tool_version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        trace=trace,
+        host=host if host is not None else host_metadata(),
+        command=command_line(argv),
+        config=config,
+        program=program,
+        sections=extra,
+        runs=runs,
+        summary_of="finished runs" if done else "partial runs",
+        summary=summarize_runs(done or runs),
+    ).as_dict()
 
 
 def result_json(document: dict) -> str:

@@ -31,6 +31,7 @@ from .collapse import collapse
 from .probes import read_rollup
 from .program import OpProgram
 from .run_stats import alignment_by_size, large_mapping_alignment, op_stats, thread_stats
+from .result_types import AccessFigures, CgroupFigures, HeapFigures, RunMeasurements
 
 MAX_CHUNK_OPS = 4096
 TARGET_CHUNKS = 100
@@ -249,91 +250,91 @@ def run_program(program: OpProgram, config: ReplayConfig, alignment: KernelAlign
     if counters[C_RUNTIME_SKIPPED]:
         skipped["target_mapping_failed_earlier"] = int(counters[C_RUNTIME_SKIPPED])
     access_ns = counters[C_ACCESS_NS]
-    run = {
-        "wall_s": wall_s,
-        "engine_s": engine_s,
-        "events": events_done,
-        "events_per_s": events_done / engine_s if engine_s > 0 else None,
-        "ops": op_stats(program, state, executed),
-        "minflt": minflt_after - minflt_before,
-        "majflt": majflt_after - majflt_before,
+    run = RunMeasurements(
+        wall_s=wall_s,
+        engine_s=engine_s,
+        events=events_done,
+        events_per_s=events_done / engine_s if engine_s > 0 else None,
+        ops=op_stats(program, state, executed),
+        minflt=minflt_after - minflt_before,
+        majflt=majflt_after - majflt_before,
         # /proc/vmstat counts every process on the machine: other jobs' THP faults show here.
-        "vmstat_system_wide": vmstat_delta(vmstat_before, read_vmstat()),
-        "perf": perf_values,
-        "perf_unavailable": perf.unavailable,
-        "peak_vmas": max(peak.get("vmas", 0), end.get("vmas", 0)),
-        "peak_live_bytes": program.peak_live_bytes,
-        "peak_rss_bytes": peak.get("rss_bytes"),
-        "peak_anon_huge_bytes": peak.get("anon_huge_bytes"),
-        "end_anon_huge_bytes": end.get("anon_huge_bytes"),
-        "large_mappings": large,
-        "pmd_aligned_large_mappings": aligned,
-        "pmd_aligned_by_size": alignment_by_size(program, state, executed),
-        "holes": peak.get("holes"),
-        "hole_bytes": peak.get("hole_bytes"),
-        "thp_eligible_bytes": peak.get("thp_eligible_bytes"),
-        "touch_gbps": counters[C_TOUCH_BYTES] / counters[C_TOUCH_NS] if counters[C_TOUCH_NS] else None,
-        "touch_bytes": int(counters[C_TOUCH_BYTES]),
-        "access": {"pattern": str(config.access),
-                   "gbps": counters[C_ACCESS_BYTES] / access_ns if access_ns else None,
-                   "ns_per_read": access_ns / counters[C_ACCESS_READS] if counters[C_ACCESS_READS] else None,
-                   "bytes": int(counters[C_ACCESS_BYTES]), "reads": int(counters[C_ACCESS_READS])},
-        "samples": samples,
-        "address_space": dict(address_space.as_dict(), release_failures=placeholders_kept),
-        "policy_extra_calls": int(counters[C_POLICY_CALLS]),
-        "policy_extra_s": policy_s,
-        "thp_advice_failed": int(counters[C_THP_ADVICE_FAILED]),
-        "release_failures": release_failures,
-        "live_bytes_at_stop": int(counters[C_LIVE_BYTES]),
-        "skipped": skipped,
-        "replayed_differently": dict(program.notes),
-        "interrupted": interrupt.reason is not None,
-        "interrupt_reason": interrupt.reason,
-    }
+        vmstat_system_wide=vmstat_delta(vmstat_before, read_vmstat()),
+        perf=perf_values,
+        perf_unavailable=perf.unavailable,
+        peak_vmas=max(peak.get("vmas", 0), end.get("vmas", 0)),
+        peak_live_bytes=program.peak_live_bytes,
+        peak_rss_bytes=peak.get("rss_bytes"),
+        peak_anon_huge_bytes=peak.get("anon_huge_bytes"),
+        end_anon_huge_bytes=end.get("anon_huge_bytes"),
+        large_mappings=large,
+        pmd_aligned_large_mappings=aligned,
+        pmd_aligned_by_size=alignment_by_size(program, state, executed),
+        holes=peak.get("holes"),
+        hole_bytes=peak.get("hole_bytes"),
+        thp_eligible_bytes=peak.get("thp_eligible_bytes"),
+        touch_gbps=counters[C_TOUCH_BYTES] / counters[C_TOUCH_NS] if counters[C_TOUCH_NS] else None,
+        touch_bytes=int(counters[C_TOUCH_BYTES]),
+        access=AccessFigures(
+            pattern=str(config.access),
+            gbps=counters[C_ACCESS_BYTES] / access_ns if access_ns else None,
+            ns_per_read=access_ns / counters[C_ACCESS_READS] if counters[C_ACCESS_READS] else None,
+            bytes=int(counters[C_ACCESS_BYTES]), reads=int(counters[C_ACCESS_READS])),
+        samples=samples,
+        address_space=dict(address_space.as_dict(), release_failures=placeholders_kept),
+        policy_extra_calls=int(counters[C_POLICY_CALLS]),
+        policy_extra_s=policy_s,
+        thp_advice_failed=int(counters[C_THP_ADVICE_FAILED]),
+        release_failures=release_failures,
+        live_bytes_at_stop=int(counters[C_LIVE_BYTES]),
+        skipped=skipped,
+        replayed_differently=dict(program.notes),
+        interrupted=interrupt.reason is not None,
+        interrupt_reason=interrupt.reason,
+        process_peak_anon_huge_bytes=(peak.get("process") or {}).get("anon_huge_bytes"),
+    )
     peak_collapsed = samples.get("peak_collapsed") or {}
-    run["process_peak_anon_huge_bytes"] = (peak.get("process") or {}).get("anon_huge_bytes")
     if group.unavailable is None:
-        run["cgroup"] = {
-            "version": group.version,
-            **{name: cgroup_counts.get(name) for name in ("thp_fault_alloc", "thp_collapse_alloc",
-                                                           "pgfault")},
-            "peak_anon_thp_bytes": (peak.get("cgroup") or {}).get("anon_thp_bytes"),
-            "end_anon_thp_bytes": (end.get("cgroup") or {}).get("anon_thp_bytes"),
-        }
+        run.cgroup = CgroupFigures(
+            version=group.version,
+            thp_fault_alloc=cgroup_counts.get("thp_fault_alloc"),
+            thp_collapse_alloc=cgroup_counts.get("thp_collapse_alloc"),
+            pgfault=cgroup_counts.get("pgfault"),
+            peak_anon_thp_bytes=(peak.get("cgroup") or {}).get("anon_thp_bytes"),
+            end_anon_thp_bytes=(end.get("cgroup") or {}).get("anon_thp_bytes"))
         if peak_collapsed:
-            run["cgroup"]["collapsed_anon_thp_bytes"] = (
+            run.cgroup.collapsed_anon_thp_bytes = (
                 peak_collapsed.get("cgroup") or {}).get("anon_thp_bytes")
     else:
-        run["cgroup_unavailable"] = group.unavailable
+        run.cgroup_unavailable = group.unavailable
     if collapsed is not None:
-        run["collapse"] = collapsed
-        run["collapsed_anon_huge_bytes"] = peak_collapsed.get("anon_huge_bytes")
+        run.collapse = collapsed
+        run.collapsed_anon_huge_bytes = peak_collapsed.get("anon_huge_bytes")
     if program.heap_id >= 0:
         peak_heap, end_heap = peak.get("heap") or {}, end.get("heap") or {}
-        run["heap"] = {
-            "peak_bytes": program.heap_peak_bytes,
-            "grown_bytes": program.heap_grown_bytes,
-            "minflt": int(counters[C_HEAP_MINFLT]),
-            "touch_bytes": int(counters[C_HEAP_TOUCH_BYTES]),
-            "peak_rss_bytes": peak_heap.get("rss_bytes"),
-            "peak_anon_huge_bytes": peak_heap.get("anon_huge_bytes"),
-            "end_rss_bytes": end_heap.get("rss_bytes"),
-            "end_anon_huge_bytes": end_heap.get("anon_huge_bytes"),
-            "vmas_at_peak": peak_heap.get("vmas"),
-        }
+        run.heap = HeapFigures(
+            peak_bytes=program.heap_peak_bytes,
+            grown_bytes=program.heap_grown_bytes,
+            minflt=int(counters[C_HEAP_MINFLT]),
+            touch_bytes=int(counters[C_HEAP_TOUCH_BYTES]),
+            peak_rss_bytes=peak_heap.get("rss_bytes"),
+            peak_anon_huge_bytes=peak_heap.get("anon_huge_bytes"),
+            end_rss_bytes=end_heap.get("rss_bytes"),
+            end_anon_huge_bytes=end_heap.get("anon_huge_bytes"),
+            vmas_at_peak=peak_heap.get("vmas"))
         if peak_collapsed:
-            run["heap"]["collapsed_anon_huge_bytes"] = (
+            run.heap.collapsed_anon_huge_bytes = (
                 peak_collapsed.get("heap") or {}).get("anon_huge_bytes")
     if trace_wall_s and recorded_duration_ns:
-        run["trace_wall_s"] = trace_wall_s
-        run["speed_vs_recorded"] = recorded_duration_ns / 1e9 / trace_wall_s
+        run.trace_wall_s = trace_wall_s
+        run.speed_vs_recorded = recorded_duration_ns / 1e9 / trace_wall_s
     if threaded:
-        run["threads"] = thread_stats(program, state, plan, executed, wait_by_thread)
-        run["os_threads"] = plan.threads
-        run["cross_thread_dependencies"] = plan.dependencies
-        run["wait_s"] = sum(wait_by_thread) / 1e9
-        run["thread_loop_s"] = thread_loop_s
-    return run
+        run.threads = thread_stats(program, state, plan, executed, wait_by_thread)
+        run.os_threads = plan.threads
+        run.cross_thread_dependencies = plan.dependencies
+        run.wait_s = sum(wait_by_thread) / 1e9
+        run.thread_loop_s = thread_loop_s
+    return run.as_dict()
 
 
 def run_item(item, interrupt: Interrupt | None = None, perf_faults: bool = False,
