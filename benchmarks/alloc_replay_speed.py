@@ -1,6 +1,6 @@
 """Speed of the allocation replay loop against a C loop making the same calls.
 
-Issue 16: the numba loop of ``mmreplay replay --allocator`` (replay/alloc_engine.py, in its child
+Issue 16: the numba loop of ``mmreplay replay --allocator`` (replay/alloc/alloc_engine.py, in its child
 process) must make the calls of an allocation program at >= 0.95x the calls/s of a C loop doing
 the same malloc/free sequence (benchmarks/alloc_c_replayer.c, built here with the system C
 compiler as a library the same replay child calls in place of the numba loop, so that both loops
@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from replay.alloc_program import compile_allocations  # noqa: E402
-from replay.alloc_runs import (TOUCH_CODE, child_environment, resolve_allocator,  # noqa: E402
+from replay.alloc.alloc_program import compile_allocations  # noqa: E402
+from replay.alloc.alloc_runs import (TOUCH_CODE, child_environment, resolve_allocator,  # noqa: E402
                                run_child, write_job)
-from replay.session import Interrupt  # noqa: E402
+from replay.running.session import Interrupt  # noqa: E402
 from traces import read_trace  # noqa: E402
 
 C_SOURCE = Path(__file__).resolve().parent / "alloc_c_replayer.c"

@@ -7,7 +7,7 @@ come from this one run, interleaved round by round after a warm-up round:
 
 - in-process: the replay as `mmreplay replay` runs it without --copies (the baseline every ratio
   is against);
-- 1 copy and 2 copies: `replay.copies.run_copies` with counts [1, 2], as `--copies 1,2` runs it
+- 1 copy and 2 copies: `replay.running.copies.run_copies` with counts [1, 2], as `--copies 1,2` runs it
   (forked processes released together at every run; fresh copies each round, each with a
   warm-up run).
 
@@ -30,10 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from replay.config import ReplayConfig  # noqa: E402
-from replay.copies import run_copies  # noqa: E402
-from replay.runs import Prepared  # noqa: E402
-from replay.session import Interrupt, catch_signals, run_rounds  # noqa: E402
+from replay.running.config import ReplayConfig  # noqa: E402
+from replay.running.copies import run_copies  # noqa: E402
+from replay.running.runs import Prepared  # noqa: E402
+from replay.running.session import Interrupt, catch_signals, run_rounds  # noqa: E402
 from traces import write_trace  # noqa: E402
 
 

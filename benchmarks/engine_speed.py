@@ -35,15 +35,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from replay.compile import compile_trace  # noqa: E402
-from replay.config import ReplayConfig  # noqa: E402
-from replay.engine import P_THP_ADVICE, P_TOUCH  # noqa: E402
-from replay.model import live_pieces  # noqa: E402
-from replay.probes import probe_kernel_alignment  # noqa: E402
-from replay.program import (ID_MAPPED, ID_TAINTED, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN,  # noqa: E402
+from replay.engine.compile import compile_trace  # noqa: E402
+from replay.running.config import ReplayConfig  # noqa: E402
+from replay.engine.engine import P_THP_ADVICE, P_TOUCH  # noqa: E402
+from replay.engine.model import live_pieces  # noqa: E402
+from replay.measure.probes import probe_kernel_alignment  # noqa: E402
+from replay.engine.program import (ID_MAPPED, ID_TAINTED, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN,  # noqa: E402
                             OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_MASK, THP_ADVISE, TOUCH_READ,
                             TOUCH_WRITE)
-from replay.session import engine_params, run_program  # noqa: E402
+from replay.running.session import engine_params, run_program  # noqa: E402
 from traces import build_table, new_metadata, write_trace  # noqa: E402
 from traces.host import host_metadata  # noqa: E402
 
@@ -57,7 +57,7 @@ TARGET_SETUP_S = 0.3
 TARGET_BYTES_PER_EVENT = 64
 SHORT_CASE_S = 1.0
 # Modules the `mmreplay replay` command imports; timed alone to separate imports from set-up.
-COMMAND_IMPORTS = "import replay.cli, replay.config, replay.report, replay.result, replay.runs"
+COMMAND_IMPORTS = "import replay.cli, replay.running.config, replay.reporters.report, replay.results.result, replay.running.runs"
 
 
 # ---------------------------------------------------------------- synthetic traces
@@ -378,12 +378,12 @@ BREAKDOWN_SCRIPT = """
 import json, sys, time
 clock = time.process_time  # CPU time: other jobs on the machine inflate it far less than wall time
 t0 = clock()
-import replay.runs
-from replay.config import ReplayConfig
-from replay.engine import EngineState
-from replay.session import engine_params
+import replay.running.runs
+from replay.running.config import ReplayConfig
+from replay.engine.engine import EngineState
+from replay.running.session import engine_params
 t1 = clock()
-prepared = replay.runs.Prepared(sys.argv[1], ReplayConfig())
+prepared = replay.running.runs.Prepared(sys.argv[1], ReplayConfig())
 t2 = clock()
 state = EngineState(prepared.program, engine_params(prepared.config, prepared.alignment))
 state.run(0, 0)

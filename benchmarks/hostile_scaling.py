@@ -5,7 +5,7 @@ time ratio per doubling (2.0 is linear, 4.0 quadratic), so the machine's speed c
 
   info        ``traces.summary.summarize`` (``mmreplay info``) on n mmaps at falling addresses,
               each below the last: the shape that made the live set's list inserts quadratic
-  compile     ``replay.compile.compile_trace`` on n events: mmaps at falling addresses, each
+  compile     ``replay.engine.compile.compile_trace`` on n events: mmaps at falling addresses, each
               unmapped 30,000 calls later (the compiler refuses more live mappings than
               vm.max_map_count allows, so the live set is kept below that)
   validate    ``traces.format.validate`` on a trace with n extra columns (the repeated-name check)
@@ -31,8 +31,8 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from replay.compile import COMPILE_BYTES_PER_EVENT, compile_trace  # noqa: E402
-from replay.config import ReplayConfig  # noqa: E402
+from replay.engine.compile import COMPILE_BYTES_PER_EVENT, compile_trace  # noqa: E402
+from replay.running.config import ReplayConfig  # noqa: E402
 from traces.format import build_table, validate  # noqa: E402
 from traces.schema import MAP_ANONYMOUS, MAP_PRIVATE, OPS  # noqa: E402
 from traces.summary import summarize  # noqa: E402

@@ -7,7 +7,7 @@ in the JSON form `replay -o` writes. Timed on the same files, in this order, aft
 uncounted read of them all (so every pass finds them in the page cache):
 
 - baseline: ``json.load`` of every file, nothing else;
-- gather: ``replay.corpus.gather`` (find the files, read and check each result, flatten every
+- gather: ``replay.results.corpus.gather`` (find the files, read and check each result, flatten every
   run, build the Arrow table), what `mmreplay results` does before writing;
 - write: the zstd-compressed Arrow file, written atomically.
 
@@ -40,8 +40,8 @@ POLICIES = ("kernel", "no-align", "align-ge-pmd", "align-pmd-multiple")
 
 def template() -> dict:
     """A real result: the bundled 4632 KiB trace replayed twice."""
-    from replay.config import ReplayConfig
-    from replay.execute import replay_trace
+    from replay.running.config import ReplayConfig
+    from replay.running.execute import replay_trace
     from traces.bundled import bundled
 
     return replay_trace(str(bundled("buffers-4632k.arrow")), ReplayConfig(touch="first"), 2,
@@ -58,7 +58,7 @@ def scaled(value, factor: float):
 
 
 def write_results(folder: Path, count: int, result: dict) -> list[Path]:
-    from replay.result import result_json
+    from replay.results.result import result_json
 
     rng = random.Random(17)
     paths = []
@@ -87,7 +87,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=10_000, help="result files (10,000)")
     args = parser.parse_args()
 
-    from replay.corpus import gather, write_corpus
+    from replay.results.corpus import gather, write_corpus
 
     print(f"load average before: {'{:.2f} {:.2f} {:.2f}'.format(*os.getloadavg())}")
     result = template()

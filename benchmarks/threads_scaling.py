@@ -21,9 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from replay.config import ReplayConfig
-from replay.runs import Prepared
-from replay.session import run_program
+from replay.running.config import ReplayConfig
+from replay.running.runs import Prepared
+from replay.running.session import run_program
 
 
 def synth_trace(folder: Path, threads: int, count: int) -> Path:

@@ -341,11 +341,11 @@ class Worker:
     def warm_up(self) -> None:
         """Import and compile (numba) everything once before the first input, so that the
         first input is not mistaken for a hang on a slow or busy machine with a cold cache."""
-        from replay.compile import compile_trace
-        from replay.config import ReplayConfig
-        from replay.engine import EngineState
-        from replay.probes import probe_kernel_alignment
-        from replay.session import engine_params
+        from replay.engine.compile import compile_trace
+        from replay.running.config import ReplayConfig
+        from replay.engine.engine import EngineState
+        from replay.measure.probes import probe_kernel_alignment
+        from replay.running.session import engine_params
         from traces.strace import import_logs
         from tracegen import buffers_trace
 
@@ -376,11 +376,11 @@ class Worker:
 
     # -- targets ----------------------------------------------------------------------------
     def run_arrow(self, data: bytes) -> None:
-        from replay.compile import compile_trace
-        from replay.config import ReplayConfig
-        from replay.engine import EngineState
-        from replay.probes import probe_kernel_alignment
-        from replay.session import engine_params
+        from replay.engine.compile import compile_trace
+        from replay.running.config import ReplayConfig
+        from replay.engine.engine import EngineState
+        from replay.measure.probes import probe_kernel_alignment
+        from replay.running.session import engine_params
         from traces import MmreplayError, read_trace
         from traces.summary import summarize
 
@@ -408,13 +408,13 @@ class Worker:
         self.finish("arrow", True)
 
     def run_hostile(self, data: bytes, r: random.Random) -> None:
-        from replay.compile import compile_trace
-        from replay.config import Access, ReplayConfig
-        from replay.engine import EngineState
-        from replay.probes import probe_kernel_alignment
-        from replay.probes import MapsReader
-        from replay.session import engine_params, run_program
-        from replay.threads import plan_threads
+        from replay.engine.compile import compile_trace
+        from replay.running.config import Access, ReplayConfig
+        from replay.engine.engine import EngineState
+        from replay.measure.probes import probe_kernel_alignment
+        from replay.measure.probes import MapsReader
+        from replay.running.session import engine_params, run_program
+        from replay.engine.threads import plan_threads
         from traces import MmreplayError, read_trace
 
         self.begin("hostile", data)
@@ -462,8 +462,8 @@ class Worker:
     def run_strace(self, text: bytes, chunk_bytes: int) -> None:
         import numpy as np
 
-        from replay.compile import compile_trace
-        from replay.config import ReplayConfig
+        from replay.engine.compile import compile_trace
+        from replay.running.config import ReplayConfig
         from traces import MmreplayError
         from traces.format import validate
         from traces.strace import import_logs

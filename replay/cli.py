@@ -17,8 +17,8 @@ import click
 from traces import MmreplayError, __version__
 from traces.text import escape
 
-from .commands import COMMANDS
-from .commands.common import ARGV_KEY, interrupt_exit_code, invoked_argv
+from replay.commands import COMMANDS
+from replay.commands.common import ARGV_KEY, interrupt_exit_code, invoked_argv
 
 EPILOG = """\b
 Typical journey:

@@ -67,7 +67,7 @@ def test_a_replay_child_never_outlives_its_replay(tmp_path):
         def found() -> bool:
             for pid, started in descendants(parent.pid).items():
                 try:
-                    if b"replay.alloc_child" in open(f"/proc/{pid}/cmdline", "rb").read():
+                    if b"replay.alloc.alloc_child" in open(f"/proc/{pid}/cmdline", "rb").read():
                         replay_child[pid] = started
                 except OSError:
                     pass

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replay.compile import compile_trace
-from replay.config import ReplayConfig
-from replay.engine import C_LIVE_BYTES, C_TOUCH_BYTES, EngineState
-from replay.model import live_pieces
-from replay.probes import probe_kernel_alignment, read_maps
-from replay.program import (ID_MAPPED, OP_MADVISE, OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP,
+from replay.engine.compile import compile_trace
+from replay.running.config import ReplayConfig
+from replay.engine.engine import C_LIVE_BYTES, C_TOUCH_BYTES, EngineState
+from replay.engine.model import live_pieces
+from replay.measure.probes import probe_kernel_alignment, read_maps
+from replay.engine.program import (ID_MAPPED, OP_MADVISE, OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP,
                             OP_TOUCH)
-from replay.session import engine_params
+from replay.running.session import engine_params
 from tracegen import random_trace
 
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "engine_speed.py"

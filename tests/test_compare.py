@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from replay.cli import cli
-from replay.compare import split_axis
+from replay.running.compare import split_axis
 from traces import MmreplayError, write_trace
 from tracegen import buffers_trace
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from processes import (PATIENCE_S, assert_gone, descendants, mmreplay, read_stderr_until,
                        wait_until_replaying)
 from replay.cli import cli
-from replay.copies import parse_counts
+from replay.running.copies import parse_counts
 from traces import MmreplayError, write_trace
 from tracegen import buffers_trace
 

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replay.compile import compile_trace
-from replay.config import Access, ReplayConfig
-from replay.engine import C_LIVE_BYTES, EngineState
-from replay.model import live_pieces
-from replay.probes import probe_kernel_alignment, read_maps
-from replay.program import ID_MAPPED
-from replay.session import engine_params
+from replay.engine.compile import compile_trace
+from replay.running.config import Access, ReplayConfig
+from replay.engine.engine import C_LIVE_BYTES, EngineState
+from replay.engine.model import live_pieces
+from replay.measure.probes import probe_kernel_alignment, read_maps
+from replay.engine.program import ID_MAPPED
+from replay.running.session import engine_params
 from tracegen import buffers_trace, random_trace
 
 PAGE = 4096

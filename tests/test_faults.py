@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from replay.compile import COMPILE_BYTES_PER_EVENT
+from replay.engine.compile import COMPILE_BYTES_PER_EVENT
 from traces import read_trace, trace_metadata, write_trace
 from processes import (EXIT_BY_SIGNAL, PATIENCE_S, assert_gone, descendants, interrupt_replaying,
                        mmreplay, wait_for)

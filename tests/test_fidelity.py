@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replay.compile import KNOWN_MAP_BITS, compile_trace
-from replay.config import ReplayConfig
-from replay.program import (CLEANUP, OP_HEAP_FREE, OP_HEAP_GROW, OP_HEAP_RESERVE, OP_MADVISE,
+from replay.engine.compile import KNOWN_MAP_BITS, compile_trace
+from replay.running.config import ReplayConfig
+from replay.engine.program import (CLEANUP, OP_HEAP_FREE, OP_HEAP_GROW, OP_HEAP_RESERVE, OP_MADVISE,
                             OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP,
                             PLACE_ALIGNED, PLACE_MASK)
 from traces import read_trace

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replay.compile import compile_trace
-from replay.config import Access, ReplayConfig
-from replay.engine import EngineState
-from replay.probes import maps_snapshot, probe_kernel_alignment
-from replay.program import ID_MAPPED
-from replay.runs import Prepared
-from replay.session import Interrupt, engine_params, run_program
+from replay.engine.compile import compile_trace
+from replay.running.config import Access, ReplayConfig
+from replay.engine.engine import EngineState
+from replay.measure.probes import maps_snapshot, probe_kernel_alignment
+from replay.engine.program import ID_MAPPED
+from replay.running.runs import Prepared
+from replay.running.session import Interrupt, engine_params, run_program
 from test_engine import Sentinels as NearbySentinels
 from traces import MmreplayError, read_trace, write_trace
 from traces.format import column_np, op_names

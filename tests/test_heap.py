@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replay.compile import compile_trace
-from replay.config import ReplayConfig
-from replay.layout import capture_layout
-from replay.program import OP_HEAP_FREE, OP_HEAP_GROW, OP_HEAP_RESERVE
-from replay.runs import Prepared
-from replay.session import run_program
+from replay.engine.compile import compile_trace
+from replay.running.config import ReplayConfig
+from replay.running.layout import capture_layout
+from replay.engine.program import OP_HEAP_FREE, OP_HEAP_GROW, OP_HEAP_RESERVE
+from replay.running.runs import Prepared
+from replay.running.session import run_program
 from strategies import brk, madvise, mmap, munmap, table_from_rows
 from traces import read_trace, write_trace
 

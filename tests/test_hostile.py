@@ -28,14 +28,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from replay.cli import cli
-from replay.compile import compile_trace, huge_page_size
+from replay.engine.compile import compile_trace, huge_page_size
 from traces.host import hugetlb_page_sizes
-from replay.config import MAX_OS_THREADS, Access, ReplayConfig
-from replay.engine import EngineState
-from replay.probes import MapsReader, maps_snapshot, probe_kernel_alignment
-from replay.program import OP_MMAP, OP_MMAP_FIXED_IN
-from replay.session import engine_params, run_program
-from replay.threads import plan_threads
+from replay.running.config import MAX_OS_THREADS, Access, ReplayConfig
+from replay.engine.engine import EngineState
+from replay.measure.probes import MapsReader, maps_snapshot, probe_kernel_alignment
+from replay.engine.program import OP_MMAP, OP_MMAP_FIXED_IN
+from replay.running.session import engine_params, run_program
+from replay.engine.threads import plan_threads
 from test_engine import Sentinels as NearbySentinels
 from test_foreign_memory import TargetSentinels, _replayed_ranges as replayed_ranges, file_backed
 from traces import MmreplayError, read_trace, write_trace
@@ -226,11 +226,11 @@ THREAD_START_CHILD = textwrap.dedent("""
     import json, resource, sys
     sys.path.insert(0, sys.argv[1])
     from test_hostile import chained_threads_trace, many_threads_trace
-    from replay.compile import compile_trace
-    from replay.config import ReplayConfig
-    from replay.probes import MapsReader, maps_snapshot, probe_kernel_alignment
-    from replay.session import run_program
-    from replay.threads import plan_threads
+    from replay.engine.compile import compile_trace
+    from replay.running.config import ReplayConfig
+    from replay.measure.probes import MapsReader, maps_snapshot, probe_kernel_alignment
+    from replay.running.session import run_program
+    from replay.engine.threads import plan_threads
     table = chained_threads_trace(64)  # all 64 thread stacks are needed at once
     config = ReplayConfig(touch="pages", threads="recorded")
     program = compile_trace(table, config)
@@ -422,14 +422,14 @@ def test_importing_a_fifo_nobody_writes_to_can_be_stopped(tmp_path):
 
 
 def test_ctrl_c_while_compiling_exits_130(tmp_path, monkeypatch):
-    import replay.runs
+    import replay.running.runs
 
     trace = trace_file(tmp_path, [corpus.mmap(A, 4096), corpus.munmap(A, 4096)])
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # what SIGINT raises in the main thread while compiling
 
-    monkeypatch.setattr(replay.runs, "compile_trace", interrupted)
+    monkeypatch.setattr(replay.running.runs, "compile_trace", interrupted)
     result = CliRunner().invoke(cli, ["replay", str(trace), "--no-progress"])
     assert result.exit_code == 128 + signal.SIGINT.value
     assert "Interrupted" in result.output and "Traceback" not in result.output

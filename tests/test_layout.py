@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replay.config import ReplayConfig
-from replay.layout import capture_layout, parse_at
-from replay.layout_geometry import (Coverage, Layout, clip_ranges, estimate_huge_ranges,
+from replay.running.config import ReplayConfig
+from replay.running.layout import capture_layout, parse_at
+from replay.reporters.layout_geometry import (Coverage, Layout, clip_ranges, estimate_huge_ranges,
                                     layout_from, plan_segments, subtract_ranges)
-from replay.layout_text import COLUMNS_PER_PMD, render_ascii
-from replay.probes import Vmas, merge_ranges, read_maps
+from replay.reporters.layout_text import COLUMNS_PER_PMD, render_ascii
+from replay.measure.probes import Vmas, merge_ranges, read_maps
 from strategies import mmap, munmap, table_from_rows
 from tracegen import buffers_trace
 from traces import MmreplayError, new_metadata, write_trace
@@ -136,7 +136,7 @@ def test_aligned_buffers_start_on_a_tick(layouts):
 def test_unaligned_buffers_mostly_miss_the_ticks(layouts):
     layout = layouts("align-pmd-multiple")
     large, aligned = layout.large_mappings()
-    # The replay starts in a region of its own (replay/region.py): the top-down search puts each
+    # The replay starts in a region of its own (replay/engine/region.py): the top-down search puts each
     # buffer right below the one before, leaving no hole, and the kernel merges neighbouring
     # anonymous mappings of equal flags. Only a mapping the interpreter made meanwhile (a
     # pymalloc arena) can come between two buffers and split them.
@@ -414,7 +414,7 @@ def pagemap_scan(start: int, end: int, mask: int, inverted: int = 0) -> list[tup
     import fcntl
     import os
 
-    from replay.probes import PAGEMAP_SCAN, PM_SCAN_ARG_BYTES
+    from replay.measure.probes import PAGEMAP_SCAN, PM_SCAN_ARG_BYTES
 
     regions = (ctypes.c_uint64 * (3 * 64))()
     arg = (ctypes.c_uint64 * 12)(PM_SCAN_ARG_BYTES, 0, start, end, 0, ctypes.addressof(regions),
@@ -434,8 +434,8 @@ def test_the_huge_zero_page_is_not_counted_as_a_huge_page():
     import ctypes
     import mmap
 
-    from replay.probes import PAGE_IS_HUGE, huge_ranges
-    from replay.probes import read_smaps
+    from replay.measure.probes import PAGE_IS_HUGE, huge_ranges
+    from replay.measure.probes import read_smaps
 
     page_is_pfnzero = 1 << 5  # include/uapi/linux/fs.h
 

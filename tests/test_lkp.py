@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from replay.config import THP_MODES, TOUCH_MODES, Access
-from replay.policy import POLICIES
-from replay.result import flatten_numbers
+from replay.running.config import THP_MODES, TOUCH_MODES, Access
+from replay.engine.policy import POLICIES
+from replay.results.result import flatten_numbers
 from synth.presets import PRESETS
 from traces.bundled import DATA
 

@@ -20,7 +20,7 @@ from traces import read_trace, trace_metadata
 from traces.format import column_np, op_names
 from traces.malloc_record import read_recording
 from traces.malloc_shim import shim_library
-from replay.alloc_runs import find_library
+from replay.alloc.alloc_runs import find_library
 from traces.schema import ALLOC_OPS, OPS
 
 from processes import PATIENCE_S, mmreplay

@@ -140,8 +140,8 @@ def test_the_ascii_and_png_pictures_have_the_same_rows(tmp_path):
     pytest.importorskip("matplotlib")
     from test_layout import made_up_layout
 
-    from replay.layout_text import render_ascii
-    from replay.pictures import plot_layout
+    from replay.reporters.layout_text import render_ascii
+    from replay.reporters.pictures import plot_layout
 
     a = 0x7F00_0000_0000
     layout = made_up_layout([(a + i * 7 * MIB, a + i * 7 * MIB + 5 * MIB) for i in range(200)]

@@ -17,11 +17,11 @@ import sys
 import numpy as np
 import pytest
 
-from replay.cgroup import memory_cgroup_dir
-from replay.config import ReplayConfig
-from replay.probes import layout_metrics, own_page_bytes, read_rollup, read_smaps
-from replay.runs import Prepared
-from replay.session import run_program
+from replay.measure.cgroup import memory_cgroup_dir
+from replay.running.config import ReplayConfig
+from replay.measure.probes import layout_metrics, own_page_bytes, read_rollup, read_smaps
+from replay.running.runs import Prepared
+from replay.running.session import run_program
 from tracegen import buffers_trace
 from traces import write_trace
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from processes import PATIENCE_S
-from replay.config import ReplayConfig
-from replay.layout import capture_layout
-from replay.pictures import (ALIGNED_COLOUR, HUGE_COLOUR, LAYOUT_SIZE_PX, MARK_COLOUR,
+from replay.running.config import ReplayConfig
+from replay.running.layout import capture_layout
+from replay.reporters.pictures import (ALIGNED_COLOUR, HUGE_COLOUR, LAYOUT_SIZE_PX, MARK_COLOUR,
                              REPLAY_COLOUR, UNALIGNED_COLOUR,
                              TRACE_SIZE_PX, live_bytes_series, plot_layout, plot_trace)
 from strategies import mmap, munmap, table_from_rows
@@ -183,9 +183,9 @@ def test_rows_without_replay_memory_are_one_break_line(tmp_path):
     used to fill whole grey rows; such rows are now one line saying what they hold."""
     from test_layout import made_up_layout
 
-    from replay.layout_geometry import plan_segments
-    from replay.layout_text import ascii_row_bytes
-    from replay.pictures import OTHER_COLOUR, plan_png_rows
+    from replay.reporters.layout_geometry import plan_segments
+    from replay.reporters.layout_text import ascii_row_bytes
+    from replay.reporters.pictures import OTHER_COLOUR, plan_png_rows
 
     a = 0x7F00_0000_0000
     layout = made_up_layout([(a, a + 6 * MIB), (a + 26 * MIB, a + 32 * MIB)],

@@ -20,12 +20,12 @@ from traces import build_table, new_metadata, read_trace, write_trace
 from traces.format import column_np, op_names
 from traces.schema import OP_CODE, PMD_SIZE
 
-from replay.compile import compile_trace
-from replay.config import ReplayConfig
-from replay.engine import EngineState
-from replay.probes import probe_kernel_alignment
-from replay.program import ID_MAPPED, OP_MMAP, OP_MREMAP
-from replay.session import engine_params, run_program
+from replay.engine.compile import compile_trace
+from replay.running.config import ReplayConfig
+from replay.engine.engine import EngineState
+from replay.measure.probes import probe_kernel_alignment
+from replay.engine.program import ID_MAPPED, OP_MMAP, OP_MREMAP
+from replay.running.session import engine_params, run_program
 
 DATA = Path(__file__).resolve().parent / "data" / "placement"
 BUNDLED = Path(__file__).resolve().parent.parent / "traces" / "data"
@@ -278,7 +278,7 @@ def test_every_way_to_the_plain_search_maps_everything_and_leaves_nothing(method
     kernel allows) each replay the mixed sequence: every mmap succeeds, an aligned placement
     starts on a boundary, and nothing is left mapped. Where a way is not the plain search on this
     kernel (6.18 aligns /dev/zero mappings), only its safety is checked."""
-    from replay.policy import KernelAlignment
+    from replay.engine.policy import KernelAlignment
 
     probed = probe_kernel_alignment()
     alignment = KernelAlignment(probed.aligns_pmd_multiples, probed.aligns_large, 0,
@@ -345,8 +345,8 @@ def test_a_gap_taken_while_the_address_space_is_claimed_is_filled_around():
     with EEXIST). The claim looks again and fills around it: a gap left open would take the
     replay's first mapping that fits, at an address that depends on ASLR (a chance 2 MiB
     alignment, seen under load in tests/test_vm_boot.py)."""
-    from replay.probes import read_named_maps
-    from replay.region import FreshAddressSpace, plan_placeholders
+    from replay.measure.probes import read_named_maps
+    from replay.engine.region import FreshAddressSpace, plan_placeholders
 
     libc = ctypes.CDLL(None)
     libc.mmap.restype = ctypes.c_void_p
@@ -388,8 +388,8 @@ def test_the_replays_first_mapping_never_adjoins_an_interpreter_mapping():
     """When the interpreter's lowest mapping already starts at the chosen residue, the floor
     still gets a placeholder below it: the replay's first mapping must not merge with a mapping
     of the interpreter (its figures, read per VMA, would count the interpreter's pages)."""
-    from replay.probes import read_named_maps
-    from replay.region import FreshAddressSpace
+    from replay.measure.probes import read_named_maps
+    from replay.engine.region import FreshAddressSpace
 
     libc = ctypes.CDLL(None)
     libc.mmap.restype = ctypes.c_void_p

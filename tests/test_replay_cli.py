@@ -9,11 +9,11 @@ import numpy as np
 from click.testing import CliRunner
 
 from replay.cli import cli
-from replay.compile import compile_trace
-from replay.config import ReplayConfig
-from replay.probes import probe_kernel_alignment, read_maps
-from replay.program import ID_MAPPED
-from replay.session import Interrupt, run_program
+from replay.engine.compile import compile_trace
+from replay.running.config import ReplayConfig
+from replay.measure.probes import probe_kernel_alignment, read_maps
+from replay.engine.program import ID_MAPPED
+from replay.running.session import Interrupt, run_program
 from processes import interrupt_replaying, mmreplay
 from test_engine import covered_bytes
 from traces import write_trace

@@ -1,4 +1,4 @@
-"""The result JSON, the types that name its fields (replay/result_types.py) and its documentation
+"""The result JSON, the types that name its fields (replay/results/result_types.py) and its documentation
 (docs/result-format.md) say the same thing: real results of real replays go through the types
 and come back as the same JSON text, and every key they hold is documented (and every documented
 key is in them, apart from the few that need a VM guest or --copies)."""
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from replay.result import result_json
-from replay.result_types import CompareDocument, ResultDocument, RunMeasurements
+from replay.results.result import result_json
+from replay.results.result_types import CompareDocument, ResultDocument, RunMeasurements
 from strategies import brk, mmap, munmap
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "result-format.md"

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replay.flat import flatten, unflatten
+from replay.results.flat import flatten, unflatten
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "results-corpus.md"
@@ -132,7 +132,7 @@ def test_chunks_of_rows_make_the_same_table(suite_results, tmp_path, monkeypatch
     """Rows become Arrow chunks every CHUNK_ROWS; a column whose values differ in kind between
     chunks (an integer here, a float or a string there) or that a chunk lacks comes out as
     one column with one type either way."""
-    from replay import corpus
+    from replay.results import corpus
 
     folder = tmp_path / "kinds"
     folder.mkdir()

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from replay.compile import compile_trace
-from replay.config import ReplayConfig
+from replay.engine.compile import compile_trace
+from replay.running.config import ReplayConfig
 from traces import read_trace, trace_metadata
 from traces.format import events_sha256
 from traces.liveset import LiveSet

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from replay.config import ReplayConfig
-from replay.layout import capture_layout
+from replay.running.config import ReplayConfig
+from replay.running.layout import capture_layout
 from strategies import madvise, mmap, mremap, table_from_rows
 from traces import write_trace
 from traces.schema import MAP, MAP_ANONYMOUS, MAP_PRIVATE

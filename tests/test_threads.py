@@ -10,11 +10,11 @@ from processes import PATIENCE_S
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replay.compile import compile_trace
-from replay.config import ReplayConfig
-from replay.probes import probe_kernel_alignment, read_maps
-from replay.session import run_program
-from replay.threads import plan_threads
+from replay.engine.compile import compile_trace
+from replay.running.config import ReplayConfig
+from replay.measure.probes import probe_kernel_alignment, read_maps
+from replay.running.session import run_program
+from replay.engine.threads import plan_threads
 from test_engine import covered_bytes
 from tracegen import random_trace
 

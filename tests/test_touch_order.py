@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from replay.compile import compile_trace
-from replay.config import ReplayConfig
-from replay.program import (OP_MADVISE, OP_MMAP, OP_MPROTECT, OP_MUNMAP, OP_TOUCH, TOUCH_READ,
+from replay.engine.compile import compile_trace
+from replay.running.config import ReplayConfig
+from replay.engine.program import (OP_MADVISE, OP_MMAP, OP_MPROTECT, OP_MUNMAP, OP_TOUCH, TOUCH_READ,
                             TOUCH_WRITE)
 from strategies import madvise, mmap, mprotect, munmap, table_from_rows
 

@@ -261,8 +261,8 @@ COUNTS = ("events", "peak_vmas", "large_mappings", "pmd_aligned_large_mappings",
 def test_the_engine_library_replays_as_numba_does(guest_run, small_trace, env, tmp_path):
     """The library the guest ran (replay/vm/native.py) against numba, both on this host's
     kernel: the same job as a guest runs it, with touches, reads and the emulated placement."""
-    from replay.config import Access, ReplayConfig
-    from replay.runs import Prepared
+    from replay.running.config import Access, ReplayConfig
+    from replay.running.runs import Prepared
     from replay.vm.cache import guest_environment
     from replay.vm.guest import NATIVE_ENV
     from replay.vm.jobs import RESULT_FILE, write_job

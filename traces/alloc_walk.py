@@ -1,5 +1,5 @@
 """Walk the allocation calls of a trace (``record --malloc``): every pointer resolved to the
-allocation that returned it, as the allocation replay (``replay.alloc_program``) and ``info``
+allocation that returned it, as the allocation replay (``replay.alloc.alloc_program``) and ``info``
 need it.
 
 Trace pointers are names: a pointer freed and returned again is a new allocation. The walk keeps

@@ -16,8 +16,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from replay.config import ReplayConfig  # noqa: E402
-from replay.layout import capture_layout  # noqa: E402
+from replay.running.config import ReplayConfig  # noqa: E402
+from replay.running.layout import capture_layout  # noqa: E402
 from traces import read_trace  # noqa: E402
 from traces.format import column_np, op_names  # noqa: E402
 from traces.schema import MAP, OP_CODE  # noqa: E402

@@ -6,7 +6,7 @@ their heavy dependencies (numba, pyarrow, matplotlib) inside the command functio
 them all costs little and ``--help`` starts fast.
 """
 
-from . import (compare, fit, import_trace, info, layout, record, replay, report, results, share,
+from replay.commands import (compare, fit, import_trace, info, layout, record, replay, report, results, share,
                slice, synth)
 
 COMMANDS = (

@@ -126,14 +126,14 @@ def deliver(document: dict, output, as_json: bool, text) -> None:
 
 
 def save(document: dict, output) -> None:
-    from replay.result import write_result
+    from replay.results.result import write_result
 
     if output:
         write_result(document, output)
 
 
 def show(document: dict, output, as_json: bool, text) -> None:
-    from replay.result import result_json
+    from replay.results.result import result_json
 
     if as_json:
         if not is_stdout(output):

@@ -6,9 +6,9 @@ import click
 
 from traces.errors import MmreplayError
 
-from .common import (Progress, check_outputs, exit_if_copies_failed, exit_if_interrupted,
+from replay.commands.common import (Progress, check_outputs, exit_if_copies_failed, exit_if_interrupted,
                      invoked_argv, save, show, status_line)
-from .options import (copies_option, json_option, output_option, perf_faults_option, pick_option,
+from replay.commands.options import (copies_option, json_option, output_option, perf_faults_option, pick_option,
                       progress_option, replay_help_sections, replay_options, threads_option,
                       vm_options, vm_settings)
 
@@ -60,10 +60,10 @@ Examples:
             "virtme-ng: a bzImage/vmlinuz file or a built kernel tree.")
 def command(trace, pick, repeat, warmup, max_live, output, as_json, fmt, perf_faults, copies,
             progress, kernels, **options):
-    from replay.compare import compare_trace, require_results
-    from replay.compare_report import compare_text
-    from replay.copies import parse_counts
-    from replay.result import command_line
+    from replay.running.compare import compare_trace, require_results
+    from replay.reporters.compare_report import compare_text
+    from replay.running.copies import parse_counts
+    from replay.results.result import command_line
     from replay.vm.image import resolve_kernels
 
     check_outputs(output)

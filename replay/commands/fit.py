@@ -6,8 +6,8 @@ import json
 
 import click
 
-from .common import check_outputs, emit, is_stdout
-from .options import json_option, output_option, pick_option
+from replay.commands.common import check_outputs, emit, is_stdout
+from replay.commands.options import json_option, output_option, pick_option
 
 
 @click.command("fit", short_help="Fit a synth spec (TOML) to a trace's anonymous memory.")

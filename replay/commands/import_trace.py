@@ -7,8 +7,8 @@ import os
 
 import click
 
-from .common import Progress, emit, exit_if_interrupted
-from .options import json_option, output_option, progress_option
+from replay.commands.common import Progress, emit, exit_if_interrupted
+from replay.commands.options import json_option, output_option, progress_option
 
 
 @click.command("import", short_help="Turn strace logs (or glibc mtrace output) into a trace.")

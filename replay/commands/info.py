@@ -6,8 +6,8 @@ import json
 
 import click
 
-from .common import check_outputs, emit
-from .options import json_option, output_option, pick_option
+from replay.commands.common import check_outputs, emit
+from replay.commands.options import json_option, output_option, pick_option
 
 
 @click.command("info", short_help="Summarize a trace: ops, threads, peak live bytes, sizes.")
@@ -37,7 +37,7 @@ def command(trace: str, pick: int | None, as_json: bool, output: str | None,
     check_outputs(output, png)
     if png:
         try:
-            from replay.pictures import plot_trace
+            from replay.reporters.pictures import plot_trace
         except ImportError as exc:
             raise MmreplayError(f"--png {png}: plotting is not available ({exc})") from None
     table = read_trace(trace, pick)

@@ -8,8 +8,8 @@ import click
 
 from traces.text import escape
 
-from .common import Progress, check_outputs, emit
-from .options import (json_option, output_option, pick_option, progress_option, replay_config,
+from replay.commands.common import Progress, check_outputs, emit
+from replay.commands.options import (json_option, output_option, pick_option, progress_option, replay_config,
                       replay_help_sections, replay_options, vm_options, vm_settings)
 
 
@@ -53,8 +53,8 @@ Examples:
 @vm_options("Draw the layout inside this kernel, booted in a QEMU guest with virtme-ng: a "
             "bzImage/vmlinuz file or a built kernel tree.")
 def command(trace, pick, max_live, at, width, png, as_json, output, progress, **options):
-    from replay.layout import capture_layout, parse_at
-    from replay.layout_text import MAX_WIDTH, MIN_WIDTH, render_ascii
+    from replay.running.layout import capture_layout, parse_at
+    from replay.reporters.layout_text import MAX_WIDTH, MIN_WIDTH, render_ascii
     from traces import MmreplayError
 
     parse_at(at)  # a bad --at fails before any work
@@ -67,19 +67,19 @@ def command(trace, pick, max_live, at, width, png, as_json, output, progress, **
     if kernel is not None:
         from replay.vm.run import layout_in_vm
 
-        from .common import status_line
+        from replay.commands.common import status_line
 
         def in_guest(prepared, stop_op):
             return layout_in_vm(prepared, stop_op, kernel, vm_options_, status_line)
     if png:
-        from replay.pictures import require_matplotlib
+        from replay.reporters.pictures import require_matplotlib
         require_matplotlib()
     config = replay_config(options)
     with Progress(progress, "replaying") as bar:
         layout = capture_layout(trace, config, at, max_live, progress=bar.update if bar else None,
                                 pick=pick, in_guest=in_guest)
     if png:
-        from replay.pictures import plot_layout
+        from replay.reporters.pictures import plot_layout
         plot_layout(layout, png)
     if as_json:
         emit(json.dumps(layout.as_dict(), indent=2) + "\n", output, png)

@@ -30,9 +30,9 @@ SIZE = SizeType()
 def replay_options(multi: bool = False):
     """--policy/--thp/--touch/--access/--files/--collapse/--max-live; with ``multi`` (compare)
     --policies and each of the others takes a comma list, and --policies has no fixed default
-    (``replay.compare.DEFAULT_POLICIES``)."""
-    from replay.config import FILE_MODES, THP_MODES, TOUCH_MODES
-    from replay.policy import POLICIES
+    (``replay.running.compare.DEFAULT_POLICIES``)."""
+    from replay.running.config import FILE_MODES, THP_MODES, TOUCH_MODES
+    from replay.engine.policy import POLICIES
 
     def choice(values):
         return str if multi else click.Choice(values)
@@ -85,7 +85,7 @@ def replay_config(values: dict):
     keys are left out)."""
     from dataclasses import fields
 
-    from replay.config import Access, ReplayConfig
+    from replay.running.config import Access, ReplayConfig
 
     given = {f.name: values[f.name] for f in fields(ReplayConfig) if f.name in values}
     return ReplayConfig(**{**given, "access": Access.parse(given["access"])})
@@ -126,7 +126,7 @@ def trace_in_one_out(output_help: str):
 def replay_help_sections() -> str:
     """The part of the replay, compare and layout help that says what the policies and THP
     modes are (click keeps the \\b paragraphs as written)."""
-    from replay.policy import POLICY_HELP
+    from replay.engine.policy import POLICY_HELP
 
     policies = "\n".join(f"  {name:<19} {text}" for name, text in POLICY_HELP.items())
     return f"""\b

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from .common import Progress
-from .options import progress_option
+from replay.commands.common import Progress
+from replay.commands.options import progress_option
 
 PROGRESS_MIN_BYTES = 16 << 20  # smaller logs import in about a second: no bar
 

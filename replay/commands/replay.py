@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .common import (Progress, check_outputs, deliver, exit_if_copies_failed, exit_if_interrupted,
+from replay.commands.common import (Progress, check_outputs, deliver, exit_if_copies_failed, exit_if_interrupted,
                      invoked_argv, status_line)
-from .options import (VM_OPTION_NAMES, copies_option, json_option, options_given, output_option,
+from replay.commands.options import (VM_OPTION_NAMES, copies_option, json_option, options_given, output_option,
                       perf_faults_option, pick_option, progress_option, replay_config,
                       replay_help_sections, replay_options, threads_option, vm_options,
                       vm_settings)
@@ -67,9 +67,9 @@ Examples:
 @vm_options()
 def command(trace, pick, max_live, repeat, warmup, output, as_json, perf_faults, allocator,
             tunables, mm_trace, copies, progress, **options):
-    from replay.copies import parse_counts
-    from replay.execute import replay_trace
-    from replay.report import format_replay
+    from replay.running.copies import parse_counts
+    from replay.running.execute import replay_trace
+    from replay.reporters.report import format_replay
 
     check_outputs(output)
     if allocator is not None:
@@ -97,8 +97,8 @@ _MM_ONLY = ("policy", "thp", "access", "files", "threads", "order", "perf_faults
 
 def _replay_allocations(trace, pick, touch, max_live, repeat, output, as_json, allocator,
                         tunables, mm_trace, progress):
-    from replay.alloc_report import format_alloc_replay
-    from replay.alloc_runs import replay_allocations
+    from replay.reporters.alloc_report import format_alloc_replay
+    from replay.alloc.alloc_runs import replay_allocations
 
     given = [name for name in _MM_ONLY if name in options_given(click.get_current_context())]
     if given:

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from .common import check_outputs, emit
-from .options import json_option, output_option
+from replay.commands.common import check_outputs, emit
+from replay.commands.options import json_option, output_option
 
 
 @click.command("report", short_help="The A/B table from saved results (replay/compare -o).")
@@ -30,9 +30,9 @@ def command(results, fmt, as_json, output):
       mmreplay report a.json b.json --format markdown -o table.md
       mmreplay report results.arrow
     """
-    from replay.copies_report import copies_notes, scalability_lines, scalability_markdown
-    from replay.corpus import read_results
-    from replay.report import comparison_table, report_labels_and_notes
+    from replay.reporters.copies_report import copies_notes, scalability_lines, scalability_markdown
+    from replay.results.corpus import read_results
+    from replay.reporters.report import comparison_table, report_labels_and_notes
     from traces import MmreplayError
 
     check_outputs(output)

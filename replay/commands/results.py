@@ -6,8 +6,8 @@ import json
 
 import click
 
-from .common import Progress, check_outputs, emit, interrupt_exit_code, invoked_argv
-from .options import json_option, output_option, progress_option
+from replay.commands.common import Progress, check_outputs, emit, interrupt_exit_code, invoked_argv
+from replay.commands.options import json_option, output_option, progress_option
 
 
 @click.command("results", short_help="Gather result files into one Arrow table, a row per run.")
@@ -39,8 +39,8 @@ def command(inputs, output, pattern, as_json, progress):
     """
     import sys
 
-    from replay.corpus import gather, write_corpus
-    from replay.result import command_line
+    from replay.results.corpus import gather, write_corpus
+    from replay.results.result import command_line
     from traces import MmreplayError
 
     if not output:

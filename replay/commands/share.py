@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .common import check_outputs, emit
-from .options import trace_in_one_out
+from replay.commands.common import check_outputs, emit
+from replay.commands.options import trace_in_one_out
 
 
 @click.command("share", short_help="Print a trace as a text block to paste into a mail.")

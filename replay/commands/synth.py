@@ -8,8 +8,8 @@ import click
 
 from synth.presets import presets_help
 
-from .common import check_outputs, emit, invoked_argv
-from .options import json_option, output_option
+from replay.commands.common import check_outputs, emit, invoked_argv
+from replay.commands.options import json_option, output_option
 
 HELP = f"""Write a synthetic trace: COUNT anonymous mmaps with sizes from a distribution,
 unmapped by a lifetime policy under live limits, at consistent addresses (live mappings never

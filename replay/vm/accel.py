@@ -20,7 +20,7 @@ from pathlib import Path
 
 from traces.host import cpu_flags, cpu_model
 
-from .cache import cache_dir
+from replay.vm.cache import cache_dir
 
 ACCEL_CHOICES = ("auto", "kvm", "tcg")
 

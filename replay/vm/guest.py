@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .native_env import NATIVE_BUILD_ENV, NATIVE_ENV, NATIVE_FAILED
+from replay.vm.native_env import NATIVE_BUILD_ENV, NATIVE_ENV, NATIVE_FAILED
 
 SYSFS_MM = "/sys/kernel/mm"
 MARKER = "@mmreplay "  # prefix of the progress lines on the guest's stdout
@@ -60,15 +60,15 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
     run only each item's first op and write nothing: the same imports and the same compiled
     functions with the same types as the guest, so the guest finds them all in the cache (and the
     Python copy of pyroot.py holds every module the guest loads)."""
-    from .jobs import LAYOUT_FILE, RESULT_FILE, STOP_FILE, read_job, write_json
+    from replay.vm.jobs import LAYOUT_FILE, RESULT_FILE, STOP_FILE, read_job, write_json
 
     job, items = read_job(job_dir)
     emit("imported", what="numpy")
     sysfs = {} if warm else apply_sysfs(job.get("sysfs") or [])
 
-    from replay import session
-    from replay.layout import capture_live, nothing_captured
-    from replay.probes import probe_kernel_alignment
+    from replay.running import session
+    from replay.running.layout import capture_live, nothing_captured
+    from replay.measure.probes import probe_kernel_alignment
     from traces.host import host_metadata, kernel_cmdline
 
     emit("imported", what="engine")
@@ -98,8 +98,8 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
             import multiprocessing.connection  # noqa: F401
             import multiprocessing.popen_fork  # noqa: F401
 
-            import replay.copies  # noqa: F401
-            import replay.flat  # noqa: F401  (the copies' summary, after their runs)
+            import replay.running.copies  # noqa: F401
+            import replay.results.flat  # noqa: F401  (the copies' summary, after their runs)
             for item in items:
                 first = min(1, item.program.cleanup_start)
                 if job["kind"] == "layout":
@@ -121,7 +121,7 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
                 layout = {"file": LAYOUT_FILE}
             runs = [[]]
         else:
-            from replay.copies import measure
+            from replay.running.copies import measure
 
             measured = measure(items, job["repeat"], job.get("warmup", 0), interrupt,
                                job.get("perf_faults", False), job.get("copies"), on_progress,
@@ -144,7 +144,7 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
         if os.environ.get(NATIVE_BUILD_ENV):
             _build_native(Path(os.environ[NATIVE_BUILD_ENV]))
         if os.environ.get("MMREPLAY_MANIFEST"):
-            from .pyroot import write_manifest
+            from replay.vm.pyroot import write_manifest
             write_manifest(os.environ["MMREPLAY_MANIFEST"])
         return 0
     write_json(job_dir / RESULT_FILE, document)
@@ -155,7 +155,7 @@ def run_job(job_dir: Path, warm: bool = False) -> int:
 def _build_native(out_dir: Path) -> None:
     """After a warm-up run: the engine library for the guest, or why there is none (then the
     guest loads numba, slower but the same code)."""
-    from .native import build
+    from replay.vm.native import build
 
     try:
         build(out_dir)
@@ -196,7 +196,7 @@ def main(argv: list[str]) -> int:
     if os.environ.get("MMREPLAY_PYROOT"):
         sys.meta_path.append(_OriginalFinder(os.environ["MMREPLAY_PYROOT"]))
     if os.environ.get(NATIVE_ENV):  # the engine as a shared library, no numba (native.py)
-        from .native import install
+        from replay.vm.native import install
         install(os.environ[NATIVE_ENV])
     if argv[1:2] == ["--warm"]:
         return run_job(Path(argv[2]), warm=True)
@@ -206,7 +206,7 @@ def main(argv: list[str]) -> int:
         return run_job(job_dir)
     except Exception as exc:  # reported to the host in one line; the traceback goes to stderr
         traceback.print_exc()
-        from .jobs import RESULT_FILE, write_json
+        from replay.vm.jobs import RESULT_FILE, write_json
 
         message = " ".join(str(exc).split()) or type(exc).__name__
         write_json(job_dir / RESULT_FILE, {"error": message})

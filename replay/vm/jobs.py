@@ -95,8 +95,8 @@ class GuestItem:
     """One configuration as the guest runs it: the fields ``session.run_rounds`` reads."""
 
     def __init__(self, directory: Path, entry: dict):
-        from replay.config import ReplayConfig
-        from replay.program import OpProgram
+        from replay.running.config import ReplayConfig
+        from replay.engine.program import OpProgram
 
         self.config = ReplayConfig.from_dict(entry["config"])
         self.max_live_bytes = entry["max_live_bytes"]
@@ -106,7 +106,7 @@ class GuestItem:
         self.program = unpack_dataclass(OpProgram, "program", entry["program"], arrays)
         self.plan = None
         if entry["plan"] is not None:
-            from replay.threads import ThreadPlan
+            from replay.engine.threads import ThreadPlan
             self.plan = unpack_dataclass(ThreadPlan, "plan", entry["plan"], arrays)
         self.alignment = None  # probed on the guest's kernel
 

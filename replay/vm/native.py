@@ -5,13 +5,13 @@ start-up (about 4 s of CPU on the host, two to four minutes under TCG on a busy 
 import, its typing and lowering registries, LLVM. The guest needs none of it: the engine's code
 is fixed once the host has compiled it. So the host, after its warm-up run of the guest's job
 (``guest.py --warm``, with the guest's ``NUMBA_CPU_NAME=generic``), takes every compiled function
-of ``replay.engine`` with the argument types that run used, wraps each in a ``numba.cfunc`` taking
+of ``replay.engine.engine`` with the argument types that run used, wraps each in a ``numba.cfunc`` taking
 pointers and shapes, and writes numba's own optimized module as one position-independent object,
 linked with ``cc -shared`` into ``engine.so`` (``build``). The guest (``install``) loads it with
 ctypes (which releases the GIL, as ``nogil=True`` does) and puts the native functions in place of
-the dispatchers in ``replay.engine``.
+the dispatchers in ``replay.engine.engine``.
 
-``replay.engine`` is still imported in the guest for its constants and ``EngineState``; its
+``replay.engine.engine`` is still imported in the guest for its constants and ``EngineState``; its
 module-level numba calls (types, intrinsics, decorators) then meet stand-ins that do nothing
 while it is imported and refuse to be used afterwards, so Python code that needs real numba in
 the guest fails loudly (and the host's own native warm-up run, which runs the same path, falls
@@ -35,7 +35,7 @@ from pathlib import Path
 
 LIBRARY = "engine.so"
 MANIFEST = "engine.json"
-ENGINE_MODULE = "replay.engine"
+ENGINE_MODULE = "replay.engine.engine"
 EXIT_RAISED = 70                 # the guest's Python exits with this when the engine raised
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def _stub_source(names: list[str]) -> str:
 
 def build(out_dir: Path) -> dict:
     """Write ``engine.so`` and ``engine.json`` into ``out_dir`` from the compiled functions of
-    ``replay.engine`` (run the job first, with the guest's numba settings). Raises on anything it
+    ``replay.engine.engine`` (run the job first, with the guest's numba settings). Raises on anything it
     cannot carry over (the caller then keeps numba in the guest)."""
     import shutil
     import subprocess
@@ -190,7 +190,7 @@ def build(out_dir: Path) -> dict:
 
 
 class _Absent:
-    """Stands for any numba object while ``replay.engine`` is imported; refuses use after."""
+    """Stands for any numba object while ``replay.engine.engine`` is imported; refuses use after."""
 
     sealed = False
 
@@ -308,13 +308,13 @@ class NativeFunction:
 
 
 def install(manifest_path: str) -> dict:
-    """In the guest, before anything imports ``replay.engine``: load the library, import the
+    """In the guest, before anything imports ``replay.engine.engine``: load the library, import the
     engine module around stand-ins for numba, and put the native functions in its place."""
     manifest_path = Path(manifest_path)
     manifest = json.loads(manifest_path.read_text())
     library = ctypes.CDLL(str(manifest_path.parent / manifest["library"]))
-    if "replay.engine" in sys.modules or "numba" in sys.modules:
-        raise RuntimeError("the native engine must be installed before numba or replay.engine "
+    if "replay.engine.engine" in sys.modules or "numba" in sys.modules:
+        raise RuntimeError("the native engine must be installed before numba or replay.engine.engine "
                            "is imported")
     sys.meta_path.insert(0, _AbsentNumba())
     sys.modules["traces.jit"] = _jit_module()

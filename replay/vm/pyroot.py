@@ -28,7 +28,7 @@ from pathlib import Path
 
 from traces.errors import MmreplayError
 
-from .cache import cache_dir, guest_python_path, numba_generic_dir, package_roots, stamp
+from replay.vm.cache import cache_dir, guest_python_path, numba_generic_dir, package_roots, stamp
 
 KEEP_ROOTS = 2
 # Larger files (libllvmlite.so, 179 MB) are linked to the original instead of copied: unpacking
@@ -53,7 +53,7 @@ def loaded_files() -> list[str]:
                 continue
             if os.path.exists(cached):
                 files.add(cached)
-    from replay.probes import read_named_maps
+    from replay.measure.probes import read_named_maps
     try:
         files.update(name for _, _, name in read_named_maps()
                      if name.startswith("/") and not name.endswith(")"))
@@ -102,7 +102,7 @@ class PyRoot:
                        "LD_LIBRARY_PATH": os.pathsep.join(libraries),
                        "MMREPLAY_PYROOT": str(self.root)}
         if note.get("engine") == "native library":
-            from .native_env import NATIVE_ENV
+            from replay.vm.native_env import NATIVE_ENV
             environment[NATIVE_ENV] = str(self.native)
         return environment
 
@@ -215,9 +215,9 @@ def _copy(original: str, target: Path) -> None:
 
 
 def _build(pyroot: PyRoot, job_dir: Path, features: list[str], timeout_s: float) -> dict:
-    from .cache import guest_environment
-    from .native_env import NATIVE_BUILD_ENV, NATIVE_ENV, NATIVE_FAILED
-    from .native import LIBRARY, MANIFEST
+    from replay.vm.cache import guest_environment
+    from replay.vm.native_env import NATIVE_BUILD_ENV, NATIVE_ENV, NATIVE_FAILED
+    from replay.vm.native import LIBRARY, MANIFEST
 
     roots = pyroot.root.parent
     start = time.monotonic()

@@ -13,9 +13,9 @@ from typing import Callable
 
 from traces.errors import MmreplayError
 
-from ..result import build_result
-from .image import KernelImage
-from .runner import VmOptions, run_guest
+from replay.results.result import build_result
+from replay.vm.image import KernelImage
+from replay.vm.runner import VmOptions, run_guest
 
 
 def _peak(items) -> int:
@@ -72,7 +72,7 @@ def layout_in_vm(prepared, stop_op: int, kernel: KernelImage, options: VmOptions
                        prepared.program.peak_live_bytes, None, notify)
     layout = output.document.get("layout") or {}
     if output.layout_arrays is None:
-        from ..layout import nothing_captured
+        from replay.running.layout import nothing_captured
         if stop_op == 0:
             return nothing_captured(), output.document["host"], output.vm
         raise MmreplayError(f"the replay stopped in the guest before the layout was read "

@@ -41,13 +41,13 @@ from traces.errors import MmreplayError
 from traces.host import host_metadata, meminfo_bytes
 from traces.units import fmt_bytes
 
-from ..probes import process_age_s
-from .accel import Accel, choose_accel, remember_kvm
-from .cache import guest_environment, numba_generic_dir
-from .guest import MARKER
-from .image import KernelImage
-from .jobs import LAYOUT_FILE, RESULT_FILE, STOP_FILE, write_job
-from .pyroot import PyRoot, prepare
+from replay.measure.probes import process_age_s
+from replay.vm.accel import Accel, choose_accel, remember_kvm
+from replay.vm.cache import guest_environment, numba_generic_dir
+from replay.vm.guest import MARKER
+from replay.vm.image import KernelImage
+from replay.vm.jobs import LAYOUT_FILE, RESULT_FILE, STOP_FILE, write_job
+from replay.vm.pyroot import PyRoot, prepare
 
 MIB = 1 << 20
 GUEST_RESERVED_MIB = 512      # the guest's kernel, Python, numba and page cache

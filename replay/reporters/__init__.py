@@ -1,0 +1,3 @@
+"""Reporters: text tables, ASCII layouts and PNG pictures. They only read results, never run
+replays.
+"""
