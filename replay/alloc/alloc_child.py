@@ -1,4 +1,5 @@
-"""One allocation replay run, in a process of its own (``python -m replay.alloc.alloc_child JOBDIR``).
+"""One allocation replay run, in a process of its own
+(``python -m replay.alloc.alloc_child JOBDIR``).
 
 The parent (``alloc_runs``) starts it with the allocator in LD_PRELOAD and GLIBC_TUNABLES set,
 and leaves in JOBDIR the program (``program.npz``) and the job (``job.json``). This process
@@ -28,11 +29,11 @@ import numpy as np
 from traces.schema import PMD_SIZE
 
 from replay.alloc.alloc_engine import (C_FAILED, C_LOOP_END_REALTIME, C_LOOP_START_REALTIME, C_NS,
-                           C_REALLOC_FAILED_KEPT, C_REALLOC_OF_FAILED, C_TOUCH_BYTES,
-                           SUBSTITUTE_PVALLOC, SUBSTITUTE_VALLOC, AllocState)
+                                       C_REALLOC_FAILED_KEPT, C_REALLOC_OF_FAILED, C_TOUCH_BYTES,
+                                       SUBSTITUTE_PVALLOC, SUBSTITUTE_VALLOC, AllocState)
 from replay.alloc.alloc_program import CLEANUP, ENGINE_OP_NAMES, AllocProgram
-from replay.measure.probes import (read_smaps, reset_peak_rss, rss_bytes, rusage_faults, smaps_rollup,
-                     status_bytes)
+from replay.measure.probes import (read_smaps, reset_peak_rss, rss_bytes, rusage_faults,
+                                   smaps_rollup, status_bytes)
 
 FUNCTIONS = ("malloc", "free", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign",
              "valloc", "pvalloc")

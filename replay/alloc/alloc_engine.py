@@ -23,7 +23,7 @@ from numba.extending import intrinsic
 from traces.jit import njit
 
 from replay.alloc.alloc_program import (A_ALIGNED_ALLOC, A_CALLOC, A_FREE, A_MALLOC, A_MEMALIGN,
-                            A_POSIX_MEMALIGN, A_PVALLOC, A_REALLOC, A_VALLOC)
+                                        A_POSIX_MEMALIGN, A_PVALLOC, A_REALLOC, A_VALLOC)
 from replay.engine.engine import _u8_ptr, _i64_ptr
 
 _intp, _uintp, _i32, _i64 = types.intp, types.uintp, types.int32, types.int64

@@ -1,8 +1,8 @@
 """Replay a trace's allocation calls through an allocator, in child processes, and build the
 result document (``mmreplay replay --allocator``).
 
-Each run is a fresh ``python -m replay.alloc.alloc_child`` with the allocator in LD_PRELOAD (none for
-glibc) and ``--tunable`` settings in GLIBC_TUNABLES, so every run starts from the same empty
+Each run is a fresh ``python -m replay.alloc.alloc_child`` with the allocator in LD_PRELOAD
+(none for glibc) and ``--tunable`` settings in GLIBC_TUNABLES, so every run starts from the same empty
 allocator. With ``mm_trace``, one more run is made under strace (seccomp-bpf): the mm calls the
 allocator made while the loop ran become a normal mm trace, which ``replay``, ``compare`` and
 ``--kernel`` take like any other, to cross allocators with kernel placement rules. That run is

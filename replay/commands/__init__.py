@@ -6,8 +6,8 @@ their heavy dependencies (numba, pyarrow, matplotlib) inside the command functio
 them all costs little and ``--help`` starts fast.
 """
 
-from replay.commands import (compare, fit, import_trace, info, layout, record, replay, report, results, share,
-               slice, synth)
+from replay.commands import (compare, fit, import_trace, info, layout, record, replay, report,
+                             results, share, slice, synth)
 
 COMMANDS = (
     record.command,

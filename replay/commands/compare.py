@@ -6,11 +6,11 @@ import click
 
 from traces.errors import MmreplayError
 
-from replay.commands.common import (Progress, check_outputs, exit_if_copies_failed, exit_if_interrupted,
-                     invoked_argv, save, show, status_line)
-from replay.commands.options import (copies_option, json_option, output_option, perf_faults_option, pick_option,
-                      progress_option, replay_help_sections, replay_options, threads_option,
-                      vm_options, vm_settings)
+from replay.commands.common import (Progress, check_outputs, exit_if_copies_failed,
+                                    exit_if_interrupted, invoked_argv, save, show, status_line)
+from replay.commands.options import (copies_option, json_option, output_option, perf_faults_option,
+                                     pick_option, progress_option, replay_help_sections,
+                                     replay_options, threads_option, vm_options, vm_settings)
 
 
 HELP = """Replay TRACE under several configurations and print one A/B table.

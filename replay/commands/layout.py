@@ -9,8 +9,9 @@ import click
 from traces.text import escape
 
 from replay.commands.common import Progress, check_outputs, emit
-from replay.commands.options import (json_option, output_option, pick_option, progress_option, replay_config,
-                      replay_help_sections, replay_options, vm_options, vm_settings)
+from replay.commands.options import (json_option, output_option, pick_option, progress_option,
+                                     replay_config, replay_help_sections, replay_options,
+                                     vm_options, vm_settings)
 
 
 HELP = """Replay TRACE (default: the bundled BERT inference trace) up to --at and draw the

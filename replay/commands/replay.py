@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from replay.commands.common import (Progress, check_outputs, deliver, exit_if_copies_failed, exit_if_interrupted,
-                     invoked_argv, status_line)
-from replay.commands.options import (VM_OPTION_NAMES, copies_option, json_option, options_given, output_option,
-                      perf_faults_option, pick_option, progress_option, replay_config,
-                      replay_help_sections, replay_options, threads_option, vm_options,
-                      vm_settings)
+from replay.commands.common import (Progress, check_outputs, deliver, exit_if_copies_failed,
+                                    exit_if_interrupted, invoked_argv, status_line)
+from replay.commands.options import (VM_OPTION_NAMES, copies_option, json_option, options_given,
+                                     output_option, perf_faults_option, pick_option,
+                                     progress_option, replay_config, replay_help_sections,
+                                     replay_options, threads_option, vm_options, vm_settings)
 
 
 HELP = """Replay TRACE natively (default: the bundled BERT inference trace) and measure page

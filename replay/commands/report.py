@@ -30,7 +30,8 @@ def command(results, fmt, as_json, output):
       mmreplay report a.json b.json --format markdown -o table.md
       mmreplay report results.arrow
     """
-    from replay.reporters.copies_report import copies_notes, scalability_lines, scalability_markdown
+    from replay.reporters.copies_report import (copies_notes, scalability_lines,
+                                                scalability_markdown)
     from replay.results.corpus import read_results
     from replay.reporters.report import comparison_table, report_labels_and_notes
     from traces import MmreplayError

@@ -41,8 +41,8 @@ from traces.format import column_np, op_names
 from traces.host import available_memory_bytes, hugetlb_page_sizes, vm_max_map_count
 from traces.liveset import CALL_FIELDS, LiveSet, call_fields
 from traces.schema import (MADV, MAP, MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE,
-                           MAP_HUGE_SHIFT, MAP_SHARED, MM_OPS, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE,
-                           OP_CODE, PMD_SIZE, PROT_READ, PROT_WRITE)
+                           MAP_HUGE_SHIFT, MAP_SHARED, MM_OPS, MREMAP_DONTUNMAP, MREMAP_FIXED,
+                           MREMAP_MAYMOVE, OP_CODE, PMD_SIZE, PROT_READ, PROT_WRITE)
 from traces.summary import heap_sizes
 from traces.units import fmt_bytes
 
@@ -50,9 +50,9 @@ from replay.running.config import ReplayConfig
 from replay.engine.policy import emulated_flags, placement, remap_placement
 from replay.measure.probes import vma_count
 from replay.engine.program import (ACCESS_BEFORE, CLEANUP, LOCKSTEP, OP_HEAP_FREE, OP_HEAP_GROW,
-                      OP_HEAP_RESERVE, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT,
-                      OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_KERNEL, THP_ADVISE,
-                      TOUCH_READ, TOUCH_WRITE, OpProgram)
+                                   OP_HEAP_RESERVE, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN,
+                                   OP_MPROTECT, OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_KERNEL,
+                                   THP_ADVISE, TOUCH_READ, TOUCH_WRITE, OpProgram)
 
 # Largest single mapping the compiler accepts (x86-64 user space is 128 TiB).
 MAX_MAPPING_BYTES = 1 << 47

@@ -23,10 +23,11 @@ from numba.extending import intrinsic
 from traces.jit import njit
 from traces.schema import PMD_SIZE
 
-from replay.engine.program import (ACCESS_BEFORE, ID_MAPPED, ID_TAINTED, LOCKSTEP, OP_HEAP_FREE, OP_HEAP_GROW,
-                      OP_HEAP_RESERVE, OP_MADVISE, OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT,
-                      OP_MREMAP, OP_MUNMAP, OP_TOUCH, PLACE_ALIGNED, PLACE_KERNEL, PLACE_MASK,
-                      PLACE_PLAIN, THP_ADVISE, TOUCH_READ, TOUCH_WRITE)
+from replay.engine.program import (ACCESS_BEFORE, ID_MAPPED, ID_TAINTED, LOCKSTEP, OP_HEAP_FREE,
+                                   OP_HEAP_GROW, OP_HEAP_RESERVE, OP_MADVISE, OP_MMAP,
+                                   OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP, OP_TOUCH,
+                                   PLACE_ALIGNED, PLACE_KERNEL, PLACE_MASK, PLACE_PLAIN,
+                                   THP_ADVISE, TOUCH_READ, TOUCH_WRITE)
 
 _intp, _uintp, _i32, _i64 = types.intp, types.uintp, types.int32, types.int64
 c_mmap = types.ExternalFunction("mmap", _intp(_intp, _uintp, _i32, _i32, _i32, _i64))

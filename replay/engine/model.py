@@ -12,7 +12,8 @@ import numpy as np
 from traces.liveset import LiveSet
 from traces.schema import MREMAP_DONTUNMAP
 
-from replay.engine.program import OP_HEAP_FREE, OP_HEAP_GROW, OP_MMAP, OP_MMAP_FIXED_IN, OP_MREMAP, OP_MUNMAP
+from replay.engine.program import (OP_HEAP_FREE, OP_HEAP_GROW, OP_MMAP, OP_MMAP_FIXED_IN,
+                                   OP_MREMAP, OP_MUNMAP)
 
 ID_SHIFT = 48  # each mapping id owns a 2^48-byte slot of the model's address space
 

@@ -33,8 +33,9 @@ if TYPE_CHECKING:  # planning reads the trace; running a plan (inside a VM guest
 
 from replay.running.config import MAX_OS_THREADS
 from replay.engine.engine import N_COUNTERS, NOT_ADDITIVE, C_RNG
-from replay.engine.program import (OP_HEAP_FREE, OP_HEAP_GROW, OP_HEAP_RESERVE, OP_MADVISE, OP_MMAP,
-                      OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP, OP_TOUCH, OpProgram)
+from replay.engine.program import (OP_HEAP_FREE, OP_HEAP_GROW, OP_HEAP_RESERVE, OP_MADVISE,
+                                   OP_MMAP, OP_MMAP_FIXED_IN, OP_MPROTECT, OP_MREMAP, OP_MUNMAP,
+                                   OP_TOUCH, OpProgram)
 
 
 @dataclass

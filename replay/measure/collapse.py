@@ -25,7 +25,8 @@ import numpy as np
 from traces import MmreplayError
 from traces.schema import MADV
 
-from replay.measure.probes import KHUGEPAGED, khugepaged_counter, merge_ranges, read_vmstat, vmstat_delta
+from replay.measure.probes import (KHUGEPAGED, khugepaged_counter, merge_ranges, read_vmstat,
+                                   vmstat_delta)
 
 MADV_COLLAPSE = MADV["MADV_COLLAPSE"]
 POLL_S = 0.2

@@ -22,7 +22,8 @@ import numpy as np
 
 from traces.schema import MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, MAP_PRIVATE, PMD_SIZE
 
-from replay.engine.policy import MAP_FAILED, MAP_NORESERVE, KernelAlignment, _libc_mmap, dev_zero_fd
+from replay.engine.policy import (MAP_FAILED, MAP_NORESERVE, KernelAlignment, _libc_mmap,
+                                  dev_zero_fd)
 
 
 @dataclass

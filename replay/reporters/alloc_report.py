@@ -5,7 +5,8 @@ from __future__ import annotations
 from traces.text import escape, escape_lines
 from traces.units import fmt_bytes
 
-from replay.reporters.report import calls_text, header_lines, latencies, metric_lines, not_replayed_lines
+from replay.reporters.report import (calls_text, header_lines, latencies, metric_lines,
+                                     not_replayed_lines)
 
 MIB = 1 << 20
 

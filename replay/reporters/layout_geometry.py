@@ -1,8 +1,8 @@
 """The replay's captured address space (``Layout``) and the arithmetic on it: ranges, coverage,
 and the rows and segments both pictures (ASCII and PNG) are planned in.
 
-Everything here computes on arrays alone, so it is testable on any data; ``replay/running/layout.py``
-captures a ``Layout`` from a live replay, ``replay/reporters/layout_text.py`` draws it as ASCII and
+Everything here computes on arrays alone, so it is testable on any data;
+``replay/running/layout.py`` captures a ``Layout`` from a live replay, ``replay/reporters/layout_text.py`` draws it as ASCII and
 ``replay/reporters/pictures.py`` as PNG.
 """
 

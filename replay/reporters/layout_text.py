@@ -17,7 +17,7 @@ from traces.host import describe_thp
 from traces.units import fmt_bytes, plural
 
 from replay.reporters.layout_geometry import (Coverage, Geometry, Layout, Segment, choose_segments,
-                              other_vmas_between, plan_segments)
+                                              other_vmas_between, plan_segments)
 from replay.measure.probes import merge_ranges
 
 MIB = 1 << 20

@@ -21,8 +21,8 @@ from traces.schema import MAP_ANONYMOUS, OP_CODE, PMD_SIZE
 from traces.summary import page_round, walk_live_bytes
 from traces.units import fmt_bytes, plural
 
-from replay.reporters.layout_geometry import (Layout, choose_segments, clip_ranges, other_vmas_between,
-                              plan_segments, subtract_ranges)
+from replay.reporters.layout_geometry import (Layout, choose_segments, clip_ranges,
+                                              other_vmas_between, plan_segments, subtract_ranges)
 from replay.reporters.layout_text import ascii_row_bytes
 from replay.measure.probes import merge_ranges
 

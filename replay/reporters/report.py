@@ -6,8 +6,8 @@ from traces.host import describe_thp
 from traces.text import escape, escape_lines
 from traces.units import fmt_bytes
 
-from replay.results.cells import (SIGNIFICANCE_RULE, Cell, fmt_number, percent_change, significant, spread_text,
-                    value_text, wrap_ascii)
+from replay.results.cells import (SIGNIFICANCE_RULE, Cell, fmt_number, percent_change, significant,
+                                  spread_text, value_text, wrap_ascii)
 from replay.results.result import finished_runs
 
 MIB = 1 << 20

@@ -16,21 +16,24 @@ from typing import Callable
 import numpy as np
 
 from replay.running.config import ACCESS_CODE, TOUCH_CODE, ReplayConfig
-from replay.engine.engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS, C_HEAP_MINFLT,
-                     C_HEAP_TOUCH_BYTES, C_LIVE_BYTES,
-                     C_POLICY_CALLS, C_POLICY_NS, C_RUNTIME_SKIPPED, C_THP_ADVICE_FAILED, C_TOUCH_BYTES,
-                     C_TOUCH_NS, C_WAIT_NS, N_PARAMS, P_ACCESS_AMOUNT, P_ACCESS_KIND, P_PAD_PMD_MULTIPLES,
-                     P_HEAP_HINT, P_PLAIN_BY_HINT, P_THP_ADVICE, P_TOPDOWN_FIX, P_TOUCH, P_ZERO_FD, EngineState)
+from replay.engine.engine import (C_ACCESS_BYTES, C_ACCESS_NS, C_ACCESS_READS, C_ENGINE_NS,
+                                  C_HEAP_MINFLT, C_HEAP_TOUCH_BYTES, C_LIVE_BYTES, C_POLICY_CALLS,
+                                  C_POLICY_NS, C_RUNTIME_SKIPPED, C_THP_ADVICE_FAILED,
+                                  C_TOUCH_BYTES, C_TOUCH_NS, C_WAIT_NS, N_PARAMS, P_ACCESS_AMOUNT,
+                                  P_ACCESS_KIND, P_PAD_PMD_MULTIPLES, P_HEAP_HINT, P_PLAIN_BY_HINT,
+                                  P_THP_ADVICE, P_TOPDOWN_FIX, P_TOUCH, P_ZERO_FD, EngineState)
 from replay.engine.model import live_pieces
 from replay.engine.policy import TOPDOWN_FIX, KernelAlignment, dev_zero_fd
 from replay.engine.region import FreshAddressSpace
-from replay.measure.probes import (FAULT_PERF_COUNTERS, HARDWARE_PERF_COUNTERS, PerfCounters, layout_metrics, own_page_bytes, read_smaps, read_vmstat, rss_bytes,
-                     rusage_faults, vmstat_delta)
+from replay.measure.probes import (FAULT_PERF_COUNTERS, HARDWARE_PERF_COUNTERS, PerfCounters,
+                                   layout_metrics, own_page_bytes, read_smaps, read_vmstat,
+                                   rss_bytes, rusage_faults, vmstat_delta)
 from replay.measure.cgroup import OwnCgroup
 from replay.measure.collapse import collapse
 from replay.measure.probes import read_rollup
 from replay.engine.program import OpProgram
-from replay.measure.run_stats import alignment_by_size, large_mapping_alignment, op_stats, thread_stats
+from replay.measure.run_stats import (alignment_by_size, large_mapping_alignment, op_stats,
+                                      thread_stats)
 from replay.results.result_types import AccessFigures, CgroupFigures, HeapFigures, RunMeasurements
 
 MAX_CHUNK_OPS = 4096

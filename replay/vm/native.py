@@ -5,8 +5,8 @@ start-up (about 4 s of CPU on the host, two to four minutes under TCG on a busy 
 import, its typing and lowering registries, LLVM. The guest needs none of it: the engine's code
 is fixed once the host has compiled it. So the host, after its warm-up run of the guest's job
 (``guest.py --warm``, with the guest's ``NUMBA_CPU_NAME=generic``), takes every compiled function
-of ``replay.engine.engine`` with the argument types that run used, wraps each in a ``numba.cfunc`` taking
-pointers and shapes, and writes numba's own optimized module as one position-independent object,
+of ``replay.engine.engine`` with the argument types that run used, wraps each in a
+``numba.cfunc`` taking pointers and shapes, and writes numba's own optimized module as one position-independent object,
 linked with ``cc -shared`` into ``engine.so`` (``build``). The guest (``install``) loads it with
 ctypes (which releases the GIL, as ``nogil=True`` does) and puts the native functions in place of
 the dispatchers in ``replay.engine.engine``.
@@ -96,8 +96,8 @@ def _stub_source(names: list[str]) -> str:
 
 def build(out_dir: Path) -> dict:
     """Write ``engine.so`` and ``engine.json`` into ``out_dir`` from the compiled functions of
-    ``replay.engine.engine`` (run the job first, with the guest's numba settings). Raises on anything it
-    cannot carry over (the caller then keeps numba in the guest)."""
+    ``replay.engine.engine`` (run the job first, with the guest's numba settings). Raises on
+    anything it cannot carry over (the caller then keeps numba in the guest)."""
     import shutil
     import subprocess
     import tempfile
@@ -314,8 +314,8 @@ def install(manifest_path: str) -> dict:
     manifest = json.loads(manifest_path.read_text())
     library = ctypes.CDLL(str(manifest_path.parent / manifest["library"]))
     if "replay.engine.engine" in sys.modules or "numba" in sys.modules:
-        raise RuntimeError("the native engine must be installed before numba or replay.engine.engine "
-                           "is imported")
+        raise RuntimeError("the native engine must be installed before numba or "
+                           "replay.engine.engine is imported")
     sys.meta_path.insert(0, _AbsentNumba())
     sys.modules["traces.jit"] = _jit_module()
     import importlib
