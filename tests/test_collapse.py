@@ -11,8 +11,8 @@ kernel's own smaps.
 
 from __future__ import annotations
 
-import json
 
+from replays import first_run
 from tracegen import buffers_trace
 from traces import write_trace
 
@@ -20,10 +20,7 @@ KIB, MIB = 1 << 10, 1 << 20
 
 
 def replay(run_cli, path, tmp_path, *options) -> dict:
-    out = tmp_path / "r.json"
-    done = run_cli("replay", path, "--thp", "always", "-o", out, *options)
-    assert done.exit_code == 0, done.output
-    return json.loads(out.read_text())["runs"][0]
+    return first_run(run_cli, path, tmp_path / "r.json", "--thp", "always", *options)
 
 
 def test_collapse_reaches_the_layouts_ceiling_and_is_reported_apart(run_cli, tmp_path):

@@ -67,16 +67,20 @@ def test_without_metadata_argument_the_tables_own_metadata_is_kept(table):
     assert_same_trace(read, table)
 
 
+def write_in_batches(table: pa.Table, path: Path) -> Path:
+    """``table`` as plain pyarrow writes it: an IPC file of 7-row batches, no compression."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=7):
+            writer.write_batch(batch)
+    return path
+
+
 @settings(max_examples=30)
 @given(valid_tables())
 def test_files_from_other_arrow_writers_are_read(table):
     """A plain pyarrow IPC file (any op encoding, several batches, no compression) is a trace."""
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "foreign.arrow"
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            for batch in table.to_batches(max_chunksize=7):
-                writer.write_batch(batch)
-        read = read_trace(path)
+        read = read_trace(write_in_batches(table, Path(folder) / "foreign.arrow"))
     for name in table.schema.names:
         assert read.column(name).to_pylist() == table.column(name).to_pylist()
     assert read.column("op").type == OP_TYPE
@@ -93,11 +97,7 @@ def test_a_v2_file_in_many_batches_reads_as_written(table):
     stored = encode(validate(table)).replace_schema_metadata(
         {METADATA_KEY: json.dumps({"format_version": 2}).encode()})
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "v2.arrow"
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, stored.schema) as writer:
-            for batch in stored.to_batches(max_chunksize=7):
-                writer.write_batch(batch)
-        read = read_trace(path)
+        read = read_trace(write_in_batches(stored, Path(folder) / "v2.arrow"))
     for name in table.schema.names:
         assert read.column(name).to_pylist() == table.column(name).to_pylist(), name
 

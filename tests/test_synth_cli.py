@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from replays import first_run
 from synth.presets import PRESETS
 from synth.spec import Spec, read_spec, spec_to_toml
 from traces import read_trace, trace_metadata
@@ -230,10 +231,7 @@ def test_the_installed_command_runs(tmp_path):
 
 
 def replay_run(run_cli, trace, folder, *options) -> dict:
-    result = folder / "result.json"
-    replay = run_cli("replay", trace, "--touch", "none", "-o", result, *options)
-    assert replay.exit_code == 0, replay.output
-    return json.loads(result.read_text())["runs"][0]
+    return first_run(run_cli, trace, folder / "result.json", "--touch", "none", *options)
 
 
 def test_cactusbssn_replays_as_many_large_mappings_alive_together(run_cli, tmp_path):

@@ -49,7 +49,7 @@ def loaded_files() -> list[str]:
         if path.endswith(".py"):
             try:
                 cached = importlib.util.cache_from_source(path)
-            except (NotImplementedError, ValueError):
+            except (NotImplementedError, ValueError):  # this Python keeps no bytecode cache
                 continue
             if os.path.exists(cached):
                 files.add(cached)
