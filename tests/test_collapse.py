@@ -11,7 +11,6 @@ kernel's own smaps.
 
 from __future__ import annotations
 
-
 from replays import first_run
 from tracegen import buffers_trace
 from traces import write_trace
